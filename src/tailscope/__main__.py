@@ -1,0 +1,3 @@
+from tailscope.cli import app
+
+app(prog_name="tailscope")

@@ -1,0 +1,180 @@
+"""The ``tailscope`` command line (Typer)."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="What a classifier memorizes and which training examples its test predictions lean on.")
+console = Console()
+
+
+class UserError(Exception):
+    """An error to show as one line, without a traceback."""
+
+
+def friendly(fn):
+    """Show errors a user can cause as one clear line and exit with status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tailscope.data.dataset import DataError
+        from tailscope.design import DesignError
+        from tailscope.store import StoreError
+
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, DataError, DesignError, StoreError, ValueError, TypeError, FileNotFoundError) as e:
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: finished blocks are stored; run the same command to resume.[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """``["epochs=5", "widths=(128,)"]`` -> ``{"epochs": 5, "widths": (128,)}``."""
+    out = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"learner option {item!r} must look like key=value, e.g. --opt epochs=5.")
+        try:
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value
+    return out
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must look like i/N (e.g. 0/4), got {text!r}.") from None
+    return i, n
+
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="digits, fashion-mnist, npz:PATH, idx:DIR, cifar:DIR, folder:DIR")]
+LearnerOpt = Annotated[str, typer.Option("--learner", "-l", help="mlp, linear, cnn, resnet (torch population trainer) or logreg, forest, knn (scikit-learn)")]
+OptOpt = Annotated[list[str] | None, typer.Option("--opt", help="learner option key=value (repeatable), e.g. --opt epochs=10")]
+
+
+@app.command()
+@friendly
+def run(
+    out: Annotated[Path, typer.Option("--out", "-o", help="study directory (created, or resumed if it exists)")] = Path("runs/study"),
+    dataset: DatasetOpt = "digits",
+    learner: LearnerOpt = "mlp",
+    opt: OptOpt = None,
+    trials: Annotated[int, typer.Option(help="number of trained models t")] = 200,
+    ratio: Annotated[float, typer.Option(help="subset fraction q (paper: 0.7)")] = 0.7,
+    design: Annotated[str, typer.Option(help="uniform (paper) or balanced")] = "uniform",
+    seed: int = 0,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    backend: Annotated[str, typer.Option(help="auto, local, processes or ray")] = "auto",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (backend ray)")] = None,
+    gpus_per_block: Annotated[float, typer.Option(help="GPUs per Ray task (backend ray)")] = 0.0,
+    shard: Annotated[str | None, typer.Option(help="run only shard i/N of the blocks (Slurm arrays)")] = None,
+    block_size: Annotated[int | None, typer.Option(help="trials per block (default: the learner's)")] = None,
+    estimate: Annotated[bool, typer.Option(help="estimate scores when all trials are done")] = True,
+):
+    """Train the trials of a study (resuming any that are done) and estimate its scores."""
+    import tailscope as ts
+    from tailscope.learners.registry import make_learner
+
+    data = ts.load_dataset(dataset)
+    lrn = make_learner(learner, **parse_options(opt))
+    study = ts.Study(data, lrn, trials=trials, ratio=ratio, design=design, seed=seed, path=out,
+                     block_size=block_size)
+    backend_options = {}
+    if backend == "ray":
+        backend_options = {"address": address, "gpus_per_block": gpus_per_block}
+    res = study.run(workers=workers, backend=backend, shard=parse_shard(shard), **backend_options)
+    console.print(f"trained {res['trained']} trials in {res['seconds']:.1f} s; "
+                  f"{res['done']}/{res['trials']} done in {out}")
+    if estimate and res["done"] == res["trials"]:
+        _estimate_and_print(study)
+    elif estimate:
+        console.print("not every trial is done yet (other shards?): run `tailscope estimate` when they are.")
+
+
+def _estimate_and_print(study, **options) -> None:
+    t0 = time.perf_counter()
+    scores = study.estimate(**options)
+    s = scores.summary()
+    table = Table(title=f"scores ({time.perf_counter() - t0:.1f} s) -> {study.scores_dir}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for k, v in s.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+@app.command("estimate")
+@friendly
+def estimate_cmd(
+    study_dir: Annotated[Path, typer.Argument(help="study directory")],
+    threshold: Annotated[float, typer.Option(help="keep pairs with influence >= this (paper: 0.15)")] = 0.15,
+    any_class: Annotated[bool, typer.Option(help="keep pairs across classes too")] = False,
+    top_k: Annotated[int, typer.Option(help="most influential training examples kept per test example")] = 10,
+    full_matrix: Annotated[bool, typer.Option(help="also write the full influence matrix (scores/influence.zarr)")] = False,
+):
+    """Estimate memorization and influence from the done trials of a study."""
+    from tailscope.estimate import EstimateOptions, estimate
+    from tailscope.store import TrialStore
+
+    store = TrialStore.open(study_dir)
+    opts = EstimateOptions(infl_threshold=threshold, same_class=not any_class, top_k=top_k,
+                           full_matrix_path=str(study_dir / "scores" / "influence.zarr") if full_matrix else None)
+    t0 = time.perf_counter()
+    scores = estimate(store, opts)
+    scores.save(study_dir / "scores")
+    console.print(f"estimated from {scores.trials} trials in {time.perf_counter() - t0:.1f} s -> {study_dir / 'scores'}")
+    console.print_json(json.dumps(scores.summary()))
+
+
+@app.command()
+@friendly
+def info(study_dir: Annotated[Path, typer.Argument(help="study directory")]):
+    """Config, progress and accuracy of a study."""
+    from tailscope.store import TrialStore
+    from tailscope.study import study_info
+
+    console.print_json(json.dumps(study_info(TrialStore.open(study_dir)), default=str))
+
+
+@app.command()
+@friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/demo"),
+    trials: Annotated[int, typer.Option(help="trained models (SE bound 0.05 needs ~480)")] = 500,
+    learner: LearnerOpt = "mlp",
+    report: Annotated[bool, typer.Option(help="write the HTML report")] = True,
+):
+    """Run, estimate and report a complete study on the built-in digits."""
+    import tailscope as ts
+    from tailscope.learners.registry import make_learner
+
+    t0 = time.perf_counter()
+    study = ts.Study(ts.load_dataset("digits"), make_learner(learner), trials=trials, ratio=0.7, seed=0, path=out)
+    study.run()
+    _estimate_and_print(study)
+    if report:
+        from tailscope.report import write_report
+
+        index = write_report(study)
+        console.print(f"report: {index}")
+    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")

@@ -1,0 +1,264 @@
+"""Streaming estimators of memorization and influence over the trial store.
+
+All sums are accumulated block by block: memory is one block of trials plus the
+accumulators of one tile of training examples, never all trials at once.
+
+For training example i, with t_in trials that trained on it and t_out that did not,
+
+    mem(i)     = mean_in [correct_k(i)] - mean_out [correct_k(i)]
+    infl(i, j) = mean_in [correct_k(j)] - mean_out [correct_k(j)]    (test example j)
+    se         = sqrt(s_in^2 / t_in + s_out^2 / t_out)               (sample variances, ddof=1)
+
+The "soft" versions use the probability of the true label instead of 0/1 correctness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tailscope.design import theoretical_se_bound
+from tailscope.scores import Scores
+from tailscope.store import Block, TrialStore
+
+PAPER_MEM_THRESHOLD = 0.25
+PAPER_INFL_THRESHOLD = 0.15
+
+
+@dataclass
+class EstimateOptions:
+    """Knobs of :func:`estimate`.
+
+    infl_threshold : pairs with influence at or above it are kept (paper: 0.15).
+    same_class : keep only pairs whose train and test labels agree (paper: yes).
+    top_k : the k most influential training examples per test example.
+    max_pairs : cap on kept pairs (the largest are kept), guarding against noisy studies.
+    memory_budget : bytes for influence accumulators; decides the tile size.
+    full_matrix_path : if set, write the full (n, n_test) influence matrix and its SE
+        to this Zarr path, tile by tile.
+    """
+
+    infl_threshold: float = PAPER_INFL_THRESHOLD
+    same_class: bool = True
+    top_k: int = 10
+    max_pairs: int = 1_000_000
+    memory_budget: int = 1 << 30
+    full_matrix_path: str | None = None
+
+
+class _Moments:
+    """Sums for the in/out contrast of one score: count, sum and sum of squares."""
+
+    def __init__(self, shape):
+        self.s_in = np.zeros(shape)
+        self.q_in = np.zeros(shape)
+        self.s_all = np.zeros(shape[-1:]) if len(shape) > 1 else np.zeros(shape)
+        self.q_all = np.zeros_like(self.s_all)
+
+    def contrast(self, n_in, n_out):
+        """(estimate, standard error) from the sums; n_in/n_out broadcast against the sums."""
+        s_out, q_out = self.s_all - self.s_in, self.q_all - self.q_in
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m_in, m_out = self.s_in / n_in, s_out / n_out
+            v_in = np.clip(self.q_in - n_in * m_in**2, 0, None) / (n_in - 1)
+            v_out = np.clip(q_out - n_out * m_out**2, 0, None) / (n_out - 1)
+            return m_in - m_out, np.sqrt(v_in / n_in + v_out / n_out), m_in, m_out
+
+
+def estimate(store: TrialStore, options: EstimateOptions | None = None, progress=None) -> Scores:
+    """Memorization and influence scores from every done trial in ``store``.
+
+    Parameters
+    ----------
+    store : TrialStore
+    options : EstimateOptions
+    progress : callable(done_blocks, total_blocks) or None
+
+    Returns
+    -------
+    Scores
+    """
+    opt = options or EstimateOptions()
+    y_tr, y_te = store.y_train, store.y_test
+    n, n_test = len(y_tr), len(y_te)
+    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    mem = _MemAccumulator(n, n_test, n_classes, store.config["design"]["ratio"])
+    tiles = _tiles(n, n_test, opt.memory_budget)
+    infl = _InfluenceCollector(y_tr, y_te, opt)
+    passes = len(tiles)
+    for p, tile in enumerate(tiles):
+        acc = _InflAccumulator(tile, n_test)
+        for b, blk in enumerate(store.iter_blocks()):
+            c_te = (blk.preds.test_pred == y_te).astype(np.float32)
+            p_te = blk.preds.test_prob
+            if p == 0:
+                mem.add(blk, y_tr, c_te)
+            acc.add(blk.mask[:, tile], c_te, p_te)
+            if progress:
+                progress(p * store.n_blocks + b + 1, passes * store.n_blocks)
+        if mem.trials < 2:
+            raise ValueError(f"only {mem.trials} trials are done in {store.path}; run the study first "
+                             "(estimates need trials both with and without each example).")
+        infl.add_tile(tile, acc, mem.n_in[tile], mem.n_out[tile])
+    return mem.scores(y_tr, y_te, infl, store.config)
+
+
+def _tiles(n: int, n_test: int, budget: int) -> list[np.ndarray]:
+    # five float64 (tile, n_test) arrays live at once: 3 sums and 2 estimates.
+    rows = max(1, min(n, budget // (5 * 8 * max(n_test, 1))))
+    return [np.arange(a, min(a + rows, n)) for a in range(0, n, rows)]
+
+
+class _MemAccumulator:
+    """Per-training-example sums (memorization), held-out predictions and accuracy curves."""
+
+    def __init__(self, n: int, n_test: int, n_classes: int, ratio: float):
+        self.n, self.C, self.ratio = n, n_classes, ratio
+        self.n_in = np.zeros(n)
+        self.hard, self.soft = _Moments((n,)), _Moments((n,))
+        self.out_pred = np.zeros(n * n_classes, dtype=np.int64)
+        self.trials = 0
+        self.test_acc: list[float] = []
+        self.in_acc: list[float] = []
+        self.out_acc: list[float] = []
+        self.curve: list[tuple[int, float]] = []
+
+    def add(self, blk: Block, y_tr: np.ndarray, c_te: np.ndarray) -> None:
+        m = blk.mask
+        c = (blk.preds.train_pred == y_tr).astype(np.float64)
+        s = blk.preds.train_prob.astype(np.float64)
+        self.n_in += m.sum(0)
+        for mom, v in ((self.hard, c), (self.soft, s)):
+            mom.s_in += (v * m).sum(0)
+            mom.q_in += (v * v * m).sum(0)
+            mom.s_all += v.sum(0)
+            mom.q_all += (v * v).sum(0)
+        out_k, out_i = np.nonzero(~m)
+        flat = out_i * self.C + blk.preds.train_pred[out_k, out_i].astype(np.int64)
+        self.out_pred += np.bincount(flat, minlength=self.n * self.C)
+        self.trials += len(m)
+        self.test_acc += c_te.mean(axis=1).tolist()
+        self.in_acc += [(ci[mi]).mean() if mi.any() else np.nan for ci, mi in zip(c, m, strict=True)]
+        self.out_acc += [(ci[~mi]).mean() if (~mi).any() else np.nan for ci, mi in zip(c, m, strict=True)]
+        _, se, _, _ = self.hard.contrast(self.n_in, self.n_out)
+        self.curve.append((self.trials, float(np.nanmedian(se)) if np.isfinite(se).any() else np.nan))
+
+    @property
+    def n_out(self) -> np.ndarray:
+        return self.trials - self.n_in
+
+    def scores(self, y_tr, y_te, infl: _InfluenceCollector, config: dict) -> Scores:
+        mem, se, p_in, p_out = self.hard.contrast(self.n_in, self.n_out)
+        smem, sse, _, _ = self.soft.contrast(self.n_in, self.n_out)
+        counts = self.out_pred.reshape(self.n, self.C)
+        n_out = counts.sum(1)
+        ratio = config["design"]["ratio"]
+        curve = np.array(self.curve, dtype=float).reshape(-1, 2)
+        return Scores(
+            y_train=y_tr, y_test=y_te, classes=list(config["dataset"].get("classes") or
+                                                   [str(c) for c in range(self.C)]),
+            mem=mem, mem_se=se, soft_mem=smem, soft_mem_se=sse, n_in=self.n_in.astype(np.int64),
+            n_out=self.n_out.astype(np.int64), acc_in=p_in, acc_out=p_out,
+            out_pred=counts.argmax(1), out_pred_share=np.divide(counts.max(1), n_out,
+                                                                out=np.zeros(self.n), where=n_out > 0),
+            pairs=infl.pairs_frame(), topk_idx=infl.topk_idx, topk_infl=infl.topk_val,
+            topk_se=infl.topk_se, max_infl=infl.max_infl, max_infl_test=infl.max_infl_arg,
+            trials=self.trials, ratio=ratio, se_bound=theoretical_se_bound(self.trials, ratio),
+            se_curve_trials=curve[:, 0].astype(np.int64), se_curve_median=curve[:, 1],
+            trial_test_acc=np.array(self.test_acc), trial_in_acc=np.array(self.in_acc),
+            trial_out_acc=np.array(self.out_acc), config=config,
+        )
+
+
+class _InflAccumulator:
+    """(tile, n_test) sums of test correctness for trials that included each tile row."""
+
+    def __init__(self, tile: np.ndarray, n_test: int):
+        self.hard, self.soft = _Moments((len(tile), n_test)), _Moments((len(tile), n_test))
+
+    def add(self, m_tile: np.ndarray, c_te: np.ndarray, p_te: np.ndarray) -> None:
+        mt = m_tile.T.astype(np.float32)  # (tile, K): matrix products do the per-pair sums
+        self.hard.s_in += mt @ c_te
+        self.hard.s_all += c_te.sum(0)
+        self.hard.q_in = self.hard.s_in  # 0/1 values: squares equal values
+        self.hard.q_all = self.hard.s_all
+        self.soft.s_in += mt @ p_te
+        self.soft.q_in += mt @ (p_te * p_te)
+        self.soft.s_all += p_te.sum(0, dtype=np.float64)
+        self.soft.q_all += (p_te.astype(np.float64) ** 2).sum(0)
+
+
+class _InfluenceCollector:
+    """Turns tiles of influence estimates into kept pairs, per-test top-k and per-train maxima."""
+
+    def __init__(self, y_tr: np.ndarray, y_te: np.ndarray, opt: EstimateOptions):
+        self.y_tr, self.y_te, self.opt = y_tr, y_te, opt
+        n, n_test, k = len(y_tr), len(y_te), min(opt.top_k, len(y_tr))
+        self.parts: list[dict] = []
+        self.kept = 0
+        self.topk_idx = np.zeros((n_test, k), dtype=np.int64)
+        self.topk_val = np.full((n_test, k), -np.inf)
+        self.topk_se = np.zeros((n_test, k))
+        self.max_infl = np.full(n, np.nan)
+        self.max_infl_arg = np.zeros(n, dtype=np.int64)
+        self.full = None
+        if opt.full_matrix_path:
+            import zarr
+
+            g = zarr.open_group(opt.full_matrix_path, mode="w")
+            self.full = {name: g.create_array(name, shape=(n, n_test), chunks=(min(n, 1024), n_test),
+                                              dtype="float32") for name in ("infl", "infl_se")}
+
+    def add_tile(self, tile, acc: _InflAccumulator, n_in, n_out) -> None:
+        infl, se, _, _ = acc.hard.contrast(n_in[:, None], n_out[:, None])
+        sinfl, sse, _, _ = acc.soft.contrast(n_in[:, None], n_out[:, None])
+        if self.full is not None:
+            self.full["infl"][tile[0]: tile[-1] + 1] = infl.astype(np.float32)
+            self.full["infl_se"][tile[0]: tile[-1] + 1] = se.astype(np.float32)
+        same = self.y_tr[tile][:, None] == self.y_te[None, :]
+        finite = np.where(np.isfinite(infl), infl, -np.inf)
+        scored = np.where(same, finite, -np.inf) if self.opt.same_class else finite
+        self.max_infl[tile] = np.max(scored, axis=1)
+        self.max_infl_arg[tile] = np.argmax(scored, axis=1)
+        self._merge_topk(tile, scored, se)
+        ii, jj = np.nonzero(scored >= self.opt.infl_threshold)
+        if len(ii):
+            self.parts.append({"tr_idx": tile[ii], "tt_idx": jj, "infl": infl[ii, jj], "infl_se": se[ii, jj],
+                               "soft_infl": sinfl[ii, jj], "soft_infl_se": sse[ii, jj]})
+            self.kept += len(ii)
+            if self.kept > 2 * self.opt.max_pairs:
+                self._truncate()
+
+    def _merge_topk(self, tile, scored, se) -> None:
+        k = self.topk_idx.shape[1]
+        kk = min(k, len(tile))
+        part = np.argpartition(-scored, kk - 1, axis=0)[:kk]  # (kk, n_test) rows within tile
+        cols = np.arange(scored.shape[1])
+        cand_val = np.concatenate([self.topk_val, scored[part, cols].T], axis=1)
+        cand_idx = np.concatenate([self.topk_idx, tile[part].T], axis=1)
+        cand_se = np.concatenate([self.topk_se, se[part, cols].T], axis=1)
+        # ties: lower training index first, so results do not depend on the row order
+        order = np.lexsort((cand_idx, -cand_val), axis=1)[:, :k]
+        rows = np.arange(len(order))[:, None]
+        self.topk_val, self.topk_idx, self.topk_se = cand_val[rows, order], cand_idx[rows, order], cand_se[rows, order]
+
+    def _truncate(self) -> None:
+        merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        keep = np.argsort(-merged["infl"], kind="stable")[: self.opt.max_pairs]
+        self.parts = [{k: v[keep] for k, v in merged.items()}]
+        self.kept = len(keep)
+
+    def pairs_frame(self):
+        import pandas as pd
+
+        if self.parts:
+            self._truncate()
+            d = self.parts[0]
+        else:
+            d = {k: np.zeros(0) for k in ("tr_idx", "tt_idx", "infl", "infl_se", "soft_infl", "soft_infl_se")}
+        df = pd.DataFrame(d).astype({"tr_idx": np.int64, "tt_idx": np.int64})
+        df["tr_label"] = self.y_tr[df["tr_idx"].to_numpy()]
+        df["tt_label"] = self.y_te[df["tt_idx"].to_numpy()]
+        return df.sort_values(["infl", "tr_idx", "tt_idx"], ascending=[False, True, True],
+                              ignore_index=True)

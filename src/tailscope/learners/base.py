@@ -1,0 +1,98 @@
+"""The Learner protocol: the randomized training algorithm A, trained on a block of trials."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from tailscope.data.dataset import Dataset
+
+
+@dataclass
+class Predictions:
+    """What K trained models say about every train and test example.
+
+    Attributes
+    ----------
+    train_pred, test_pred : ndarray of int16, shape (K, n) and (K, n_test)
+        Predicted labels.
+    train_prob, test_prob : ndarray of float32, same shapes
+        Probability each model gives to the *true* label (the "soft" score). Learners
+        without probabilities report 1.0 where the prediction is right, else 0.0.
+    """
+
+    train_pred: np.ndarray
+    train_prob: np.ndarray
+    test_pred: np.ndarray
+    test_prob: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.train_pred = np.asarray(self.train_pred, dtype=np.int16)
+        self.test_pred = np.asarray(self.test_pred, dtype=np.int16)
+        self.train_prob = np.asarray(self.train_prob, dtype=np.float32)
+        self.test_prob = np.asarray(self.test_prob, dtype=np.float32)
+
+    @property
+    def n_trials(self) -> int:
+        return self.train_pred.shape[0]
+
+    def check(self, k: int, n_train: int, n_test: int, n_classes: int) -> None:
+        """Raise ValueError if a learner returned arrays of the wrong shape or range."""
+        want = {"train_pred": (k, n_train), "train_prob": (k, n_train),
+                "test_pred": (k, n_test), "test_prob": (k, n_test)}
+        for name, shape in want.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise ValueError(f"learner returned {name} of shape {got}, expected {shape}.")
+        for name in ("train_pred", "test_pred"):
+            a = getattr(self, name)
+            if a.size and (a.min() < 0 or a.max() >= n_classes):
+                raise ValueError(f"learner returned {name} outside 0..{n_classes - 1}.")
+        for name in ("train_prob", "test_prob"):
+            a = getattr(self, name)
+            if not np.isfinite(a).all() or (a.size and (a.min() < -1e-4 or a.max() > 1 + 1e-4)):
+                raise ValueError(f"learner returned {name} with NaN or values outside [0, 1].")
+
+    @classmethod
+    def concat(cls, parts: list[Predictions]) -> Predictions:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("train_pred", "train_prob", "test_pred", "test_prob")))
+
+
+class Learner(ABC):
+    """A randomized training algorithm A, applied to K subsets at once.
+
+    Subclasses implement :meth:`fit_predict` and :meth:`spec`. A learner must be
+    picklable (worker processes and Ray receive a copy) and deterministic given the
+    seeds, so that a resumed study reproduces an uninterrupted one.
+    """
+
+    #: trials per learner call that suit this learner (the runner's block size default)
+    preferred_block: int = 16
+
+    @abstractmethod
+    def fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
+        """Train one model per row of ``masks`` (bool, shape (K, n_train)) with seed ``seeds[k]``."""
+
+    @abstractmethod
+    def spec(self) -> dict:
+        """A JSON-able description; part of the study config, so changing it refuses an old store."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()})"
+
+
+def true_label_prob(proba: np.ndarray, model_classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Probability of the true label from a predict_proba matrix whose columns are ``model_classes``.
+
+    Classes a model never saw (absent from its subset) get probability 0.
+    """
+    col = np.full(int(max(y.max(initial=0), model_classes.max(initial=0))) + 1, -1)
+    col[model_classes] = np.arange(len(model_classes))
+    idx = col[y]
+    out = np.zeros(len(y), dtype=np.float32)
+    ok = idx >= 0
+    out[ok] = proba[np.flatnonzero(ok), idx[ok]]
+    return out

@@ -1,0 +1,136 @@
+"""Scores: the estimates of a study, with standard errors and counts, and their files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MEMORIZATION_FILE = "memorization.parquet"
+PAIRS_FILE = "influence_pairs.parquet"
+TOPK_FILE = "influence_topk.npz"
+SUMMARY_FILE = "summary.json"
+PAPER_FILE = "paper_format.npz"
+
+
+@dataclass
+class Scores:
+    """Memorization per training example and influence per train/test pair.
+
+    Per training example (length n): ``mem``, ``mem_se`` (0/1 correctness version),
+    ``soft_mem``, ``soft_mem_se`` (true-label probability version), ``n_in``,
+    ``n_out`` (trials with and without it), ``acc_in``/``acc_out`` (how often models
+    with/without it classify it correctly), ``out_pred``/``out_pred_share`` (the most
+    frequent prediction of models that did not train on it, and its share),
+    ``max_infl``/``max_infl_test`` (its largest influence on a test example of its class).
+
+    Per test example: ``topk_idx``/``topk_infl``/``topk_se`` (n_test, k), the most
+    influential training examples. ``pairs`` holds every kept high-influence pair.
+    """
+
+    y_train: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    mem: np.ndarray
+    mem_se: np.ndarray
+    soft_mem: np.ndarray
+    soft_mem_se: np.ndarray
+    n_in: np.ndarray
+    n_out: np.ndarray
+    acc_in: np.ndarray
+    acc_out: np.ndarray
+    out_pred: np.ndarray
+    out_pred_share: np.ndarray
+    pairs: pd.DataFrame
+    topk_idx: np.ndarray
+    topk_infl: np.ndarray
+    topk_se: np.ndarray
+    max_infl: np.ndarray
+    max_infl_test: np.ndarray
+    trials: int
+    ratio: float
+    se_bound: float
+    se_curve_trials: np.ndarray
+    se_curve_median: np.ndarray
+    trial_test_acc: np.ndarray
+    trial_in_acc: np.ndarray
+    trial_out_acc: np.ndarray
+    config: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------- views
+    def memorization_frame(self) -> pd.DataFrame:
+        """One row per training example (the contents of memorization.parquet)."""
+        return pd.DataFrame({
+            "index": np.arange(len(self.mem)), "label": self.y_train, "mem": self.mem, "se": self.mem_se,
+            "n_in": self.n_in, "n_out": self.n_out, "acc_in": self.acc_in, "acc_out": self.acc_out,
+            "soft_mem": self.soft_mem, "soft_se": self.soft_mem_se, "out_pred": self.out_pred,
+            "out_pred_share": self.out_pred_share, "max_infl": self.max_infl,
+            "max_infl_test": self.max_infl_test,
+        })
+
+    def influence_pairs(self, threshold: float | None = None, same_class: bool = True) -> pd.DataFrame:
+        """Kept pairs with influence >= ``threshold`` (default: the threshold used when estimating)."""
+        df = self.pairs
+        if threshold is not None:
+            df = df[df["infl"] >= threshold]
+        if same_class:
+            df = df[df["tr_label"] == df["tt_label"]]
+        return df.reset_index(drop=True)
+
+    def memorized(self, threshold: float = 0.25) -> np.ndarray:
+        """Indices of training examples with mem >= threshold (paper: 0.25), most memorized first."""
+        idx = np.flatnonzero(self.mem >= threshold)
+        return idx[np.argsort(-self.mem[idx], kind="stable")]
+
+    def summary(self) -> dict:
+        """Headline numbers (JSON-able)."""
+        finite = np.isfinite(self.mem_se)
+        return {
+            "trials": int(self.trials), "ratio": self.ratio, "n_train": len(self.mem),
+            "n_test": len(self.y_test),
+            "mean_acc_in": float(np.nanmean(self.trial_in_acc)) if len(self.trial_in_acc) else None,
+            "mean_acc_out": float(np.nanmean(self.trial_out_acc)) if len(self.trial_out_acc) else None,
+            "mean_test_acc": float(np.mean(self.trial_test_acc)) if len(self.trial_test_acc) else None,
+            "median_mem_se": float(np.median(self.mem_se[finite])) if finite.any() else None,
+            "se_bound": self.se_bound,
+            "frac_mem_ge_0.25": float(np.mean(self.mem >= 0.25)),
+            "n_mem_ge_0.25": int(np.sum(self.mem >= 0.25)),
+            "n_pairs": len(self.pairs),
+            "min_n_in": int(self.n_in.min()), "min_n_out": int(self.n_out.min()),
+        }
+
+    # ------------------------------------------------------------- files
+    def save(self, directory: str | Path) -> Path:
+        """Write memorization.parquet, influence_pairs.parquet, top-k, summary and the paper's format."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.memorization_frame().to_parquet(d / MEMORIZATION_FILE, index=False)
+        self.pairs.to_parquet(d / PAIRS_FILE, index=False)
+        arrays = {f.name: getattr(self, f.name) for f in fields(self)
+                  if isinstance(getattr(self, f.name), np.ndarray)}
+        np.savez_compressed(d / TOPK_FILE, **arrays)
+        meta = {"summary": self.summary(), "classes": self.classes, "trials": self.trials,
+                "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config}
+        (d / SUMMARY_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        self.export_paper_format(d / PAPER_FILE)
+        return d
+
+    def export_paper_format(self, path: str | Path) -> None:
+        """The paper's published layout: tr_idx, tt_idx, infl (kept pairs) and mem (per train example)."""
+        np.savez(path, tr_idx=self.pairs["tr_idx"].to_numpy(), tt_idx=self.pairs["tt_idx"].to_numpy(),
+                 infl=self.pairs["infl"].to_numpy(), mem=self.mem)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Scores:
+        d = Path(directory)
+        if not (d / SUMMARY_FILE).is_file():
+            raise FileNotFoundError(f"no scores in {d}; run `tailscope estimate` first.")
+        meta = json.loads((d / SUMMARY_FILE).read_text())
+        with np.load(d / TOPK_FILE, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        pairs = pd.read_parquet(d / PAIRS_FILE)
+        return cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
+                   se_bound=meta["se_bound"], config=meta["config"], **arrays)

@@ -1,0 +1,184 @@
+"""Study: the facade that ties a dataset, a learner and a design to a trial store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tailscope.data.dataset import DataError, Dataset
+from tailscope.design import Design, theoretical_se_bound
+from tailscope.estimate import EstimateOptions, estimate
+from tailscope.learners.base import Learner
+from tailscope.learners.registry import learner_from_source
+from tailscope.runner import Job, run_blocks, select_shard
+from tailscope.scores import Scores
+from tailscope.store import StoreError, TrialStore
+
+
+class Study:
+    """A subsampled memorization/influence study (Feldman & Zhang's Algorithm 1).
+
+    Parameters
+    ----------
+    data : Dataset
+    learner : Learner
+        The randomized training algorithm (e.g. ``TorchLearner("mlp")`` or
+        ``SklearnLearner(LogisticRegression())``).
+    trials : int
+        Number of models t (>= 2). Raising it later and running again adds trials.
+    ratio : float
+        Subset fraction q in (0, 1); the paper uses 0.7.
+    design : {"uniform", "balanced"}
+    seed : int
+        Everything random (subsets, learner seeds) derives from it.
+    path : str or Path
+        Study directory; the trial store lives in ``path/trials.zarr`` and scores in
+        ``path/scores``.
+    block_size : int or None
+        Trials per unit of work and per store chunk (default: the learner's preference).
+    design_block : int
+        Trials per block of the balanced design.
+    """
+
+    def __init__(self, data: Dataset, learner: Learner, trials: int = 200, ratio: float = 0.7,
+                 design: str = "uniform", seed: int = 0, path: str | Path = "runs/study",
+                 block_size: int | None = None, design_block: int = 20):
+        if not isinstance(data, Dataset):
+            raise DataError(f"data must be a tailscope Dataset, got {type(data).__name__}; "
+                            "build one with ts.load_dataset(...) or ts.from_arrays(...).")
+        if not isinstance(learner, Learner):
+            raise TypeError(f"learner must be a tailscope Learner, got {type(learner).__name__}; wrap a "
+                            "scikit-learn estimator with ts.SklearnLearner(est).")
+        if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
+            raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
+                             f"without each example), got {trials!r}.")
+        block_size = int(block_size or learner.preferred_block)
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}.")
+        self.data = data
+        self.learner = learner
+        self.design = Design(n=data.n_train, ratio=float(ratio), kind=design, seed=int(seed),
+                             block=int(design_block))
+        self.trials = int(trials)
+        self.block_size = block_size
+        self.path = str(path)
+        self._store: TrialStore | None = None
+
+    # ------------------------------------------------------------- config
+    @property
+    def config(self) -> dict:
+        d = self.data.describe()
+        return {
+            "dataset": {"fingerprint": d["fingerprint"], "n_train": d["n_train"], "n_test": d["n_test"],
+                        "classes": self.data.classes, "x_shape": d["x_shape"], "x_dtype": d["x_dtype"],
+                        "image_shape": d["image_shape"]},
+            "source": {"dataset": self.data.meta.get("spec", self.data.name), "name": self.data.name,
+                       "options": self.data.meta.get("spec_options", {}),
+                       "learner": getattr(self.learner, "source", None)},
+            "learner": self.learner.spec(),
+            "design": self.design.spec(),
+            "block_size": self.block_size,
+            "trials": self.trials,
+        }
+
+    @property
+    def store(self) -> TrialStore:
+        """The trial store, created (or checked against this config and grown) on first use."""
+        if self._store is None:
+            self._store = TrialStore.create(self.path, json.loads(json.dumps(self.config, default=str)),
+                                            self.data.y_train, self.data.y_test)
+        return self._store
+
+    # ------------------------------------------------------------- running
+    def run(self, workers: int = 1, backend: str = "auto", progress: bool = True,
+            shard: tuple[int, int] | None = None, **backend_options) -> dict:
+        """Train every trial not yet done (of this shard); returns a summary dict."""
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+        store = self.store
+        blocks = select_shard(store.missing(), shard)
+        job = Job(store_path=self.path, data=self.data, learner=self.learner, design=self.design)
+        todo = int(sum(len(t) for t in blocks.values()))
+        seconds = run_blocks(job, blocks, workers=workers, backend=backend, progress=progress,
+                             **backend_options)
+        return {"trained": todo, "seconds": seconds, "done": int(store.done().sum()),
+                "trials": store.trials}
+
+    # ------------------------------------------------------------- results
+    @property
+    def scores_dir(self) -> Path:
+        return Path(self.path) / "scores"
+
+    def estimate(self, options: EstimateOptions | None = None, save: bool = True, **kwargs) -> Scores:
+        """Estimate from every done trial; writes ``scores/`` unless ``save=False``.
+
+        Keyword arguments are fields of :class:`EstimateOptions` (``infl_threshold``,
+        ``top_k``, ``full_matrix_path``, ...).
+        """
+        options = options or EstimateOptions(**kwargs)
+        scores = estimate(self.store, options)
+        if save:
+            scores.save(self.scores_dir)
+        return scores
+
+    def info(self) -> dict:
+        return study_info(self.store)
+
+    @classmethod
+    def open(cls, path: str | Path, data: Dataset | None = None, learner: Learner | None = None) -> Study:
+        """Reopen an existing study; the dataset is reloaded from its recorded source if not given."""
+        from tailscope.data import load_dataset
+
+        store = TrialStore.open(path)
+        cfg = store.config
+        if data is None:
+            data = load_dataset(cfg["source"]["dataset"], **cfg["source"].get("options", {}))
+        if data.fingerprint != cfg["dataset"]["fingerprint"]:
+            raise StoreError(f"dataset {data.name!r} is not the one the study at {path} was made with "
+                             "(fingerprints differ); pass the original data.")
+        learner = learner or learner_from_source(cfg["source"].get("learner")) or _StoredLearner(cfg["learner"])
+        d = cfg["design"]
+        study = cls(data, learner, trials=store.trials, ratio=d["ratio"], design=d["kind"], seed=d["seed"],
+                    path=path, block_size=cfg["block_size"], design_block=d.get("block", 20))
+        study._store = store
+        return study
+
+
+class _StoredLearner(Learner):
+    """Stands in for the learner of a reopened study: enough to estimate, not to train."""
+
+    def __init__(self, spec: dict):
+        self._spec = spec
+
+    def spec(self) -> dict:
+        return self._spec
+
+    def fit_predict(self, data, masks, seeds):
+        raise RuntimeError("this study was reopened without its learner; pass learner=... to "
+                           "Study.open() to train more trials.")
+
+
+def study_info(store: TrialStore) -> dict:
+    """Config, progress and in/out accuracy of a store (cheap: reads done flags and one pass of rows)."""
+    done = store.done()
+    cfg = store.config
+    y_tr, y_te = store.y_train, store.y_test
+    acc_in, acc_out, acc_test = [], [], []
+    for blk in store.iter_blocks():
+        c = blk.preds.train_pred == y_tr
+        acc_in.append((c & blk.mask).sum() / max(blk.mask.sum(), 1))
+        acc_out.append((c & ~blk.mask).sum() / max((~blk.mask).sum(), 1))
+        acc_test.append((blk.preds.test_pred == y_te).mean())
+    t = int(done.sum())
+    ratio = cfg["design"]["ratio"]
+    return {
+        "path": store.path, "dataset": cfg["source"]["name"], "learner": cfg["learner"],
+        "design": cfg["design"], "block_size": cfg["block_size"], "trials": store.trials,
+        "done": t, "missing_blocks": sorted(store.missing()),
+        "mean_acc_in": float(np.mean(acc_in)) if acc_in else None,
+        "mean_acc_out": float(np.mean(acc_out)) if acc_out else None,
+        "mean_test_acc": float(np.mean(acc_test)) if acc_test else None,
+        "se_bound": theoretical_se_bound(t, ratio) if t else None,
+    }
