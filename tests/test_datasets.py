@@ -27,9 +27,6 @@ def test_valid_dataset_normalises_labels():
     assert ds.n_classes == 3 and ds.n_train == 12
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="dataset.validate_arrays calls np.bincount on float labels before casting; "
-                          "fix: np.bincount(y_train.astype(np.int64), ...). Remove this mark then.")
 def test_integer_valued_float_labels_are_accepted():
     x_tr, y_tr, x_te, y_te = arrays()
     ds = Dataset(x_tr, y_tr.astype(np.float32), x_te, y_te.astype(np.float64), ["a", "b", "c"])

@@ -5,10 +5,24 @@ with standard errors, fast population training, a crash-safe trial store and rep
 """
 
 from tailscope._version import __version__
-from tailscope.data import DataError, Dataset, from_arrays, load_dataset
+from tailscope.data import (
+    DataError,
+    Dataset,
+    from_arrays,
+    from_huggingface,
+    from_torch,
+    load_dataset,
+    preprocess,
+)
 from tailscope.design import Design, theoretical_se_bound
 from tailscope.estimate import EstimateOptions, estimate
-from tailscope.learners import CallableLearner, Learner, Predictions, SklearnLearner, SyntheticLearner
+from tailscope.learners import (
+    CallableLearner,
+    Learner,
+    Predictions,
+    SklearnLearner,
+    SyntheticLearner,
+)
 from tailscope.scores import Scores
 from tailscope.store import StoreError, TrialStore
 from tailscope.study import Study
@@ -16,5 +30,6 @@ from tailscope.study import Study
 __all__ = [
     "__version__", "CallableLearner", "DataError", "Dataset", "Design", "EstimateOptions", "Learner",
     "Predictions", "Scores", "SklearnLearner", "StoreError", "Study", "SyntheticLearner", "TrialStore",
-    "estimate", "from_arrays", "load_dataset", "theoretical_se_bound",
+    "estimate", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
+    "theoretical_se_bound",
 ]

@@ -87,6 +87,13 @@ class TrialStore:
         self.path = path
         self.config: dict = dict(group.attrs["config"])
         self.block: int = int(self.config["block_size"])
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def array(self, name: str) -> zarr.Array:
+        """A cached handle (looking an array up reads its metadata from storage each time)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -148,7 +155,7 @@ class TrialStore:
     def _grow(self, trials: int) -> None:
         cap = _capacity(trials, self.block)
         for name in ("mask", "seed", "done", *ROW_ARRAYS):
-            arr = self.group[name]
+            arr = self.array(name)
             if arr.shape[0] < cap:
                 arr.resize((cap, *arr.shape[1:]))
         self.config["trials"] = trials
@@ -165,15 +172,15 @@ class TrialStore:
 
     @property
     def y_train(self) -> np.ndarray:
-        return self.group["y_train"][:]
+        return self.array("y_train")[:]
 
     @property
     def y_test(self) -> np.ndarray:
-        return self.group["y_test"][:]
+        return self.array("y_test")[:]
 
     def done(self) -> np.ndarray:
         """Bool (trials,): which trials are completely written."""
-        return self.group["done"][: self.trials]
+        return self.array("done")[: self.trials]
 
     def block_trials(self, b: int) -> np.ndarray:
         return np.arange(b * self.block, min((b + 1) * self.block, self.trials))
@@ -198,30 +205,35 @@ class TrialStore:
             raise ValueError(f"write() takes trials of one block, got blocks {blocks.tolist()}.")
         preds.check(len(trials), masks.shape[1], preds.test_pred.shape[1], 2**15)
         sel = _as_selection(trials)
-        self.group["mask"][sel] = masks
-        self.group["seed"][sel] = seeds
+        self.array("mask")[sel] = masks
+        self.array("seed")[sel] = seeds
         for name in ROW_ARRAYS:
-            self.group[name][sel] = getattr(preds, name)
-        self.group["done"][sel] = True
+            self.array(name)[sel] = getattr(preds, name)
+        self.array("done")[sel] = True
 
     # ----------------------------------------------------------------- reading
-    def read_block(self, b: int) -> Block | None:
-        """The done trials of block ``b`` (None if none are done)."""
+    def read_block(self, b: int, fields: tuple[str, ...] | None = None) -> Block | None:
+        """The done trials of block ``b`` (None if none are done).
+
+        ``fields`` limits which prediction arrays are read (the others come back empty),
+        so a pass that needs only test predictions does not decompress the rest.
+        """
         t = self.block_trials(b)
-        done = self.group["done"][t[0]: t[-1] + 1]
+        done = self.array("done")[t[0]: t[-1] + 1]
         if not done.any():
             return None
         rows = slice(t[0], t[-1] + 1)
-        g = self.group
         keep = np.flatnonzero(done)
-        arrays = {name: g[name][rows][keep] for name in ("mask", "seed", *ROW_ARRAYS)}
+        wanted = ("mask", "seed", *(ROW_ARRAYS if fields is None else fields))
+        arrays = {name: self.array(name)[rows][keep] if name in wanted else np.zeros((len(keep), 0))
+                  for name in ("mask", "seed", *ROW_ARRAYS)}
         return Block(trials=t[keep], mask=arrays.pop("mask"), seed=arrays.pop("seed"),
                      preds=Predictions(**arrays))
 
-    def iter_blocks(self) -> Iterator[Block]:
+    def iter_blocks(self, fields: tuple[str, ...] | None = None) -> Iterator[Block]:
         """Done trials block by block: memory stays at one block."""
         for b in range(self.n_blocks):
-            blk = self.read_block(b)
+            blk = self.read_block(b, fields)
             if blk is not None:
                 yield blk
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from tailscope.data.builtin import BUILTIN
 from tailscope.data.dataset import DataError, Dataset, stratified_split
-from tailscope.data.loaders import LOADERS, from_arrays
+from tailscope.data.loaders import LOADERS, from_arrays, from_huggingface, from_torch
+from tailscope.data.preprocess import preprocess
 
-__all__ = ["DataError", "Dataset", "from_arrays", "load_dataset", "stratified_split"]
+__all__ = ["DataError", "Dataset", "from_arrays", "from_huggingface", "from_torch", "load_dataset",
+           "preprocess", "stratified_split"]
 
 
 def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:

@@ -29,4 +29,10 @@ def load_digits() -> Dataset:
     )
 
 
-BUILTIN = {"digits": load_digits}
+def _fashion_mnist(**options) -> Dataset:
+    from tailscope.data.formats.idx import load_fashion_mnist
+
+    return load_fashion_mnist(**options)
+
+
+BUILTIN = {"digits": load_digits, "fashion-mnist": _fashion_mnist}

@@ -32,7 +32,8 @@ class Dataset:
         ``(H, W, C)`` when the rows are images (possibly flattened), else None; the
         report uses it to draw examples.
     meta : dict
-        Free-form provenance (source, preprocessing); part of the fingerprint.
+        Free-form provenance (source, loader options, preprocessing). Not part of the
+        fingerprint, which covers the arrays and class names only.
     """
 
     x_train: np.ndarray
@@ -114,7 +115,7 @@ def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
             f"x_train rows have shape {x_train.shape[1:]} but x_test rows have shape {x_test.shape[1:]}; "
             "train and test inputs must have the same per-example shape."
         )
-    empty = np.flatnonzero(np.bincount(y_train, minlength=n_classes) == 0)
+    empty = np.flatnonzero(np.bincount(y_train.astype(np.int64), minlength=n_classes) == 0)
     if len(empty):
         raise DataError(
             f"classes {empty.tolist()} have no training examples; drop them and renumber labels to 0..C-1 "
@@ -164,3 +165,16 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
         test.append(idx[:k])
         train.append(idx[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def encode_string_labels(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Map string labels to integers 0..C-1 (sorted names); test labels must occur in training."""
+    if (y_train.dtype.kind in "USO") != (y_test.dtype.kind in "USO"):
+        raise DataError("labels must be integers 0..C-1 in both splits, or names (strings) in both; "
+                        f"got y_train of dtype {y_train.dtype} and y_test of dtype {y_test.dtype}.")
+    names = np.unique(y_train)
+    unknown = sorted(set(np.unique(y_test).tolist()) - set(names.tolist()))
+    if unknown:
+        raise DataError(f"y_test has labels {unknown[:5]} that never occur in y_train; every test "
+                        "class needs training examples.")
+    return np.searchsorted(names, y_train), np.searchsorted(names, y_test), [str(c) for c in names]

@@ -28,9 +28,8 @@ class SklearnLearner(Learner):
     preferred_block = 8
 
     def __init__(self, estimator, scale: float | None = None):
-        from sklearn.base import is_classifier
-
-        if not is_classifier(estimator):
+        if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")
+                and hasattr(estimator, "get_params")):
             raise TypeError(f"{type(estimator).__name__} is not a scikit-learn classifier; "
                             "pass e.g. LogisticRegression() or RandomForestClassifier().")
         self.estimator = estimator
