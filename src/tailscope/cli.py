@@ -178,3 +178,12 @@ def demo(
         index = write_report(study)
         console.print(f"report: {index}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+
+
+def _register_analyses() -> None:
+    from tailscope.analyses.cli import load_commands
+
+    app.add_typer(load_commands(), name="analyze")
+
+
+_register_analyses()
