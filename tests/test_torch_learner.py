@@ -1,0 +1,205 @@
+"""Tests for the population trainer (TorchLearner)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tailscope.data import load_dataset
+from tailscope.data.dataset import Dataset
+from tailscope.learners.torch_models import ModelError
+from tailscope.learners.torch_population import TorchLearner, prepare_inputs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small steps on a CPU shared with other busy processes stall on OpenMP barriers
+    # with 2+ threads; one thread keeps these tests fast and their timing stable.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+def _masks(n: int, k: int, seed: int = 0, ratio: float = 0.7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = np.zeros((k, n), dtype=bool)
+    for i in range(k):
+        m[i, rng.choice(n, int(ratio * n), replace=False)] = True
+    return m
+
+
+def _acc(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (pred == y[None]).mean(1)
+
+
+def small_user_net() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+
+
+def bn_net() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def test_population_equals_models_trained_alone(digits):
+    masks = _masks(digits.n_train, 3)
+    masks[1, np.flatnonzero(masks[1])[:40]] = False  # unequal subset sizes: more steps for the others
+    seeds = np.array([11, 22, 33])
+    learner = TorchLearner("mlp", epochs=3, group_size=3, compile=False)
+    together = learner.fit_predict(digits, masks, seeds)
+    alone = [learner.fit_predict(digits, masks[k:k + 1], seeds[k:k + 1]) for k in range(3)]
+    for k in range(3):
+        np.testing.assert_allclose(together.test_prob[k], alone[k].test_prob[0], atol=2e-4)
+        np.testing.assert_allclose(together.train_prob[k], alone[k].train_prob[0], atol=2e-4)
+        assert (together.test_pred[k] != alone[k].test_pred[0]).mean() < 0.005
+    # different seeds (and masks) give different models
+    assert np.abs(together.test_prob[0] - together.test_prob[1]).mean() > 1e-3
+    # same seeds, different seed for one model: same mask, different result
+    other = learner.fit_predict(digits, masks[:1], np.array([12]))
+    assert np.abs(other.test_prob[0] - alone[0].test_prob[0]).mean() > 1e-3
+    # deterministic: the same call gives bit-identical results
+    again = learner.fit_predict(digits, masks, seeds)
+    np.testing.assert_array_equal(again.test_prob, together.test_prob)
+
+
+def test_func_path_population_equals_alone(digits):
+    masks = _masks(digits.n_train, 2, seed=1)
+    seeds = np.array([5, 6])
+    learner = TorchLearner(small_user_net, epochs=2, compile=False)
+    together = learner.fit_predict(digits, masks, seeds)
+    for k in range(2):
+        alone = learner.fit_predict(digits, masks[k:k + 1], seeds[k:k + 1])
+        np.testing.assert_allclose(together.test_prob[k], alone.test_prob[0], atol=2e-4)
+
+
+def test_excluded_class_is_never_predicted(digits):
+    masks = _masks(digits.n_train, 4, seed=2)
+    masks[:, digits.y_train == 3] = False
+    preds = TorchLearner("mlp", epochs=10).fit_predict(digits, masks, np.arange(4))
+    assert (preds.test_pred == 3).sum() == 0
+    assert (preds.train_pred == 3).sum() == 0
+    assert preds.test_prob[:, digits.y_test == 3].max() < 0.2
+    # the other classes are still learned
+    other = digits.y_test != 3
+    assert _acc(preds.test_pred[:, other], digits.y_test[other]).mean() > 0.9
+
+
+def test_mlp_accuracy_on_digits(digits):
+    k = 8
+    preds = TorchLearner("mlp").fit_predict(digits, _masks(digits.n_train, k, seed=3), np.arange(k))
+    preds.check(k, digits.n_train, digits.n_test, 10)
+    acc = _acc(preds.test_pred, digits.y_test)
+    assert acc.mean() > 0.95, acc
+    # train_prob is the softmax probability of the true label
+    assert 0.5 < preds.train_prob.mean() <= 1.0
+    np.testing.assert_array_equal(preds.test_prob.argmax(0).shape, (digits.n_test,))
+
+
+def test_linear_and_bf16(digits):
+    k = 4
+    masks = _masks(digits.n_train, k, seed=4)
+    lin = TorchLearner("linear").fit_predict(digits, masks, np.arange(k))
+    assert _acc(lin.test_pred, digits.y_test).mean() > 0.92
+    fp32 = TorchLearner("mlp").fit_predict(digits, masks, np.arange(k))
+    bf16 = TorchLearner("mlp", precision="bf16").fit_predict(digits, masks, np.arange(k))
+    a32, a16 = _acc(fp32.test_pred, digits.y_test).mean(), _acc(bf16.test_pred, digits.y_test).mean()
+    assert a16 > 0.95
+    assert abs(a32 - a16) < 0.015
+    assert np.abs(fp32.test_prob - bf16.test_prob).mean() < 0.02
+
+
+def test_batchnorm_module_is_refused(digits):
+    learner = TorchLearner(bn_net, epochs=1)
+    with pytest.raises(ModelError, match="GroupNorm.*track_running_stats=False"):
+        learner.fit_predict(digits, _masks(digits.n_train, 2), np.arange(2))
+
+
+def test_user_module_factory(digits):
+    k = 3
+    learner = TorchLearner(functools.partial(small_user_net), epochs=8)
+    preds = learner.fit_predict(digits, _masks(digits.n_train, k, seed=5), np.arange(k))
+    acc = _acc(preds.test_pred, digits.y_test)
+    assert acc.min() > 0.85, acc
+    assert "small_user_net" in learner.spec()["model"]
+
+
+def test_cnn_on_digits_and_errors(digits):
+    k = 2
+    masks = _masks(digits.n_train, k, seed=6)
+    preds = TorchLearner("cnn", epochs=3, batch_size=64).fit_predict(digits, masks, np.arange(k))
+    assert _acc(preds.test_pred, digits.y_test).mean() > 0.8
+    aug = TorchLearner("cnn", epochs=1, augment=True, crop_pad=1, hflip=True).fit_predict(digits, masks, np.arange(k))
+    aug.check(k, digits.n_train, digits.n_test, 10)
+    # cnn needs images; too many pooling stages for 8x8 fails clearly
+    flat = Dataset(digits.x_train.reshape(len(digits.x_train), -1), digits.y_train,
+                   digits.x_test.reshape(len(digits.x_test), -1), digits.y_test, digits.classes)
+    with pytest.raises(ModelError, match="needs images"):
+        TorchLearner("cnn").fit_predict(flat, masks, np.arange(k))
+    with pytest.raises(ModelError, match="at least 16x16"):
+        TorchLearner("cnn", widths=(4, 4, 4, 4)).fit_predict(digits, masks, np.arange(k))
+
+
+def test_resnet_on_tiny_color_images():
+    rng = np.random.default_rng(0)
+    n, nt = 48, 16
+    y = np.arange(n) % 2
+    x = rng.integers(0, 100, size=(n, 32, 32, 3)).astype(np.uint8)
+    x[y == 1, :, :, 0] += 120  # class 1 is redder
+    yt = np.arange(nt) % 2
+    xt = rng.integers(0, 100, size=(nt, 32, 32, 3)).astype(np.uint8)
+    xt[yt == 1, :, :, 0] += 120
+    data = Dataset(x, y, xt, yt, ["a", "b"], image_shape=(32, 32, 3))
+    masks = _masks(n, 2, seed=7)
+    learner = TorchLearner("resnet", widths=(8, 16), epochs=10, batch_size=8, augment=True, crop_pad=4,
+                           hflip=True, lr=0.05)
+    preds = learner.fit_predict(data, masks, np.array([1, 2]))
+    preds.check(2, n, nt, 2)
+    assert _acc(preds.test_pred, yt).mean() >= 0.75
+
+
+def test_augmentation_is_a_crop_and_flip(digits):
+    learner = TorchLearner("cnn", augment=True, crop_pad=0, hflip=True)
+    from tailscope.learners.torch_population import _FuncPopulation
+
+    xtr, _ = prepare_inputs(digits, images=True)
+    pop = _FuncPopulation(learner, digits, xtr, 10, torch.device("cpu"))
+    aug = pop._augmenter(xtr, np.array([3, 4]), (2, 2, 5))
+    it = torch.arange(10).reshape(2, 5)
+    out = aug(0, it)
+    ref = xtr[it]
+    flipped = (out == ref.flip(-1)).flatten(2).all(-1)
+    same = (out == ref).flatten(2).all(-1)
+    assert bool((flipped | same).all())
+    assert 0 < int(flipped.sum()) < 10
+
+
+def test_inputs_are_scaled_and_standardized(digits):
+    xtr, xte = prepare_inputs(digits, images=False)
+    assert xtr.shape == (digits.n_train, 64)
+    assert abs(float(xtr.mean())) < 1e-5
+    assert abs(float(xtr.std()) - 1) < 1e-3
+    raw = digits.x_train.reshape(digits.n_train, -1).astype(np.float64) / 16
+    np.testing.assert_allclose(xtr.numpy(), (raw - raw.mean()) / raw.std(), atol=1e-5)
+
+
+def test_spec_and_pickle():
+    a = TorchLearner("mlp", widths=(64,))
+    b = TorchLearner("mlp", widths=(64,), lr=0.2)
+    assert json.loads(json.dumps(a.spec())) == a.spec()
+    assert a.spec() != b.spec()
+    assert TorchLearner("mlp", precision="bf16").spec() != TorchLearner("mlp").spec()
+    c = pickle.loads(pickle.dumps(a))
+    assert c.spec() == a.spec()
+    with pytest.raises(ValueError, match="precision"):
+        TorchLearner(precision="fp16")
