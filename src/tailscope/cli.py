@@ -187,3 +187,16 @@ def _register_analyses() -> None:
 
 
 _register_analyses()
+
+
+@app.command()
+@friendly
+def report(
+    study_dir: Annotated[Path, typer.Argument(help="study directory")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (default: STUDY_DIR/report)")] = None,
+):
+    """Write the static HTML report of a study (estimating its scores first if there are none)."""
+    from tailscope.report import write_report
+
+    index = write_report(study_dir, out_dir=out)
+    console.print(f"report: {index}")

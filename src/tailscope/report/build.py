@@ -1,0 +1,374 @@
+"""write_report: a static, self-contained HTML folder for one study."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tailscope.data.dataset import Dataset
+from tailscope.report import figures, gallery
+from tailscope.report.analyses import AnalysisEntry, collect_analyses
+from tailscope.report.html import (
+    esc,
+    figure,
+    fmt,
+    markdown_paragraphs,
+    page,
+    pct,
+    sort_value,
+    summary_value,
+    url,
+)
+from tailscope.scores import Scores
+from tailscope.study import Study
+
+MEMORIZED_CAP = 48
+TYPICAL_CAP = 48
+PAIRS_CAP = 60
+N_FEATURES_SHOWN = 5
+
+
+def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None = None,
+                 data: Dataset | None = None, scores: Scores | None = None) -> Path:
+    """Write the HTML report of a study and return the path of its ``index.html``.
+
+    Parameters
+    ----------
+    study_or_path : Study or path
+        A study, or the directory of one (reopened with ``Study.open``, which reloads
+        the dataset from its recorded source unless ``data`` is given).
+    out_dir : path, optional
+        Where to write; default ``<study>/report``. The folder holds ``index.html``,
+        ``figures/``, ``img/`` (thumbnails of the examples shown) and ``analyses/``;
+        it opens from disk with no network.
+    data : Dataset, optional
+        The study's dataset (needed when it cannot be reloaded from its source).
+    scores : Scores, optional
+        Default: ``<study>/scores`` if it exists, else estimated now (and saved).
+
+    Returns
+    -------
+    Path
+        ``out_dir / "index.html"``.
+    """
+    if isinstance(study_or_path, Study):
+        study = study_or_path
+    elif isinstance(study_or_path, str | Path):
+        study = Study.open(study_or_path, data=data)
+    else:
+        raise TypeError(f"write_report needs a Study or a study directory, got {type(study_or_path).__name__}.")
+    data = data if data is not None else study.data
+    if scores is None:
+        try:
+            scores = Scores.load(study.scores_dir)
+        except FileNotFoundError:
+            scores = study.estimate()
+    if len(scores.mem) != data.n_train or len(scores.y_test) != data.n_test:
+        raise ValueError(f"these scores cover {len(scores.mem)} training / {len(scores.y_test)} test examples "
+                         f"but the dataset has {data.n_train} / {data.n_test}; pass the study's own data.")
+    out = Path(out_dir) if out_dir is not None else Path(study.path) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("img", "figures", "analyses"):  # drop images of an earlier report
+        for old in (out / sub).glob("*.png") if (out / sub).is_dir() else ():
+            old.unlink()
+    (out / "figures").mkdir(exist_ok=True)
+    done = int(study.store.done().sum())
+    builder = _Builder(study, data, scores, out, done)
+    index = out / "index.html"
+    index.write_text(builder.render(), encoding="utf-8")
+    return index
+
+
+def learner_label(config: dict) -> str:
+    """A short name for the study's learner, from its recorded config."""
+    source = (config.get("source") or {}).get("learner")
+    if source and source.get("name"):
+        opts = ", ".join(f"{k}={v}" for k, v in (source.get("options") or {}).items())
+        return f"{source['name']} ({opts})" if opts else str(source["name"])
+    spec = config.get("learner") or {}
+    if spec.get("kind") == "sklearn":
+        return "scikit-learn " + str(spec.get("estimator", "?")).rsplit(".", 1)[-1]
+    if spec.get("learner") == "torch_population":
+        return f"torch {spec.get('model')} ({spec.get('epochs')} epochs)"
+    if spec.get("kind") in ("synthetic", "callable"):
+        return f"{spec['kind']} {spec.get('name', '')}".strip()
+    return str(spec.get("kind") or spec.get("learner") or "unknown")
+
+
+class _Builder:
+    def __init__(self, study: Study, data: Dataset, scores: Scores, out: Path, done: int):
+        self.study, self.data, self.s, self.out, self.done = study, data, scores, out, done
+        self.summary = scores.summary()
+        self.config = scores.config or study.config
+        self.classes = list(scores.classes)
+        self.images = data.is_image
+        self.thumbs = gallery.Thumbnails(data, out) if self.images else None
+
+    # ------------------------------------------------------------- helpers
+    def cname(self, c) -> str:
+        c = int(c)
+        return self.classes[c] if 0 <= c < len(self.classes) else str(c)
+
+    def features(self, split: str, i: int) -> str:
+        x = self.data.x_train if split == "train" else self.data.x_test
+        row = np.asarray(x[int(i)]).reshape(-1)
+        vals = ", ".join(f"{float(v):.3g}" for v in row[:N_FEATURES_SHOWN])
+        return vals + (", ..." if len(row) > N_FEATURES_SHOWN else "")
+
+    def img(self, split: str, i: int, alt: str, cls: str = "thumb") -> str:
+        src = self.thumbs(split, i)
+        return f'<img class="{cls}" src="{url(src)}" alt="{esc(alt)}">'
+
+    def out_pred_text(self, i: int) -> str:
+        if self.s.n_out[i] <= 0:
+            return "n/a (never held out)"
+        return f"{esc(self.cname(self.s.out_pred[i]))} ({pct(self.s.out_pred_share[i], 0)})"
+
+    # ------------------------------------------------------------- sections
+    def render(self) -> str:
+        analyses = collect_analyses(self.study.path, self.out)
+        sections = [self.sec_summary(), self.sec_histogram(), self.sec_memorized(), self.sec_typical(),
+                    self.sec_influence(), self.sec_scatter(), self.sec_precision()]
+        nav = [("summary", "Summary"), ("memorization", "Memorization"), ("memorized", "Most memorized"),
+               ("typical", "Typical"), ("influence", "Influence pairs"), ("mem-vs-influence", "Mem vs influence"),
+               ("precision", "Precision")]
+        if analyses:
+            sections.append(self.sec_analyses(analyses))
+            nav.append(("analyses", "Analyses"))
+        name = (self.config.get("source") or {}).get("name") or self.data.name
+        title = f"tailscope report: {name}"
+        subtitle = (f"Memorization and influence estimates (Feldman &amp; Zhang, NeurIPS 2020) from "
+                    f"{fmt(int(self.s.trials))} trained models &middot; study <code>{esc(self.study.path)}</code>")
+        from tailscope import __version__
+
+        footer = (f"Written by tailscope {esc(__version__)}. Every number on this page comes from the study's "
+                  f"scores (<code>{esc(self.study.scores_dir)}</code>) and its recorded config; "
+                  f"the thresholds 0.25 (memorized) and 0.15 (high influence) are the paper's.")
+        return page(title, subtitle, nav, sections, footer)
+
+    def sec_summary(self) -> str:
+        s, cfg = self.summary, self.config
+        dcfg, design = cfg.get("dataset") or {}, cfg.get("design") or {}
+        name = (cfg.get("source") or {}).get("name") or self.data.name
+        planned = cfg.get("trials")
+        shape = self.data.image_shape
+        kind = (f"images {'x'.join(str(v) for v in shape)}" if shape
+                else f"{int(np.prod(self.data.x_train.shape[1:]))} features")
+        design_text = str(design.get("kind", "?"))
+        if design.get("kind") == "balanced" and design.get("block"):
+            design_text += f" (blocks of {fmt(int(design['block']))} trials)"
+        trials_text = fmt(int(s["trials"]))
+        if planned is not None:
+            trials_text += f" of {fmt(int(planned))} planned"
+        stats = [
+            ("trials", fmt(int(s["trials"])), "trials (trained models)"),
+            ("mean_acc_in", pct(s["mean_acc_in"]), "accuracy on examples a model trained on"),
+            ("mean_acc_out", pct(s["mean_acc_out"]), "accuracy on training examples it did not see"),
+            ("mean_test_acc", pct(s["mean_test_acc"]), "test accuracy (mean over models)"),
+            ("n_mem", f"{fmt(s['n_mem_ge_0.25'])}", f"memorized (mem \u2265 0.25), {pct(s['frac_mem_ge_0.25'])}"),
+            ("median_mem_se", fmt(s["median_mem_se"], 4), f"median SE of mem (bound {fmt(s['se_bound'], 4)})"),
+        ]
+        cards = "".join(f'<div class="stat" data-key="{esc(k)}"><div class="v">{esc(v)}</div>'
+                        f'<div class="k">{esc(label)}</div></div>' for k, v, label in stats)
+        rows = [
+            ("dataset", "Dataset", f"{esc(name)}: {fmt(int(dcfg.get('n_train', self.data.n_train)))} train, "
+                                   f"{fmt(int(dcfg.get('n_test', self.data.n_test)))} test, "
+                                   f"{fmt(len(self.classes))} classes, {esc(kind)}"),
+            ("learner", "Learner", esc(learner_label(cfg))),
+            ("trials", "Trials done", esc(trials_text)),
+            ("ratio", "Subset ratio q and design",
+             f"q = {esc(fmt(s['ratio'], 2))} (each model trains on {pct(s['ratio'], 0)} of the training set), "
+             f"{esc(design_text)} design, seed {esc(design.get('seed', '?'))}"),
+            ("mean_acc_in", "Mean accuracy on examples models trained on", pct(s["mean_acc_in"], 2)),
+            ("mean_acc_out", "Mean accuracy on training examples held out", pct(s["mean_acc_out"], 2)),
+            ("mean_test_acc", "Mean test accuracy", pct(s["mean_test_acc"], 2)),
+            ("median_mem_se", "Median standard error of mem",
+             f"<span class=\"v\">{fmt(s['median_mem_se'], 4)}</span> (theoretical bound "
+             f"<span class=\"b\">{fmt(s['se_bound'], 4)}</span>)"),
+            ("n_mem", "Memorized examples (mem \u2265 0.25)",
+             f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s['n_train'])} ({pct(s['frac_mem_ge_0.25'], 2)})"),
+            ("n_pairs", "High-influence pairs kept", fmt(s["n_pairs"])),
+            ("min_counts", "Fewest trials with / without an example",
+             f"{fmt(s['min_n_in'])} / {fmt(s['min_n_out'])}"),
+        ]
+        table = "".join(f'<tr data-key="{esc(k)}"><td>{esc(label)}</td><td>{v}</td></tr>' for k, label, v in rows)
+        notes = []
+        if self.done > self.s.trials:
+            notes.append(f'<p class="note warn">The trial store has {fmt(self.done)} done trials but these scores '
+                         f"come from {fmt(int(self.s.trials))}: run <code>tailscope estimate</code> to update them.</p>")
+        if s["min_n_out"] is not None and s["min_n_out"] < 2:
+            notes.append('<p class="note warn">Some training examples were held out of fewer than 2 trials, so '
+                         "their mem has no standard error (shown as n/a); more trials fix this.</p>")
+        return (
+            '<section id="summary"><h2>Summary</h2>'
+            '<p class="lead">Each of the trained models saw a random subset of the training set. An example is '
+            "<em>memorized</em> when models that trained on it classify it correctly much more often than models "
+            "that did not: mem = accuracy with it &minus; accuracy without it. The gap between the two accuracies "
+            "below is roughly the average memorization.</p>"
+            f'<div class="cards">{cards}</div><table class="kv">{table}</table>{"".join(notes)}</section>'
+        )
+
+    def sec_histogram(self) -> str:
+        path = figures.mem_histogram(self.s, self.out / "figures" / "mem_hist.png")
+        s = self.summary
+        cap = (f"Distribution of the memorization estimates of all {fmt(s['n_train'])} training examples "
+               f"(log scale: most examples sit near 0, learned from their class). The dashed line is the paper's "
+               f"threshold 0.25; {fmt(s['n_mem_ge_0.25'])} examples ({pct(s['frac_mem_ge_0.25'], 2)}) lie at or "
+               "above it. Negative values are estimation noise around 0.")
+        return ('<section id="memorization"><h2>Memorization estimates</h2>'
+                + figure(f"figures/{path.name}", "histogram of memorization estimates", cap) + "</section>")
+
+    def sec_memorized(self) -> str:
+        idx, above = gallery.most_memorized(self.s, MEMORIZED_CAP)
+        n_above = self.summary["n_mem_ge_0.25"]
+        if above:
+            lead = (f"The {fmt(len(idx))} most memorized training examples "
+                    + (f"(of {fmt(n_above)} with mem &ge; 0.25)" if n_above > len(idx) else "(all with mem &ge; 0.25)")
+                    + ", highest first. Under each: the label it was given, mem &plusmn; standard error, and what "
+                    "the models that did not train on it predict instead (their most frequent answer and its share). "
+                    "Atypical, ambiguous or mislabeled examples are learned only by fitting them individually.")
+        else:
+            lead = (f"No training example reaches mem &ge; 0.25; these are the {fmt(len(idx))} with the highest "
+                    "estimates.")
+        body = self.examples(idx, "memorized")
+        return f'<section id="memorized"><h2>Most memorized training examples</h2><p class="lead">{lead}</p>{body}</section>'
+
+    def sec_typical(self) -> str:
+        idx, _ = gallery.most_memorized(self.s, MEMORIZED_CAP)
+        classes = np.unique(self.s.y_train[idx]) if len(idx) else np.unique(self.s.y_train)
+        per_class = max(2, min(8, TYPICAL_CAP // max(len(classes), 1)))
+        sel = gallery.typical_examples(self.s, classes, per_class, TYPICAL_CAP)
+        lead = ("For contrast: examples of the same classes whose memorization estimate is closest to 0 "
+                "(models classify them equally well whether or not they trained on them), up to "
+                f"{fmt(per_class)} per class.")
+        return (f'<section id="typical"><h2>Typical examples of the same classes</h2><p class="lead">{lead}</p>'
+                f"{self.examples(sel, 'typical')}</section>")
+
+    def examples(self, idx: np.ndarray, what: str) -> str:
+        s = self.s
+        if not len(idx):
+            return '<p class="note">No examples to show.</p>'
+        if self.images:
+            cards = []
+            for i in idx:
+                i = int(i)
+                tip = (f"trained on in {s.n_in[i]} trials, held out of {s.n_out[i]}; correct "
+                       f"{pct(s.acc_in[i], 0)} with it, {pct(s.acc_out[i], 0)} without")
+                cards.append(
+                    f'<figure class="card" title="{esc(tip)}">'
+                    + self.img("train", i, f"training example {i}, label {self.cname(s.y_train[i])}")
+                    + f'<figcaption class="cap"><span class="lab">{esc(self.cname(s.y_train[i]))}</span> '
+                    f'<span class="muted">#{i}</span><br>mem <span class="mem">{fmt(s.mem[i])}</span> &plusmn; '
+                    f'{fmt(s.mem_se[i])}<br><span class="muted">held out &rarr;</span> {self.out_pred_text(i)}'
+                    "</figcaption></figure>")
+            return f'<div class="gallery" data-gallery="{esc(what)}">' + "".join(cards) + "</div>"
+        head = ("<tr><th data-sort class=\"num\">index</th><th data-sort>label</th><th data-sort class=\"num\">mem</th>"
+                "<th data-sort class=\"num\">SE</th><th>held-out models predict</th>"
+                f"<th>first {N_FEATURES_SHOWN} features</th></tr>")
+        rows = []
+        for i in idx:
+            i = int(i)
+            rows.append(
+                f'<tr><td class="num" data-v="{i}">{i}</td><td data-v="{esc(self.cname(s.y_train[i]))}">'
+                f'{esc(self.cname(s.y_train[i]))}</td><td class="num mem" data-v="{sort_value(s.mem[i])}">'
+                f'{fmt(s.mem[i])}</td><td class="num" data-v="{sort_value(s.mem_se[i])}">{fmt(s.mem_se[i])}</td>'
+                f"<td>{self.out_pred_text(i)}</td><td><code>{esc(self.features('train', i))}</code></td></tr>")
+        return (f'<table class="sortable examples" data-gallery="{esc(what)}"><thead>{head}</thead>'
+                f"<tbody>{''.join(rows)}</tbody></table>")
+
+    def sec_influence(self) -> str:
+        s = self.s
+        total = len(s.pairs)
+        top = gallery.top_pairs(s, PAIRS_CAP)
+        if not total:
+            return ('<section id="influence"><h2>High-influence pairs</h2><p class="lead">The estimate kept no '
+                    "train/test pairs (none reached its influence threshold; the paper uses 0.15).</p></section>")
+        lead = (f"Training examples that a test prediction leans on: infl = how much more often models that trained "
+                f"on the training example classify the test example correctly. The estimate kept "
+                f"{fmt(total)} pairs at or above its threshold (the paper's is 0.15); the {fmt(len(top))} "
+                "with the largest influence are shown. Click a column header to sort. Near-duplicates and "
+                "rare sub-populations show up here as a single training example carrying a test example.")
+        img_cols = "<th>training example</th><th>test example</th>" if self.images else ""
+        feat_cols = ("" if self.images else
+                     f"<th>train: first {N_FEATURES_SHOWN} features</th><th>test: first {N_FEATURES_SHOWN} features</th>")
+        head = ('<tr><th data-sort class="num">rank</th>' + img_cols
+                + '<th data-sort class="num">train #</th><th data-sort>train label</th>'
+                '<th data-sort class="num">test #</th><th data-sort>test label</th>'
+                '<th data-sort class="num">influence</th><th data-sort class="num">SE</th>'
+                '<th data-sort class="num">mem of train example</th>' + feat_cols + "</tr>")
+        rows = []
+        for rank, r in enumerate(top.itertuples(index=False), start=1):
+            tr, tt = int(r.tr_idx), int(r.tt_idx)
+            trl, ttl = self.cname(r.tr_label), self.cname(r.tt_label)
+            imgs = ""
+            if self.images:
+                imgs = (f"<td>{self.img('train', tr, f'training example {tr}, label {trl}')}</td>"
+                        f"<td>{self.img('test', tt, f'test example {tt}, label {ttl}')}</td>")
+            feats = ("" if self.images else
+                     f"<td><code>{esc(self.features('train', tr))}</code></td>"
+                     f"<td><code>{esc(self.features('test', tt))}</code></td>")
+            rows.append(
+                f'<tr><td class="num" data-v="{rank}">{rank}</td>{imgs}'
+                f'<td class="num" data-v="{tr}">{tr}</td><td data-v="{esc(trl)}">{esc(trl)}</td>'
+                f'<td class="num" data-v="{tt}">{tt}</td><td data-v="{esc(ttl)}">{esc(ttl)}</td>'
+                f'<td class="num infl" data-v="{sort_value(r.infl)}">{fmt(r.infl)}</td>'
+                f'<td class="num" data-v="{sort_value(r.infl_se)}">&plusmn; {fmt(r.infl_se)}</td>'
+                f'<td class="num" data-v="{sort_value(s.mem[tr])}">{fmt(s.mem[tr])}</td>{feats}</tr>')
+        return ('<section id="influence"><h2>High-influence pairs</h2>'
+                f'<p class="lead">{lead}</p><table class="sortable pairs" data-total="{total}">'
+                f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></section>")
+
+    def sec_scatter(self) -> str:
+        path, (pearson, spearman, n) = figures.mem_vs_influence(self.s, self.out / "figures" / "mem_vs_infl.png")
+        cap = (f"Each dot is a training example ({fmt(n)} with both estimates): its memorization (x) against its "
+               "largest influence on a test example of its class (y). Examples that must be memorized to be "
+               "learned are often the ones that help a similar rare test example. "
+               f"Pearson r = {fmt(pearson)}, Spearman &rho; = {fmt(spearman)}.")
+        return ('<section id="mem-vs-influence"><h2>Memorization vs influence</h2>'
+                + figure(f"figures/{path.name}", "scatter of memorization against largest influence", cap)
+                + "</section>")
+
+    def sec_precision(self) -> str:
+        path = figures.precision_curve(self.s, self.out / "figures" / "precision.png")
+        s = self.summary
+        med, bound = s["median_mem_se"], s["se_bound"]
+        verdict = ""
+        mem_se = figures.memorized_median_se(self.s)
+        if med is not None and bound is not None and math.isfinite(med) and math.isfinite(bound):
+            verdict = (f" At {fmt(int(s['trials']))} trials the median SE is {fmt(med, 4)} against a bound of "
+                       f"{fmt(bound, 4)}. If the blue curve is still falling steeply, or the bound is large next to "
+                       "the effects you care about (0.25 for memorization, 0.15 for influence), run more trials: "
+                       "the study resumes where it stopped.")
+        cap = ("Median standard error of the memorization estimates as trials were added (blue), and the "
+               "theoretical worst-case bound on the standard deviation of a subsampled estimate, "
+               f"0.5&radic;(1/(qt) + 1/((1&minus;q)t)) with q = {fmt(self.s.ratio, 2)} (red, dashed). "
+               "Examples that every model gets right (or wrong) have SE 0, so the median can sit well below "
+               "the bound"
+               + (f"; the orange triangle is the median SE of the memorized examples (mem &ge; 0.25), "
+                  f"{fmt(mem_se, 4)}, the estimates that matter most." if mem_se is not None else ".")
+               + verdict)
+        return ('<section id="precision"><h2>Precision: are there enough trials?</h2>'
+                + figure(f"figures/{path.name}", "median standard error of mem against number of trials", cap)
+                + "</section>")
+
+    def sec_analyses(self, entries: list[AnalysisEntry]) -> str:
+        parts = ['<section id="analyses"><h2>Analyses</h2><p class="lead">Experiments run on this study '
+                 f"(from <code>{esc(Path(self.study.path) / 'analyses')}</code>).</p>"]
+        for e in entries:
+            parts.append(f'<div class="analysis" id="analysis-{esc(e.name)}"><h3>{esc(e.title)}</h3>')
+            if e.problem:
+                parts.append(f'<p class="note warn">{esc(e.problem)}</p></div>')
+                continue
+            if e.figure:
+                parts.append(figure(e.figure, e.title, f"Figure of the analysis <code>{esc(e.name)}</code>."))
+            if e.reading:
+                parts.append(markdown_paragraphs(e.reading))
+            if e.summary:
+                rows = "".join(f'<tr><td>{esc(k)}</td><td class="num">{summary_value(v)}</td></tr>'
+                               for k, v in e.summary.items())
+                parts.append(f'<table class="kv analysis-summary">{rows}</table>')
+            parts.append("</div>")
+        parts.append("</section>")
+        return "".join(parts)

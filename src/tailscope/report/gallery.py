@@ -1,0 +1,129 @@
+"""Choosing the examples a report shows, and drawing them as small PNG thumbnails."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tailscope.data.dataset import Dataset
+from tailscope.scores import Scores
+
+MEM_THRESHOLD = 0.25
+THUMB_PX = 64  # thumbnails are upscaled (nearest neighbour) to at least this many pixels a side
+
+
+# ----------------------------------------------------------------- selection
+def most_memorized(scores: Scores, cap: int = 48) -> tuple[np.ndarray, bool]:
+    """Indices of the most memorized training examples, highest mem first.
+
+    Returns (indices, above) where ``above`` says whether they all reach the paper's
+    threshold; when no example does, the highest ``cap`` are returned instead.
+    """
+    mem = np.asarray(scores.mem, float)
+    finite = np.flatnonzero(np.isfinite(mem))
+    se = np.where(np.isfinite(scores.mem_se), scores.mem_se, np.inf)
+    # highest mem first; ties: smaller standard error, then lower index
+    order = finite[np.lexsort((finite, se[finite], -mem[finite]))]
+    above = order[mem[order] >= MEM_THRESHOLD]
+    if len(above):
+        return above[:cap], True
+    return order[:cap], False
+
+
+def typical_examples(scores: Scores, classes: np.ndarray, per_class: int, cap: int = 48) -> np.ndarray:
+    """For each class in ``classes``: examples whose mem is closest to 0, most certain first."""
+    mem = np.asarray(scores.mem, float)
+    se = np.where(np.isfinite(scores.mem_se), scores.mem_se, np.inf)
+    out: list[np.ndarray] = []
+    for c in classes:
+        idx = np.flatnonzero((scores.y_train == c) & np.isfinite(mem))
+        if not len(idx):
+            continue
+        # closest to zero, then models without it still get it right, then smaller SE, then index
+        acc_out = np.where(np.isfinite(scores.acc_out[idx]), scores.acc_out[idx], -np.inf)
+        order = np.lexsort((idx, se[idx], -acc_out, np.abs(mem[idx])))
+        out.append(idx[order][:per_class])
+    sel = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return sel[:cap]
+
+
+def top_pairs(scores: Scores, cap: int = 60):
+    """The ``cap`` kept influence pairs with the largest influence (ties: smaller SE, indices)."""
+    df = scores.pairs
+    if not len(df):
+        return df
+    infl = df["infl"].to_numpy(float)
+    se = np.where(np.isfinite(df["infl_se"].to_numpy(float)), df["infl_se"].to_numpy(float), np.inf)
+    order = np.lexsort((df["tt_idx"].to_numpy(), df["tr_idx"].to_numpy(), se, -np.nan_to_num(infl, nan=-np.inf)))
+    return df.iloc[order[:cap]].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------- images
+def as_image(data: Dataset, x_row: np.ndarray) -> np.ndarray:
+    """One example as an (H, W, C) array, whatever way the dataset stores it."""
+    h, w, c = (tuple(data.image_shape) + (1,))[:3]
+    a = np.asarray(x_row)
+    if a.shape == (h, w, c):
+        return a
+    if a.shape == (h, w):
+        return a[..., None]
+    if a.shape == (c, h, w):
+        return np.moveaxis(a, 0, -1)
+    return a.reshape(h, w, c)
+
+
+def to_uint8(data: Dataset, img: np.ndarray) -> np.ndarray:
+    """Pixel values scaled to 0..255 using the dataset's recorded pixel range where there is one."""
+    a = np.asarray(img)
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+        top = data.meta.get("pixel_max")
+        if top is None:
+            top = 255 if a.dtype == np.uint8 else max(int(a.max()), 1)
+        return np.clip(a.astype(np.float64) * (255.0 / float(top)), 0, 255).round().astype(np.uint8)
+    a = a.astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0 and hi <= 1:  # already in [0, 1]
+        lo, hi = 0.0, 1.0
+    elif hi <= lo:
+        hi = lo + 1.0
+    return np.clip((a - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
+
+
+def thumbnail(data: Dataset, x_row: np.ndarray, path: Path, px: int = THUMB_PX) -> Path:
+    """Write one example as a nearest-neighbour upscaled PNG."""
+    from PIL import Image
+
+    img = to_uint8(data, as_image(data, x_row))
+    h, w, c = img.shape
+    if c == 1:
+        pil = Image.fromarray(img[..., 0], mode="L")
+    elif c == 3:
+        pil = Image.fromarray(img, mode="RGB")
+    elif c == 4:
+        pil = Image.fromarray(img, mode="RGBA")
+    else:  # other channel counts: show the first channel
+        pil = Image.fromarray(img[..., 0], mode="L")
+    scale = max(1, math.ceil(px / max(h, w)))
+    if scale > 1:
+        pil = pil.resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    pil.save(path, optimize=True)
+    return path
+
+
+class Thumbnails:
+    """Writes each needed example once, under ``img/``, and hands back its relative path."""
+
+    def __init__(self, data: Dataset, out_dir: Path):
+        self.data, self.dir = data, out_dir / "img"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.written: dict[str, str] = {}
+
+    def __call__(self, split: str, index: int) -> str:
+        key = f"{split}_{int(index)}"
+        if key not in self.written:
+            x = self.data.x_train if split == "train" else self.data.x_test
+            thumbnail(self.data, x[int(index)], self.dir / f"{key}.png")
+            self.written[key] = f"img/{key}.png"
+        return self.written[key]
