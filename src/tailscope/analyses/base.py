@@ -92,3 +92,95 @@ def mean_ci(values: np.ndarray, z: float = 1.96) -> tuple[float, float]:
     if len(v) < 2:
         return float(v.mean()) if len(v) else float("nan"), float("nan")
     return float(v.mean()), float(z * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+# --------------------------------------------------------------------------- shared by the paper analyses
+
+
+def as_study(study, learner: Learner | None = None):
+    """A :class:`~tailscope.study.Study` from a Study or a study directory (reopened, learner rebuilt)."""
+    from tailscope.study import Study
+
+    if isinstance(study, Study):
+        return study
+    return Study.open(study, learner=learner)
+
+
+def study_scores(study):
+    """The scores of ``study``: read from ``<study>/scores`` when they cover every done trial, else estimated (and saved)."""
+    from tailscope.scores import Scores
+
+    done = int(study.store.done().sum())
+    try:
+        scores = Scores.load(study.scores_dir)
+        if scores.trials == done:
+            return scores
+    except (FileNotFoundError, OSError, KeyError, ValueError):
+        pass
+    return study.estimate(save=True)
+
+
+def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Learner | None = None,
+                trials: int | None = None, ratio: float | None = None, seed: int | None = None):
+    """A study next to ``parent``'s analyses (``<parent>/analyses/<subdir>``), same config unless overridden.
+
+    Re-running with the same arguments resumes it (the trial store checks the config).
+    """
+    from tailscope.study import Study
+
+    same_learner = learner is None
+    study = Study(data if data is not None else parent.data, learner if learner is not None else parent.learner,
+                  trials=int(trials or parent.trials),
+                  ratio=float(ratio if ratio is not None else parent.design.ratio), design=parent.design.kind,
+                  seed=int(parent.design.seed if seed is None else seed),
+                  path=Path(parent.path) / ANALYSES_DIR / subdir,
+                  block_size=parent.block_size if same_learner else None, design_block=parent.design.block)
+    return study
+
+
+def run_and_score(study, progress: bool = False):
+    """Train the missing trials of ``study`` and return its (saved) scores."""
+    study.run(progress=progress)
+    return study.estimate(save=True)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation over entries finite in both (nan when fewer than 3 or constant)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(a[ok], b[ok]).statistic)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation over entries finite in both (nan when fewer than 3 or constant)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def jaccard(a, b) -> float:
+    """|A & B| / |A | B| of two collections (nan when both are empty)."""
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if (a or b) else float("nan")
+
+
+def new_figure(ncols: int = 1, width: float = 5.0, height: float = 4.0):
+    """A matplotlib Figure (not registered with pyplot) and its axes, one per column."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, (list(np.atleast_1d(axes)) if ncols > 1 else axes)
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for a reading paragraph ("n/a" for None or nan)."""
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)

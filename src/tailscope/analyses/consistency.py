@@ -1,0 +1,120 @@
+"""Consistency of the estimates between two independent studies or two architectures.
+
+As in the paper's appendix: Spearman correlation of mem, and Jaccard similarity of the
+sets of memorized examples (mem >= 0.25) and of the high-influence pairs (infl >= 0.15).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tailscope.analyses.base import (
+    AnalysisResult,
+    as_study,
+    child_study,
+    fmt,
+    jaccard,
+    new_figure,
+    pearson,
+    run_and_score,
+    spearman,
+    study_scores,
+)
+
+
+def compare_scores(a, b, mem_threshold: float = 0.25, infl_threshold: float = 0.15) -> dict:
+    """Agreement numbers between two Scores of the same training set."""
+    if len(a.mem) != len(b.mem) or not np.array_equal(a.y_train, b.y_train):
+        raise ValueError("the two studies have different training sets; consistency compares studies of the "
+                         "same data.")
+    pa, pb = a.influence_pairs(infl_threshold), b.influence_pairs(infl_threshold)
+    sa = set(zip(pa["tr_idx"].tolist(), pa["tt_idx"].tolist(), strict=True))
+    sb = set(zip(pb["tr_idx"].tolist(), pb["tt_idx"].tolist(), strict=True))
+    ma, mb = set(np.flatnonzero(a.mem >= mem_threshold).tolist()), set(np.flatnonzero(b.mem >= mem_threshold).tolist())
+    return {
+        "spearman_mem": spearman(a.mem, b.mem), "pearson_mem": pearson(a.mem, b.mem),
+        "jaccard_mem": jaccard(ma, mb), "n_mem_a": len(ma), "n_mem_b": len(mb),
+        "jaccard_pairs": jaccard(sa, sb), "n_pairs_a": len(sa), "n_pairs_b": len(sb),
+        "spearman_max_infl": spearman(a.max_infl, b.max_infl),
+        "mem_threshold": mem_threshold, "infl_threshold": infl_threshold,
+        "trials_a": int(a.trials), "trials_b": int(b.trials),
+    }
+
+
+def consistency(study, other=None, seed: int | None = None, learner=None, trials: int | None = None,
+                mem_threshold: float = 0.25, infl_threshold: float = 0.15, progress: bool = False,
+                scores=None) -> AnalysisResult:
+    """Compare the study with another: a given study, a sibling with another seed, or another learner.
+
+    Parameters
+    ----------
+    study : Study or path
+    other : Study or path, optional
+        An existing study of the same data to compare with.
+    seed : int, optional
+        Without ``other``: run a sibling study with this seed (same learner), under
+        ``<study>/analyses/consistency/studies/seed<seed>``.
+    learner : str or Learner, optional
+        Without ``other``: run a sibling study with this learner (a registry name such
+        as ``"mlp"`` or a Learner), same seed; combined with ``seed`` if both are given.
+    trials : int, optional
+        Trials of the sibling study (default: the study's).
+    """
+    study = as_study(study)
+    a = scores if scores is not None else study_scores(study)
+    if other is not None:
+        other_study = as_study(other)
+        label = str(other_study.path)
+    else:
+        if seed is None and learner is None:
+            seed = study.design.seed + 1
+        lrn, tag = None, []
+        if learner is not None:
+            if isinstance(learner, str):
+                from tailscope.learners.registry import make_learner
+
+                lrn, name = make_learner(learner), learner
+            else:
+                lrn, name = learner, type(learner).__name__
+            tag.append(f"learner-{name}")
+        if seed is not None:
+            tag.append(f"seed{seed}")
+        label = "_".join(tag)
+        other_study = child_study(study, f"consistency/studies/{label}", learner=lrn, seed=seed, trials=trials)
+    if other_study.data.fingerprint != study.data.fingerprint:
+        raise ValueError(f"{label} was made with other data than {study.path}; compare studies of the same dataset.")
+    b = run_and_score(other_study, progress) if other is None else study_scores(other_study)
+    summary = compare_scores(a, b, mem_threshold, infl_threshold)
+    summary["other"] = label
+
+    fig, (ax1, ax2) = new_figure(2, 4.8, 4.2)
+    ax1.scatter(a.mem, b.mem, s=6, alpha=0.4, label="training examples")
+    ax1.plot([-0.3, 1], [-0.3, 1], "k--", lw=0.8, label="y = x")
+    ax1.axvline(mem_threshold, color="tab:red", lw=0.7, ls=":", label=f"mem = {mem_threshold}")
+    ax1.axhline(mem_threshold, color="tab:red", lw=0.7, ls=":")
+    ax1.set_xlabel(f"mem, this study (t = {a.trials})")
+    ax1.set_ylabel(f"mem, {label} (t = {b.trials})")
+    ax1.set_title(f"Spearman {fmt(summary['spearman_mem'], 2)}")
+    ax1.legend(fontsize=8, loc="upper left")
+    names = ["Spearman\nmem", f"Jaccard\nmem >= {mem_threshold}", f"Jaccard pairs\ninfl >= {infl_threshold}"]
+    vals = [summary["spearman_mem"], summary["jaccard_mem"], summary["jaccard_pairs"]]
+    ax2.bar(range(3), np.nan_to_num(vals), color=["tab:blue", "tab:orange", "tab:green"],
+            label=f"this study vs {label}")
+    ax2.set_xticks(range(3), names, fontsize=8)
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("agreement")
+    ax2.set_title("Agreement between the two studies")
+    ax2.legend(fontsize=8)
+    reading = (
+        f"Comparing this study (t = {a.trials}) with {label} (t = {b.trials}): memorization estimates correlate "
+        f"with Spearman {fmt(summary['spearman_mem'])} (Pearson {fmt(summary['pearson_mem'])}). The sets of "
+        f"memorized examples (mem >= {mem_threshold}; {summary['n_mem_a']} and {summary['n_mem_b']} examples) "
+        f"have Jaccard similarity {fmt(summary['jaccard_mem'])}, and the high-influence pairs (infl >= "
+        f"{infl_threshold}; {summary['n_pairs_a']} and {summary['n_pairs_b']}) {fmt(summary['jaccard_pairs'])}. "
+        "Part of any disagreement is estimation noise (the bound on each estimate's standard deviation is "
+        f"{fmt(float(a.se_bound), 3)} at t = {a.trials}; mean estimated SE of mem {fmt(float(np.nanmean(a.mem_se)), 3)}), "
+        "which thresholded sets amplify for values near the threshold, most of all for influence pairs, whose "
+        "threshold is only a few standard errors above zero; Jaccard similarities rise with the number of trials."
+    )
+    return AnalysisResult("consistency", "Consistency between studies", summary, reading,
+                          data={"mem_a": a.mem, "mem_b": b.mem}, figure=fig)
