@@ -22,6 +22,7 @@ from tailscope.learners import (
     Predictions,
     SklearnLearner,
     SyntheticLearner,
+    TorchLearner,
 )
 from tailscope.scores import Scores
 from tailscope.store import StoreError, TrialStore
@@ -29,7 +30,7 @@ from tailscope.study import Study
 
 __all__ = [
     "__version__", "CallableLearner", "DataError", "Dataset", "Design", "EstimateOptions", "Learner",
-    "Predictions", "Scores", "SklearnLearner", "StoreError", "Study", "SyntheticLearner", "TrialStore",
+    "Predictions", "Scores", "SklearnLearner", "StoreError", "Study", "SyntheticLearner", "TorchLearner", "TrialStore",
     "estimate", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
     "theoretical_se_bound",
 ]

@@ -4,5 +4,6 @@ from tailscope.learners.base import Learner, Predictions
 from tailscope.learners.callable import CallableLearner
 from tailscope.learners.sklearn import SklearnLearner
 from tailscope.learners.synthetic import SyntheticLearner
+from tailscope.learners.torch_population import TorchLearner
 
-__all__ = ["CallableLearner", "Learner", "Predictions", "SklearnLearner", "SyntheticLearner"]
+__all__ = ["CallableLearner", "Learner", "Predictions", "SklearnLearner", "SyntheticLearner", "TorchLearner"]
