@@ -1,0 +1,319 @@
+"""Group memorization: what a model memorizes about a whole subpopulation.
+
+For a group G of training examples of one label (a subpopulation), the group
+memorization score generalizes mem(A, S, i) to sets:
+
+    mem(A, S, G) = mean over i in G of ( Pr_{h<-A(S)}[h(x_i) = y_i] - Pr_{h<-A(S \\ G)}[h(x_i) = y_i] ).
+
+Its subsampled estimate uses a *group design*: every trial keeps each group with
+probability ``q`` (all its members in or out together) and every ungrouped
+example independently with probability ``q``. A trial's mask is a pure function of
+(seed, trial), like :class:`tailscope.design.Design`. For group G and trial k let
+a_k = the share of G's members that model k classifies correctly; then
+
+    group mem = mean_{k: G in} a_k - mean_{k: G out} a_k,
+    SE        = sqrt( var_{G in}(a_k) / t_in + var_{G out}(a_k) / t_out ),
+
+since the a_k are independent across trials given in/out. Each trial's subset has
+about q n examples (exactly so only in expectation, unlike the uniform design).
+Groups come from k-means on the inputs within each class (seeded) or from the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tailscope.analyses.base import ANALYSES_DIR, AnalysisResult, train_on_masks
+from tailscope.analyses.near_duplicates import open_study_scores, scaled_inputs
+from tailscope.data.dataset import Dataset
+from tailscope.learners.base import Learner
+
+NAME = "groups"
+_GROUP_STREAM = 0x67727570  # "grup"
+_LOOSE_STREAM = 0x6C6F6F73  # "loos"
+_SEED_STREAM = 0x67736564
+
+
+# ----------------------------------------------------------------------------- groups
+
+def check_groups(groups, data: Dataset) -> np.ndarray:
+    """Validate a group id per training example (-1 = in no group); returns ids renumbered 0..G-1.
+
+    Every group must hold examples of one label only (a subpopulation of a class).
+    """
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) != data.n_train:
+        raise ValueError(f"groups must be one integer per training example ({data.n_train}), got shape {g.shape}.")
+    if not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"group ids must be integers (-1 = no group), got dtype {g.dtype}.")
+    if (g < -1).any():
+        raise ValueError("group ids must be >= 0, or -1 for examples in no group.")
+    ids = np.unique(g[g >= 0])
+    if not len(ids):
+        raise ValueError("no example belongs to a group; give at least one group id >= 0.")
+    out = np.full(len(g), -1, dtype=np.int64)
+    out[g >= 0] = np.searchsorted(ids, g[g >= 0])
+    labels = data.y_train
+    for k in range(len(ids)):
+        ls = np.unique(labels[out == k])
+        if len(ls) > 1:
+            raise ValueError(f"group {ids[k]} mixes labels {ls.tolist()}; a group must be a subpopulation of one "
+                             "class (split it by label).")
+    return out
+
+
+def kmeans_groups(data: Dataset, per_class: int = 10, seed: int = 0) -> np.ndarray:
+    """Group ids from k-means (``per_class`` clusters, seeded) on the scaled inputs of each class.
+
+    Classes with fewer than ``2 * per_class`` training examples get proportionally
+    fewer clusters (at least one). Ids run class by class.
+    """
+    from sklearn.cluster import KMeans
+
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}.")
+    xtr, _ = scaled_inputs(data)
+    out = np.full(data.n_train, -1, dtype=np.int64)
+    nxt = 0
+    for c in range(data.n_classes):
+        idx = np.flatnonzero(data.y_train == c)
+        if not len(idx):
+            continue
+        k = int(max(1, min(per_class, len(idx) // 2)))
+        if k == 1:
+            lab = np.zeros(len(idx), dtype=np.int64)
+        else:
+            lab = KMeans(n_clusters=k, n_init=3, random_state=int(seed) + c).fit_predict(xtr[idx])
+        out[idx] = nxt + lab
+        nxt += k
+    return check_groups(out, data)
+
+
+def load_groups(spec: str, data: Dataset) -> np.ndarray:
+    """Groups from ``PATH.npy``, or ``PATH.npz`` / ``PATH.npz:KEY`` (default key ``groups``)."""
+    path, _, key = spec.partition(".npz:")
+    if key:
+        path += ".npz"
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"groups file {p} does not exist; pass PATH.npy or PATH.npz[:KEY].")
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as f:
+            key = key or "groups"
+            if key not in f.files:
+                raise ValueError(f"{p} has no array {key!r} (it has {f.files}); pass {p}:KEY.")
+            arr = f[key]
+    else:
+        arr = np.load(p, allow_pickle=False)
+    return check_groups(arr, data)
+
+
+# ----------------------------------------------------------------------------- design
+
+@dataclass(frozen=True)
+class GroupDesign:
+    """Trials that keep or drop whole groups.
+
+    Parameters
+    ----------
+    groups : int array (n,)
+        Group id per training example, 0..G-1, or -1 for examples in no group.
+    q : float
+        Probability that a trial keeps a group (and each ungrouped example).
+    seed : int
+    """
+
+    groups: np.ndarray = field(repr=False)
+    q: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.q < 1:
+            raise ValueError(f"q must lie strictly between 0 and 1, got {self.q}.")
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.groups.max()) + 1
+
+    def group_in(self, trials) -> np.ndarray:
+        """(T, G) bool: which groups each trial keeps (a pure function of seed and trial)."""
+        rows = [np.random.default_rng([self.seed, _GROUP_STREAM, int(t)]).random(self.n_groups) < self.q
+                for t in np.asarray(trials)]
+        return np.stack(rows) if rows else np.zeros((0, self.n_groups), bool)
+
+    def masks(self, trials) -> np.ndarray:
+        """(T, n) bool training masks: members follow their group, loose examples their own coin."""
+        trials = np.asarray(trials)
+        gin = self.group_in(trials)
+        loose = self.groups < 0
+        out = np.zeros((len(trials), len(self.groups)), dtype=bool)
+        for r, t in enumerate(trials):
+            out[r, ~loose] = gin[r, self.groups[~loose]]
+            if loose.any():
+                out[r, loose] = np.random.default_rng([self.seed, _LOOSE_STREAM, int(t)]).random(loose.sum()) < self.q
+        return out
+
+
+def group_mem_estimate(correct: np.ndarray, group_in: np.ndarray, groups: np.ndarray) -> dict:
+    """Group memorization from per-trial correctness.
+
+    Parameters
+    ----------
+    correct : bool (T, n)
+        Whether trial k's model classifies training example i correctly.
+    group_in : bool (T, G)
+    groups : int (n,), ids 0..G-1 or -1
+
+    Returns
+    -------
+    dict of arrays over groups: ``mem``, ``se``, ``acc_in``, ``acc_out``, ``t_in``, ``t_out``, ``size``.
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    G = group_in.shape[1]
+    size = np.bincount(groups[groups >= 0], minlength=G)
+    onehot = np.zeros((len(groups), G))
+    onehot[np.flatnonzero(groups >= 0), groups[groups >= 0]] = 1.0
+    acc = correct @ onehot / np.maximum(size, 1)  # (T, G): a_k per group
+    gi = group_in.astype(bool)
+    t_in, t_out = gi.sum(0), (~gi).sum(0)
+
+    def mean_var(w, t):
+        m = (acc * w).sum(0) / np.maximum(t, 1)
+        v = (((acc - m) ** 2) * w).sum(0) / np.maximum(t - 1, 1)
+        return np.where(t > 0, m, np.nan), np.where(t > 1, v, np.nan)
+
+    m_in, v_in = mean_var(gi, t_in)
+    m_out, v_out = mean_var(~gi, t_out)
+    return {"mem": m_in - m_out, "se": np.sqrt(v_in / np.maximum(t_in, 1) + v_out / np.maximum(t_out, 1)),
+            "acc_in": m_in, "acc_out": m_out, "t_in": t_in, "t_out": t_out, "size": size}
+
+
+def run_group_trials(learner: Learner, data: Dataset, design: GroupDesign, trials: int,
+                     store: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train ``trials`` models on the group design; returns ``(group_in (T, G), correct (T, n))``.
+
+    If ``store`` is given, the arrays (and the groups) are written there as an npz.
+    """
+    if trials < 2:
+        raise ValueError(f"trials must be >= 2, got {trials}.")
+    t = np.arange(trials)
+    masks = design.masks(t)
+    preds = train_on_masks(learner, data, masks, seed=int(np.random.default_rng([design.seed, _SEED_STREAM])
+                                                        .integers(2**31 - 1)))
+    correct = preds.train_pred == data.y_train
+    gin = design.group_in(t)
+    if store is not None:
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(store, group_in=gin, correct=correct, groups=design.groups, q=design.q,
+                            seed=design.seed, masks=masks)
+    return gin, correct
+
+
+# ----------------------------------------------------------------------------- the analysis
+
+def group_memorization(study, groups=None, per_class: int = 10, trials: int = 100, q: float | None = None,
+                       seed: int = 0, learner: Learner | None = None, scores=None) -> AnalysisResult:
+    """Estimate mem(A, S, G) for subpopulations G and compare with their members' individual mem.
+
+    Parameters
+    ----------
+    study : Study or path
+        Gives the data, the learner (unless ``learner`` is passed) and the individual mem.
+    groups : int array (n,), str or None
+        Group per training example (-1 = none), a path ``PATH.npy`` / ``PATH.npz[:KEY]``,
+        or None for k-means with ``per_class`` clusters in every class.
+    trials : int
+        Models trained on the group design (each trial keeps each group with prob ``q``).
+    q : float, optional
+        Keep probability (default: the study's ratio).
+    seed : int
+        Seed of the clustering, the design and the learner seeds.
+
+    Returns
+    -------
+    AnalysisResult named ``groups``; the trials are kept in ``analyses/groups/trials.npz``.
+    """
+    study, scores = open_study_scores(study, scores)
+    data = study.data
+    source = "user"
+    if groups is None:
+        groups, source = kmeans_groups(data, per_class=per_class, seed=seed), f"k-means ({per_class} per class)"
+    elif isinstance(groups, str | Path):
+        groups = load_groups(str(groups), data)
+    else:
+        groups = check_groups(groups, data)
+    learner = learner or study.learner
+    q = float(study.design.ratio if q is None else q)
+    design = GroupDesign(groups, q=q, seed=seed)
+    store = Path(study.path) / ANALYSES_DIR / NAME / "trials.npz"
+    gin, correct = run_group_trials(learner, data, design, trials, store=store)
+    est = group_mem_estimate(correct, gin, groups)
+    G = design.n_groups
+    indiv = np.array([np.nanmean(scores.mem[groups == g]) if np.isfinite(scores.mem[groups == g]).any()
+                      else np.nan for g in range(G)])
+    label = np.array([data.y_train[groups == g][0] for g in range(G)])
+    ok = np.isfinite(est["mem"]) & np.isfinite(indiv)
+    diff = est["mem"] - indiv
+    se = est["se"]
+    summary = {
+        "groups_from": source, "n_groups": G, "n_grouped": int((groups >= 0).sum()),
+        "median_group_size": float(np.median(est["size"])), "trials": int(trials), "q": q,
+        "mean_group_mem": float(np.nanmean(est["mem"])),
+        "mean_member_mem": float(np.nanmean(indiv)),
+        "median_group_se": float(np.nanmedian(se)),
+        "n_groups_mem_ge_0.25": int(np.sum(est["mem"][ok] >= 0.25)),
+        "n_groups_above_members_2se": int(np.sum(diff[ok] > 2 * se[ok])),
+        "corr_group_vs_member": float(np.corrcoef(est["mem"][ok], indiv[ok])[0, 1]) if ok.sum() > 2 else float("nan"),
+        "max_group_mem": float(np.nanmax(est["mem"])),
+    }
+    return AnalysisResult(
+        name=NAME, title="Group memorization of subpopulations", summary=summary,
+        reading=_reading(summary),
+        data={"groups": groups, "label": label, "group_mem": est["mem"], "group_se": se,
+              "member_mem": indiv, "size": est["size"], "acc_in": est["acc_in"], "acc_out": est["acc_out"],
+              "t_in": est["t_in"], "t_out": est["t_out"]},
+        figure=_figure(est, indiv, label, summary, data.classes),
+    )
+
+
+def _reading(s: dict) -> str:
+    return (
+        f"{s['n_groups']} same-label groups ({s['groups_from']}; median size {s['median_group_size']:.0f}) were "
+        f"kept or dropped whole in {s['trials']} trials (keep probability {s['q']:g}). Dropping a group costs its "
+        f"members on average {s['mean_group_mem']:.3f} in accuracy (group memorization; median SE "
+        f"{s['median_group_se']:.3f}), while their individual memorization scores average "
+        f"{s['mean_member_mem']:.3f}. {s['n_groups_above_members_2se']} of {s['n_groups']} groups lie more than "
+        f"2 SE above their members' mean individual score, and {s['n_groups_mem_ge_0.25']} reach group mem >= 0.25 "
+        f"(largest {s['max_group_mem']:.3f}); the correlation between the two is {s['corr_group_vs_member']:.2f}. "
+        + ("Groups are memorized well beyond what single examples show: members of a subpopulation support each "
+           "other, so leaving out one hides what leaving out all of them reveals."
+           if s["mean_group_mem"] > s["mean_member_mem"] + 2 * s["median_group_se"] else
+           "Group and individual scores are close: these groups do not hold much redundant memorized information.")
+    )
+
+
+def _figure(est: dict, indiv: np.ndarray, label: np.ndarray, s: dict, classes: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c in np.unique(label):
+        sel = label == c
+        ax.errorbar(indiv[sel], est["mem"][sel], yerr=est["se"][sel], fmt="o", ms=4, alpha=0.8, lw=0.8,
+                    color=cmap(int(c) % cmap.N), label=f"class {classes[int(c)]}")
+    lo = float(np.nanmin([0.0, np.nanmin(indiv), np.nanmin(est["mem"])]))
+    hi = float(np.nanmax([np.nanmax(indiv), np.nanmax(est["mem"] + np.nan_to_num(est["se"]))])) + 0.02
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="group mem = mean member mem")
+    ax.set_xlabel("mean individual memorization of the group's members (study scores)")
+    ax.set_ylabel("group memorization mem(A, S, G) (± 1 SE)")
+    ax.set_title(f"{s['n_groups']} groups, {s['trials']} group trials: mean {s['mean_group_mem']:.3f} (group) "
+                 f"vs {s['mean_member_mem']:.3f} (members)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
