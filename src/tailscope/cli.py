@@ -149,11 +149,31 @@ def estimate_cmd(
 @app.command()
 @friendly
 def info(study_dir: Annotated[Path, typer.Argument(help="study directory")]):
-    """Config, progress and accuracy of a study."""
+    """Config, progress and accuracy of a study, and its done, missing and in-flight blocks."""
     from tailscope.store import TrialStore
     from tailscope.study import study_info
 
-    console.print_json(json.dumps(study_info(TrialStore.open(study_dir)), default=str))
+    store = TrialStore.open(study_dir)
+    console.print_json(json.dumps(study_info(store) | store.block_status(), default=str))
+
+
+@app.command()
+@friendly
+def verify(
+    study_dir: Annotated[Path, typer.Argument(help="study directory or URL")],
+    repair: Annotated[bool, typer.Option(help="clear the done flags of bad trials so a rerun redoes them")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+):
+    """Check every done trial: chunks readable, mask and seed as designed, no NaN, values in range."""
+    from tailscope.verify import verify_store
+
+    rep = verify_store(study_dir, repair=repair)
+    if as_json:
+        console.print_json(json.dumps(rep.to_dict()))
+    else:
+        console.print(rep.summary(), markup=False, highlight=False)
+    if not rep.ok and not (repair and not rep.store_problems):
+        raise typer.Exit(1)
 
 
 @app.command()

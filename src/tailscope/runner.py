@@ -1,6 +1,7 @@
 """Runner: trains the blocks of trials that are not done yet and writes them to the store.
 
-Backends: ``local`` (this process) and ``processes`` (local worker processes). A block
+Backends: ``local`` (this process), ``processes`` (local worker processes) and ``ray``
+(a Ray cluster, see :mod:`tailscope.backends.ray`). A block
 is the unit of work: its trials are rebuilt from the design (masks and seeds are pure
 functions of the trial index), trained in one learner call and written by the worker
 that trained them. Killing a run loses at most the blocks in flight.
@@ -21,6 +22,8 @@ from tailscope.design import Design
 from tailscope.learners.base import Learner
 from tailscope.store import TrialStore
 
+BACKENDS = ("local", "processes", "ray")
+
 
 @dataclass
 class Job:
@@ -32,14 +35,28 @@ class Job:
     design: Design
 
     def train_block(self, trials: np.ndarray, store: TrialStore | None = None) -> int:
-        """Train and write ``trials`` (all of one block); returns how many were written."""
+        """Train and write ``trials`` (all of one block); returns how many were written.
+
+        Trials another writer finished meanwhile are skipped (not trained, not counted).
+        While the block trains it holds a claim file (see :meth:`TrialStore.claim`); a
+        worker killed mid-block leaves its claim (stale once the process is gone) and no
+        done flag.
+        """
         store = store or TrialStore.open(self.store_path, mode="r+")
-        masks = self.design.masks(trials)
-        seeds = self.design.trial_seeds(trials)
-        preds = self.learner.fit_predict(self.data, masks, seeds)
-        preds.check(len(trials), self.data.n_train, self.data.n_test, self.data.n_classes)
-        store.write(trials, masks, seeds, preds)
-        return len(trials)
+        trials = np.asarray(trials)
+        trials = trials[~store.done_of(trials)]
+        if not len(trials):
+            return 0
+        b = int(trials[0]) // store.block
+        token = store.claim(b, trials=len(trials))
+        try:
+            masks = self.design.masks(trials)
+            seeds = self.design.trial_seeds(trials)
+            preds = self.learner.fit_predict(self.data, masks, seeds)
+            preds.check(len(trials), self.data.n_train, self.data.n_test, self.data.n_classes)
+            return store.write(trials, masks, seeds, preds)
+        finally:
+            store.release(b, token)
 
 
 def select_shard(blocks: dict[int, np.ndarray], shard: tuple[int, int] | None) -> dict[int, np.ndarray]:
@@ -115,10 +132,21 @@ def _fill(pool, pending: set, queue: Iterable, limit: int) -> None:
 def run_blocks(job: Job, blocks: dict[int, np.ndarray], workers: int = 1, backend: str = "auto",
                progress: bool = True, **backend_options) -> float:
     """Train ``blocks`` with the chosen backend; returns wall seconds."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if backend == "auto":
         backend = "local" if workers <= 1 else "processes"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'local', 'processes' or 'ray'.")
+    if backend != "ray" and backend_options:
+        raise ValueError(f"options {sorted(backend_options)} are for the Ray backend; pass backend='ray'.")
     total = int(sum(len(t) for t in blocks.values()))
     t0 = time.perf_counter()
     columns = (TextColumn("[bold]training trials"), BarColumn(), MofNCompleteColumn(),

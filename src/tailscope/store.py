@@ -17,12 +17,32 @@ lives in chunks that no other block touches: two writers never share a chunk.
 Zarr's local store writes each chunk atomically (temporary file + rename), and the
 ``done`` chunk of a block is written last, so a block killed half-way never
 counts as done.
+
+Concurrency: any number of processes may write one store at once (different shards,
+or the same blocks by mistake). Rows are indexed by trial and a trial's rows are a
+pure function of the config, so a block written twice holds the same bytes and is
+counted once (``done`` is a flag, not a counter). Creation never deletes arrays that
+match the config, is serialized by a lock file on local filesystems, and is verified
+after the attributes land. A block being trained has a small claim file
+(``<study>/claims/block-NNNNNN.json``: host, pid, time) removed when it is done, so
+``tailscope info`` can show blocks in flight; a claim left by a killed worker is stale
+once its process is gone (same host) or it is older than ``CLAIM_STALE_S``.
+
+A study path is a local directory, a ``file://`` URL (stored through the local store,
+which writes atomically) or any fsspec URL (``s3://``, ``gs://``, ``memory://``) via
+Zarr's FsspecStore; object stores write each chunk in one PUT, which is atomic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import re
+import socket
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +59,15 @@ ROW_ARRAYS = {
     "test_pred": ("n_test", "int16"),
     "test_prob": ("n_test", "float32"),
 }
+
+
+# Arrays with one chunk per block along the trial axis.
+TRIAL_ARRAYS = ("mask", "seed", *ROW_ARRAYS, "done")
+
+# A claim older than this (seconds) is stale even if its process cannot be checked.
+CLAIM_STALE_S = 6 * 3600.0
+# A creation lock older than this (seconds) was left by a killed process.
+LOCK_STALE_S = 120.0
 
 
 class StoreError(RuntimeError):
@@ -92,7 +121,15 @@ class TrialStore:
     def array(self, name: str) -> zarr.Array:
         """A cached handle (looking an array up reads its metadata from storage each time)."""
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            try:
+                arr = self.group[name]
+            except Exception as e:
+                raise StoreError(f"array {name!r} of the store at {self.path} cannot be opened ({e}); "
+                                 "its metadata is missing or damaged. Run `tailscope verify` on the "
+                                 "study, or move it aside and start again.") from e
+            # Store every written chunk even when it equals the fill value, so that a
+            # missing chunk of a done block always means damage (see verify).
+            self._arrays[name] = arr.with_config({"write_empty_chunks": True})
         return self._arrays[name]
 
     # ----------------------------------------------------------------- opening
@@ -105,36 +142,27 @@ class TrialStore:
         """
         url = _store_url(path)
         existing = _try_open(url, mode="r")
-        if existing is not None:
+        if existing is not None and not _needs_growth(existing, config):
             store = cls(existing, url)
             store._check_same(config)
-            if config["trials"] > store.trials:
-                store = cls(zarr.open_group(url, mode="r+"), url)
-                store._grow(int(config["trials"]))
             return store
-        try:
-            group = zarr.open_group(url, mode="w-")
-        except FileExistsError:
-            # Creation was interrupted before the attrs (written last) landed, so the
-            # group holds no trial yet: start it again.
-            group = zarr.open_group(url, mode="w")
-        T, B = int(config["trials"]), int(config["block_size"])
-        cap = _capacity(T, B)
-        n, n_test = len(y_train), len(y_test)
-        sizes = {"n": n, "n_test": n_test}
-        group.create_array("mask", shape=(cap, n), chunks=(B, n), dtype="bool", fill_value=False)
-        group.create_array("seed", shape=(cap,), chunks=(B,), dtype="int64", fill_value=-1)
-        for name, (dim, dtype) in ROW_ARRAYS.items():
-            group.create_array(name, shape=(cap, sizes[dim]), chunks=(B, sizes[dim]), dtype=dtype,
-                               fill_value=0)
-        group.create_array("done", shape=(cap,), chunks=(B,), dtype="bool", fill_value=False)
-        group.create_array("y_train", data=np.asarray(y_train, dtype=np.int64))
-        group.create_array("y_test", data=np.asarray(y_test, dtype=np.int64))
-        # attrs last: a store without them is treated as not created (see _try_open).
-        group.attrs.update({"config": config, "config_hash": config_hash(config),
-                            "fingerprint": config["dataset"]["fingerprint"],
-                            "tailscope_version": __version__, "trials": T})
-        return cls(zarr.open_group(url, mode="r+"), url)
+        with _creation_lock(url):
+            # Another process may have created or grown the store while we waited.
+            existing = _try_open(url, mode="r")
+            if existing is not None:
+                store = cls(existing, url)
+                store._check_same(config)
+                if config["trials"] > store.trials:
+                    store = cls(zarr.open_group(url, mode="r+"), url)
+                    store._grow(int(config["trials"]))
+                return store
+            _create_arrays(url, config, y_train, y_test)
+        # Create-then-verify: the attributes that landed must be ours.
+        group = _try_open(url, mode="r+")
+        if group is None or group.attrs.get("config_hash") != config_hash(config):
+            raise StoreError(f"another process created the store at {url} with a different config "
+                             "at the same time; use another output directory.")
+        return cls(group, url)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> TrialStore:
@@ -180,7 +208,22 @@ class TrialStore:
 
     def done(self) -> np.ndarray:
         """Bool (trials,): which trials are completely written."""
-        return self.array("done")[: self.trials]
+        try:
+            return self.array("done")[: self.trials]
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"the done flags of the store at {self.path} cannot be read ({type(e).__name__}: "
+                             f"{e}); run `tailscope verify {self.root} --repair` to find the damaged "
+                             "block and clear it, then rerun the study.") from e
+
+    def done_of(self, trials: np.ndarray) -> np.ndarray:
+        """Bool (len(trials),): which of ``trials`` are done (reads only their chunks)."""
+        trials = np.asarray(trials, dtype=np.int64)
+        if not len(trials):
+            return np.zeros(0, bool)
+        with self._chunk_errors(int(trials[0]) // self.block):
+            return np.asarray(self.array("done").oindex[trials], dtype=bool)
 
     def block_trials(self, b: int) -> np.ndarray:
         return np.arange(b * self.block, min((b + 1) * self.block, self.trials))
@@ -197,19 +240,128 @@ class TrialStore:
         return out
 
     # ----------------------------------------------------------------- writing
-    def write(self, trials: np.ndarray, masks: np.ndarray, seeds: np.ndarray, preds: Predictions) -> None:
-        """Write trials (all in one block), then mark them done."""
+    def write(self, trials: np.ndarray, masks: np.ndarray, seeds: np.ndarray, preds: Predictions) -> int:
+        """Write trials (all in one block), then mark them done; returns how many were written.
+
+        Trials already done (another writer got there first, or a retried task) are
+        skipped, so a trial is counted once however many times it is trained. Rewriting
+        them would be harmless too: their rows are a pure function of the config.
+        """
         trials = np.asarray(trials)
         blocks = np.unique(trials // self.block)
         if len(blocks) != 1:
             raise ValueError(f"write() takes trials of one block, got blocks {blocks.tolist()}.")
         preds.check(len(trials), masks.shape[1], preds.test_pred.shape[1], 2**15)
-        sel = _as_selection(trials)
-        self.array("mask")[sel] = masks
-        self.array("seed")[sel] = seeds
-        for name in ROW_ARRAYS:
-            self.array(name)[sel] = getattr(preds, name)
-        self.array("done")[sel] = True
+        b = int(blocks[0])
+        with self._chunk_errors(b):
+            already = self.done_of(trials)
+            if already.all():
+                return 0
+            if already.any():
+                keep = ~already
+                trials, masks, seeds = trials[keep], masks[keep], seeds[keep]
+                preds = Predictions(*(getattr(preds, f)[keep] for f in
+                                      ("train_pred", "train_prob", "test_pred", "test_prob")))
+            sel = _as_selection(trials)
+            self.array("mask")[sel] = masks
+            self.array("seed")[sel] = seeds
+            for name in ROW_ARRAYS:
+                self.array(name)[sel] = getattr(preds, name)
+            self.array("done")[sel] = True  # last: a block killed before this never counts
+        return len(trials)
+
+    @contextlib.contextmanager
+    def _chunk_errors(self, b: int):
+        """Turn a damaged chunk into a StoreError that names the block and the fix."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as e:
+            t = self.block_trials(b)
+            raise StoreError(
+                f"block {b} (trials {t[0]}..{t[-1]}) of the store at {self.path} cannot be read or "
+                f"written: {type(e).__name__}: {e}. A chunk file is damaged; run `tailscope verify "
+                f"{self.root} --repair`, then rerun the study to redo those trials.") from e
+
+    # ----------------------------------------------------------------- claims
+    @property
+    def root(self) -> str:
+        """The study directory or URL (the store lives in ``root/trials.zarr``)."""
+        return self.path[: -len("/trials.zarr")] if self.path.endswith("/trials.zarr") else \
+            str(Path(self.path).parent)
+
+    def _claims_fs(self):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.root)
+        return fs, root.rstrip("/") + "/claims"
+
+    def claim(self, b: int, **extra) -> str:
+        """Record that block ``b`` is being trained here; returns a token for :meth:`release`."""
+        token = uuid.uuid4().hex
+        body = json.dumps({"block": int(b), "token": token, **_whoami(), **extra}).encode()
+        fs, d = self._claims_fs()
+        name = f"{d}/block-{int(b):06d}.json"
+        local = local_path(self.root)
+        try:
+            if local is not None:  # atomic: temp file + rename
+                os.makedirs(d, exist_ok=True)
+                tmp = f"{name}.{token}.tmp"
+                with open(tmp, "wb") as f:
+                    f.write(body)
+                os.replace(tmp, name)
+            else:
+                fs.pipe_file(name, body)  # one PUT: atomic on object stores
+        except OSError:
+            pass  # claims are advisory: never fail a block for them
+        return token
+
+    def release(self, b: int, token: str | None = None) -> None:
+        """Remove the claim of block ``b`` (only ours, if ``token`` is given)."""
+        fs, d = self._claims_fs()
+        name = f"{d}/block-{int(b):06d}.json"
+        try:
+            if token is not None and json.loads(fs.cat_file(name)).get("token") != token:
+                return
+            fs.rm_file(name)
+        except (OSError, ValueError):
+            pass
+
+    def claims(self) -> list[dict]:
+        """Every claim file, each with ``stale`` set (process gone or older than CLAIM_STALE_S)."""
+        fs, d = self._claims_fs()
+        try:
+            names = [n for n in fs.ls(d, detail=False) if str(n).endswith(".json")]
+        except (FileNotFoundError, OSError):
+            return []
+        out, host, now = [], socket.gethostname(), time.time()
+        for n in sorted(names):
+            try:
+                c = json.loads(fs.cat_file(n))
+            except (OSError, ValueError):
+                continue
+            stale = now - float(c.get("time", 0)) > CLAIM_STALE_S
+            if c.get("host") == host and not _pid_alive(int(c.get("pid", -1))):
+                stale = True
+            c["stale"] = stale
+            c["age_s"] = round(now - float(c.get("time", now)), 1)
+            out.append(c)
+        return out
+
+    def block_status(self) -> dict:
+        """Blocks done, missing, in flight (fresh claim) and stale claims, for ``tailscope info``."""
+        done = self.done()
+        full, partial, missing = [], [], []
+        for b in range(self.n_blocks):
+            d = done[self.block_trials(b)]
+            (full if d.all() else partial if d.any() else missing).append(b)
+        claims = [c for c in self.claims() if c.get("block", -1) not in full]
+        return {"blocks": self.n_blocks, "done_blocks": len(full),
+                "partial_blocks": partial, "missing_blocks": sorted(partial + missing),
+                "in_flight_blocks": sorted({int(c["block"]) for c in claims if not c["stale"]}),
+                "stale_claims": [{k: c.get(k) for k in ("block", "host", "pid", "age_s")}
+                                 for c in claims if c["stale"]]}
 
     # ----------------------------------------------------------------- reading
     def read_block(self, b: int, fields: tuple[str, ...] | None = None) -> Block | None:
@@ -219,14 +371,15 @@ class TrialStore:
         so a pass that needs only test predictions does not decompress the rest.
         """
         t = self.block_trials(b)
-        done = self.array("done")[t[0]: t[-1] + 1]
-        if not done.any():
-            return None
-        rows = slice(t[0], t[-1] + 1)
-        keep = np.flatnonzero(done)
-        wanted = ("mask", "seed", *(ROW_ARRAYS if fields is None else fields))
-        arrays = {name: self.array(name)[rows][keep] if name in wanted else np.zeros((len(keep), 0))
-                  for name in ("mask", "seed", *ROW_ARRAYS)}
+        with self._chunk_errors(b):
+            done = self.array("done")[t[0]: t[-1] + 1]
+            if not done.any():
+                return None
+            rows = slice(t[0], t[-1] + 1)
+            keep = np.flatnonzero(done)
+            wanted = ("mask", "seed", *(ROW_ARRAYS if fields is None else fields))
+            arrays = {name: self.array(name)[rows][keep] if name in wanted else np.zeros((len(keep), 0))
+                      for name in ("mask", "seed", *ROW_ARRAYS)}
         return Block(trials=t[keep], mask=arrays.pop("mask"), seed=arrays.pop("seed"),
                      preds=Predictions(**arrays))
 
@@ -236,6 +389,163 @@ class TrialStore:
             blk = self.read_block(b, fields)
             if blk is not None:
                 yield blk
+
+
+def _needs_growth(group: zarr.Group, config: dict) -> bool:
+    return int(config.get("trials", 0)) > int(group.attrs.get("trials", 0))
+
+
+def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """Create the arrays of a new store, then its attrs (last).
+
+    Never deletes: ``mode="a"`` keeps whatever is there, an array that already exists
+    with the right shape, chunks and dtype is kept (another process creating the same
+    study at the same time writes identical metadata), and only an array left with
+    other metadata by an interrupted creation is replaced -- and only if no trial of
+    the store is done.
+    """
+    group = zarr.open_group(url, mode="a")
+    if "done" in group:
+        try:
+            any_done = bool(np.asarray(group["done"][:]).any())
+        except Exception:  # unreadable: treat as holding trials
+            any_done = True
+        if any_done:
+            raise StoreError(f"the store at {url} holds done trials but its attributes are missing "
+                             "(the group's zarr.json was damaged or replaced); refusing to overwrite it. "
+                             "Restore zarr.json from a backup, or move the store aside.")
+    T, B = int(config["trials"]), int(config["block_size"])
+    cap = _capacity(T, B)
+    n, n_test = len(y_train), len(y_test)
+    sizes = {"n": n, "n_test": n_test}
+    specs = {"mask": ((cap, n), (B, n), "bool", False), "seed": ((cap,), (B,), "int64", -1)}
+    for name, (dim, dtype) in ROW_ARRAYS.items():
+        specs[name] = ((cap, sizes[dim]), (B, sizes[dim]), dtype, 0)
+    specs["done"] = ((cap,), (B,), "bool", False)
+    for name, (shape, chunks, dtype, fill) in specs.items():
+        _ensure_array(group, name, shape, chunks, dtype, fill)
+    for name, y in (("y_train", y_train), ("y_test", y_test)):
+        y = np.asarray(y, dtype=np.int64)
+        arr = _ensure_array(group, name, y.shape, y.shape, "int64", 0)
+        arr[...] = y  # identical bytes if another creator wrote them already
+    # attrs last: a store without them is treated as not created (see _try_open).
+    group.attrs.update({"config": config, "config_hash": config_hash(config),
+                        "fingerprint": config["dataset"]["fingerprint"],
+                        "tailscope_version": __version__, "trials": T})
+
+
+def _ensure_array(group: zarr.Group, name: str, shape, chunks, dtype, fill) -> zarr.Array:
+    if name in group:
+        try:
+            arr = group[name]
+            if (tuple(arr.shape) == tuple(shape) and tuple(arr.chunks) == tuple(chunks)
+                    and np.dtype(arr.dtype) == np.dtype(dtype)):
+                return arr
+        except Exception:
+            pass
+    try:
+        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                  overwrite=True, config={"write_empty_chunks": True})
+    except Exception as e:
+        raise StoreError(f"cannot create array {name!r} in the store at {group.store_path}: {e}") from e
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str, timeout: float = 300.0):
+    """Serialize creation and growth of a local store across processes.
+
+    A lock file created with O_EXCL next to ``trials.zarr`` (works on local disks and on
+    NFS v3+); a lock whose process is gone (same host) or older than ``LOCK_STALE_S``
+    was left by a killed process and is broken. Remote stores get no lock: concurrent creation with the same config writes
+    identical bytes, and create-then-verify catches a different config.
+    """
+    local = local_path(url)
+    if local is None:
+        yield
+        return
+    lock = local.parent / (local.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+                owner = json.loads(lock.read_text() or "{}")
+            except FileNotFoundError:
+                continue
+            except ValueError:  # being written right now
+                owner = {}
+            dead = (owner.get("host") == socket.gethostname()
+                    and not _pid_alive(int(owner.get("pid", -1))))
+            if age > LOCK_STALE_S or dead:
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+                continue
+            if time.monotonic() > deadline:
+                raise StoreError(f"timed out waiting for the creation lock {lock}; if no other "
+                                 "tailscope process is creating this study, delete that file.") from None
+            time.sleep(0.05)
+            continue
+        try:
+            os.write(fd, json.dumps(_whoami()).encode())
+        finally:
+            os.close(fd)
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def _whoami() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------ locations
+_MANGLED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)(.*)$")
+
+
+def study_location(path: str | Path) -> str:
+    """The study root as a local path or an fsspec URL.
+
+    ``file://`` URLs become local paths (the local store writes chunks atomically,
+    fsspec's local filesystem does not), and a URL that went through ``pathlib.Path``
+    (``s3:/bucket/x``, as the CLI's Path options produce) gets its ``//`` back.
+    """
+    s = str(path)
+    m = _MANGLED_URL.match(s)
+    if m and "://" not in s:
+        s = f"{m.group(1)}://{m.group(2)}" if m.group(1) != "file" else f"file:///{m.group(2)}"
+    if s.startswith("file://"):
+        s = s[len("file://"):]
+    if "://" in s:
+        return s.rstrip("/")
+    return str(Path(s).expanduser())
+
+
+def local_path(path: str | Path) -> Path | None:
+    """The local directory of a study path or ``file://`` URL; None for remote URLs."""
+    loc = study_location(path)
+    return None if "://" in loc else Path(loc)
+
+
+def is_remote(path: str | Path) -> bool:
+    return local_path(path) is None
 
 
 def _capacity(trials: int, block: int) -> int:
@@ -249,10 +559,10 @@ def _as_selection(trials: np.ndarray):
 
 
 def _store_url(path: str | Path) -> str:
-    s = str(path)
-    if "://" in s:
-        return s.rstrip("/") + "/trials.zarr"
-    return str(Path(s).expanduser() / "trials.zarr")
+    loc = study_location(path)
+    if loc.endswith("/trials.zarr") or loc.endswith(os.sep + "trials.zarr"):
+        return loc
+    return loc + "/trials.zarr" if "://" in loc else str(Path(loc) / "trials.zarr")
 
 
 def _try_open(url: str, mode: str) -> zarr.Group | None:

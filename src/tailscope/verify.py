@@ -1,0 +1,285 @@
+"""Check every done trial of a trial store, and optionally clear the ones that are bad.
+
+A done trial is good when its chunks exist and decode, its mask is the design's
+rebuild from the trial index, its seed is the design's seed for that trial, its
+predicted labels lie in 0..C-1 and its probabilities are finite and in [0, 1].
+``repair=True`` clears the done flags of bad trials (and deletes chunk files that
+cannot be decoded, which hold no good data), so the next run redoes exactly those
+trials; good rows are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tailscope.design import Design
+from tailscope.store import ROW_ARRAYS, StoreError, TrialStore
+
+PROB_TOL = 1e-4
+
+
+@dataclass
+class Problem:
+    """One thing wrong with some trials (or, with ``trials`` empty, with the store itself)."""
+
+    kind: str  # "unreadable chunk", "missing chunk", "mask", "seed", "nan", "prob range", "pred range", "store"
+    array: str
+    detail: str
+    block: int | None = None
+    trials: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        where = f"block {self.block} " if self.block is not None else ""
+        who = f"trials {_ranges(self.trials)}: " if self.trials else ""
+        return f"{where}{who}{self.array}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_store` found.
+
+    ``bad_trials`` are done trials that must be redone; ``store_problems`` are faults of
+    the store as a whole (labels, array metadata) that clearing trials cannot fix.
+    """
+
+    path: str
+    trials: int
+    done: int
+    checked: int
+    problems: list[Problem] = field(default_factory=list)
+    repaired: list[int] = field(default_factory=list)
+    deleted_chunks: list[str] = field(default_factory=list)
+
+    @property
+    def bad_trials(self) -> list[int]:
+        return sorted({t for p in self.problems for t in p.trials})
+
+    @property
+    def store_problems(self) -> list[Problem]:
+        return [p for p in self.problems if p.kind == "store"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        head = (f"{self.path}: {self.checked} done trials checked of {self.trials}; "
+                f"{len(self.bad_trials)} bad")
+        lines = [head] + [f"  - {p}" for p in self.problems]
+        if self.repaired:
+            lines.append(f"  repaired: cleared the done flags of trials {_ranges(self.repaired)}; "
+                         "rerun the study to redo them.")
+        if self.deleted_chunks:
+            lines.append(f"  deleted undecodable chunk files: {', '.join(self.deleted_chunks)}")
+        if self.ok:
+            lines.append("  every done trial is complete and consistent with the design.")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "trials": self.trials, "done": self.done, "checked": self.checked,
+                "ok": self.ok, "bad_trials": self.bad_trials, "repaired": self.repaired,
+                "deleted_chunks": self.deleted_chunks,
+                "problems": [{"kind": p.kind, "array": p.array, "block": p.block, "trials": p.trials,
+                              "detail": p.detail} for p in self.problems]}
+
+
+def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
+    """Check every done trial of the study at ``path``; with ``repair``, clear the bad ones.
+
+    Parameters
+    ----------
+    path : str or Path
+        Study directory or URL (the store is ``path/trials.zarr``).
+    repair : bool
+        Clear the done flags of bad trials (and delete undecodable chunk files) so a
+        rerun redoes them. Good trials are never changed.
+
+    Returns
+    -------
+    VerifyReport
+
+    Raises
+    ------
+    StoreError
+        If the store cannot be opened at all (no study, damaged group metadata).
+    """
+    store = TrialStore.open(path, mode="r+" if repair else "r")
+    cfg = store.config
+    try:
+        design = Design(**cfg["design"])
+        n_classes = len(cfg["dataset"]["classes"])
+        n, n_test = int(cfg["dataset"]["n_train"]), int(cfg["dataset"]["n_test"])
+    except Exception as e:
+        raise StoreError(f"the config stored at {store.path} is damaged ({e}); cannot verify.") from e
+    report = VerifyReport(path=store.root, trials=store.trials, done=0, checked=0)
+    problems = report.problems
+
+    arrays = {}
+    for name in ("mask", "seed", *ROW_ARRAYS, "done", "y_train", "y_test"):
+        try:
+            arrays[name] = store.array(name)
+        except StoreError as e:
+            problems.append(Problem("store", name, f"array metadata unreadable: {e.__cause__ or e}"))
+    if "done" not in arrays:
+        return report
+    _check_shapes(store, arrays, n, n_test, problems)
+    for name, size in (("y_train", n), ("y_test", n_test)):
+        if name in arrays:
+            try:
+                y = arrays[name][:]
+                if len(y) != size or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
+                    problems.append(Problem("store", name, f"labels do not match the config "
+                                            f"({len(y)} labels, expected {size} in 0..{n_classes - 1})"))
+            except Exception as e:
+                problems.append(Problem("store", name, f"unreadable: {type(e).__name__}: {e}"))
+
+    bad: set[int] = set()
+    to_delete: list[tuple[str, int]] = []
+    for b in range(store.n_blocks):
+        t = store.block_trials(b)
+        rows = slice(int(t[0]), int(t[-1]) + 1)
+        try:
+            done = np.asarray(arrays["done"][rows], dtype=bool)
+        except Exception as e:
+            problems.append(Problem("unreadable chunk", "done", _short(e), b, t.tolist()))
+            bad.update(t.tolist())
+            to_delete.append(("done", b))
+            continue
+        tt = t[done]
+        if not len(tt):
+            continue
+        report.done += len(tt)
+        report.checked += len(tt)
+        got, block_bad = {}, False
+        for name in ("mask", "seed", *ROW_ARRAYS):
+            if name not in arrays:
+                block_bad = True
+                continue
+            arr = arrays[name]
+            if not _chunk_exists(arr, b):
+                problems.append(Problem("missing chunk", name, "the chunk file of this block is gone "
+                                        "(reads would silently return fill values)", b, tt.tolist()))
+                block_bad = True
+                continue
+            try:
+                got[name] = np.asarray(arr[rows])[done]
+            except Exception as e:
+                problems.append(Problem("unreadable chunk", name, _short(e), b, tt.tolist()))
+                to_delete.append((name, b))
+                block_bad = True
+        if block_bad:
+            bad.update(tt.tolist())
+            continue
+        bad.update(_check_rows(b, tt, got, design, n_classes, problems))
+
+    if repair and (bad or to_delete):
+        for name, b in to_delete:
+            key = _delete_chunk(arrays[name], b)
+            if key:
+                report.deleted_chunks.append(key)
+        clear = sorted(bad)
+        if clear:
+            done_arr = arrays["done"]
+            for b in sorted({t // store.block for t in clear}):
+                t = store.block_trials(b)
+                rows = slice(int(t[0]), int(t[-1]) + 1)
+                try:
+                    d = np.asarray(done_arr[rows], dtype=bool)
+                except Exception:
+                    d = np.zeros(len(t), bool)  # its chunk was undecodable and is deleted now
+                d[np.isin(t, clear)] = False
+                done_arr[rows] = d
+        report.repaired = clear
+    return report
+
+
+def _check_shapes(store: TrialStore, arrays: dict, n: int, n_test: int, problems: list) -> None:
+    cap = -(-store.trials // store.block) * store.block
+    want = {"mask": n, "train_pred": n, "train_prob": n, "test_pred": n_test, "test_prob": n_test}
+    for name, arr in arrays.items():
+        if name in ("y_train", "y_test"):
+            continue
+        if arr.shape[0] < cap or arr.chunks[0] != store.block:
+            problems.append(Problem("store", name, f"shape {arr.shape} / chunks {arr.chunks} do not hold "
+                                    f"{store.trials} trials in blocks of {store.block}"))
+        if name in want and (arr.ndim != 2 or arr.shape[1] != want[name]):
+            problems.append(Problem("store", name, f"shape {arr.shape}, expected (*, {want[name]})"))
+
+
+def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: int,
+                problems: list) -> set[int]:
+    bad: set[int] = set()
+
+    def flag(kind: str, name: str, rows: np.ndarray, detail: str) -> None:
+        if rows.any():
+            ts = tt[rows].tolist()
+            problems.append(Problem(kind, name, detail, b, ts))
+            bad.update(ts)
+
+    mask = got["mask"]
+    if mask.shape[1] == design.n:
+        flag("mask", "mask", (mask != design.masks(tt)).any(axis=1),
+             "differs from the design's subset for these trial indices")
+    flag("seed", "seed", got["seed"] != design.trial_seeds(tt), "differs from the design's seed")
+    for name in ("train_prob", "test_prob"):
+        a = got[name]
+        nan = ~np.isfinite(a).all(axis=1)
+        flag("nan", name, nan, "NaN or infinite probabilities")
+        with np.errstate(invalid="ignore"):
+            out = ((a < -PROB_TOL) | (a > 1 + PROB_TOL)).any(axis=1) & ~nan
+        flag("prob range", name, out, "probabilities outside [0, 1]")
+    for name in ("train_pred", "test_pred"):
+        a = got[name]
+        flag("pred range", name, ((a < 0) | (a >= n_classes)).any(axis=1),
+             f"predicted labels outside 0..{n_classes - 1}")
+    return bad
+
+
+def _chunk_key(arr, b: int) -> str:
+    key = arr.metadata.encode_chunk_key((b,) + (0,) * (arr.ndim - 1))
+    base = arr.store_path.path
+    return f"{base}/{key}" if base else key
+
+
+def _chunk_exists(arr, b: int) -> bool:
+    from zarr.core.sync import sync
+
+    try:
+        return bool(sync(arr.store.exists(_chunk_key(arr, b))))
+    except Exception:
+        return True  # a store that cannot tell: rely on the reads
+
+
+def _delete_chunk(arr, b: int) -> str | None:
+    from zarr.core.sync import sync
+
+    key = _chunk_key(arr, b)
+    try:
+        sync(arr.store.delete(key))
+    except Exception:
+        return None
+    return key
+
+
+def _short(e: Exception) -> str:
+    s = f"{type(e).__name__}: {e}"
+    return s if len(s) < 200 else s[:197] + "..."
+
+
+def _ranges(ts) -> str:
+    ts = sorted(int(t) for t in ts)
+    out, start, prev = [], None, None
+    for t in ts:
+        if start is None:
+            start = prev = t
+        elif t == prev + 1:
+            prev = t
+        else:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = t
+    if start is not None:
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ",".join(out)
