@@ -4,6 +4,8 @@ Subsampled memorization and influence estimators of Feldman & Zhang (NeurIPS 202
 with standard errors, fast population training, a crash-safe trial store and reports.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tailscope._version import __version__
 from tailscope.data import (
     DataError,
@@ -22,11 +24,13 @@ from tailscope.learners import (
     Predictions,
     SklearnLearner,
     SyntheticLearner,
-    TorchLearner,
 )
 from tailscope.scores import Scores
 from tailscope.store import StoreError, TrialStore
 from tailscope.study import Study
+
+if TYPE_CHECKING:
+    from tailscope.learners.torch_population import TorchLearner
 
 __all__ = [
     "__version__", "CallableLearner", "DataError", "Dataset", "Design", "EstimateOptions", "Learner",
@@ -34,3 +38,21 @@ __all__ = [
     "estimate", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
     "theoretical_se_bound",
 ]
+
+
+# Loaded on first access so that ``import tailscope`` (and the CLI) does not import torch.
+_LAZY = {"TorchLearner": "tailscope.learners"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
