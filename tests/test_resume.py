@@ -23,16 +23,25 @@ SCRIPT = textwrap.dedent("""
             time.sleep(0.15)
             return super().fit_predict(data, masks, seeds)
 
-    data, base = make_synthetic(n=300, n_test=80)
-    learner = SlowSynthetic(base.p_in, base.p_out, base.base, base.effect)
-    study = ts.Study(data, learner, trials=120, ratio=0.7, seed=5, block_size=4, path=sys.argv[1])
-    study.run(workers=int(sys.argv[2]), progress=False)
+    # the guard matters: worker processes are spawned and re-import this script
+    if __name__ == "__main__":
+        data, base = make_synthetic(n=300, n_test=80)
+        learner = SlowSynthetic(base.p_in, base.p_out, base.base, base.effect)
+        study = ts.Study(data, learner, trials=120, ratio=0.7, seed=5, block_size=4, path=sys.argv[1])
+        study.run(workers=int(sys.argv[2]), progress=False)
 """)
 
 
 def _store_arrays(path):
     st = TrialStore.open(path)
     return {k: st.group[k][:] for k in ("mask", "seed", "done", *ROW_ARRAYS)}
+
+
+def _done(path) -> int:
+    try:
+        return int(TrialStore.open(path).done().sum())
+    except Exception:  # not created yet, or killed while creating it
+        return 0
 
 
 def test_sigkill_then_resume_is_identical(tmp_path):
@@ -46,14 +55,23 @@ def test_sigkill_then_resume_is_identical(tmp_path):
         workers = 1 + attempt % 2  # kill both the in-process and the worker-process backends
         proc = subprocess.Popen([sys.executable, str(script), str(killed), str(workers)],
                                 start_new_session=True)
-        time.sleep(float(rng.uniform(1.5, 3.5)))
+        # Kill at a random point once this attempt has made progress (not a fixed delay: the
+        # store may not exist yet after a slow import). Steps of 4..28 trials keep the total
+        # after four attempts below 120, so every kill lands before the run could finish.
+        target = _done(killed) + int(rng.integers(4, 29))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _done(killed) >= target:
+                break
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0, 0.2)))  # anywhere in the next block, mid-write included
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group: workers die too
             kills += 1
         proc.wait()
-        if (killed / "trials.zarr").exists():
-            partial.append(int(TrialStore.open(killed).done().sum()))
-    assert kills >= 2
+        partial.append(_done(killed))
+    print("done after each kill:", partial)
+    assert kills >= 2, partial
     assert any(0 < p < 120 for p in partial), partial  # some kill landed mid-way
     subprocess.run([sys.executable, str(script), str(killed), "1"], check=True, timeout=300)
     a, b = _store_arrays(ref), _store_arrays(killed)

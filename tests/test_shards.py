@@ -24,11 +24,13 @@ SCRIPT = textwrap.dedent("""
             time.sleep({sleep})
             return super().fit_predict(data, masks, seeds)
 
-    data, base = make_synthetic(n=300, n_test=80)
-    learner = Slow(base.p_in, base.p_out, base.base, base.effect)
-    study = ts.Study(data, learner, trials=96, ratio=0.7, seed=7, block_size=4, path=sys.argv[1])
-    shard = None if sys.argv[2] == "-" else tuple(int(v) for v in sys.argv[2].split("/"))
-    study.run(workers=int(sys.argv[3]), progress=False, shard=shard)
+    # the guard matters: worker processes are spawned and re-import this script
+    if __name__ == "__main__":
+        data, base = make_synthetic(n=300, n_test=80)
+        learner = Slow(base.p_in, base.p_out, base.base, base.effect)
+        study = ts.Study(data, learner, trials=96, ratio=0.7, seed=7, block_size=4, path=sys.argv[1])
+        shard = None if sys.argv[2] == "-" else tuple(int(v) for v in sys.argv[2].split("/"))
+        study.run(workers=int(sys.argv[3]), progress=False, shard=shard)
 """)
 
 
