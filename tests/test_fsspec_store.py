@@ -80,3 +80,40 @@ def test_cli_info_and_verify_on_a_file_url(synthetic, tmp_path):
     assert r.exit_code == 0 and '"done": 30' in r.output and '"in_flight_blocks": []' in r.output, r.output
     v = runner.invoke(app, ["verify", url])
     assert v.exit_code == 0 and "every done trial is complete" in v.output, v.output
+
+
+def test_scores_on_a_memory_url_round_trip(synthetic, tmp_path):
+    """Study.estimate and `tailscope estimate` write scores next to a store on an fsspec URL."""
+    import fsspec
+
+    from tailscope.cli import app
+
+    mem_url = f"memory://ts-{uuid.uuid4().hex}/study"
+    s = study(synthetic, mem_url)
+    s.run(progress=False)
+    assert s.scores_dir == f"{mem_url}/scores"
+    scores = s.estimate(infl_threshold=0.1)
+    fs = fsspec.filesystem("memory")
+    for name in ("memorization.parquet", "influence_pairs.parquet", "influence_topk.npz",
+                 "summary.json", "paper_format.npz"):
+        assert fs.isfile(f"{mem_url}/scores/{name}"), name
+    back = ts.Scores.load(s.scores_dir)
+    np.testing.assert_array_equal(back.mem, scores.mem)
+    np.testing.assert_array_equal(back.topk_idx, scores.topk_idx)
+    assert back.pairs.equals(scores.pairs) and len(back.pairs) > 0
+    # the same numbers as a plain directory
+    plain = study(synthetic, tmp_path / "plain")
+    plain.run(progress=False)
+    plain.estimate(infl_threshold=0.1)
+    np.testing.assert_array_equal(ts.Scores.load(tmp_path / "plain" / "scores").mem, back.mem)
+
+    # the CLI, with the URL as pathlib mangles it (memory:/...) and a full matrix
+    fs.rm(f"{mem_url}/scores", recursive=True)
+    r = CliRunner().invoke(app, ["estimate", mem_url, "--threshold", "0.1", "--full-matrix"])
+    assert r.exit_code == 0, r.output
+    assert f"{mem_url}/scores" in r.output, r.output
+    cli_scores = ts.Scores.load(f"{mem_url}/scores")
+    np.testing.assert_array_equal(cli_scores.mem, scores.mem)
+    assert fs.exists(f"{mem_url}/scores/influence.zarr")
+    with pytest.raises(FileNotFoundError, match="tailscope estimate"):
+        ts.Scores.load(f"memory://ts-{uuid.uuid4().hex}/nothing/scores")

@@ -126,7 +126,7 @@ def _estimate_and_print(study, **options) -> None:
 @app.command("estimate")
 @friendly
 def estimate_cmd(
-    study_dir: Annotated[Path, typer.Argument(help="study directory")],
+    study_dir: Annotated[Path, typer.Argument(help="study directory or URL")],
     threshold: Annotated[float, typer.Option(help="keep pairs with influence >= this (paper: 0.15)")] = 0.15,
     any_class: Annotated[bool, typer.Option(help="keep pairs across classes too")] = False,
     top_k: Annotated[int, typer.Option(help="most influential training examples kept per test example")] = 10,
@@ -134,15 +134,17 @@ def estimate_cmd(
 ):
     """Estimate memorization and influence from the done trials of a study."""
     from tailscope.estimate import EstimateOptions, estimate
+    from tailscope.scores import scores_location
     from tailscope.store import TrialStore
 
     store = TrialStore.open(study_dir)
+    scores_dir = scores_location(study_dir)  # a local Path, or a URL for s3://, memory://, ...
     opts = EstimateOptions(infl_threshold=threshold, same_class=not any_class, top_k=top_k,
-                           full_matrix_path=str(study_dir / "scores" / "influence.zarr") if full_matrix else None)
+                           full_matrix_path=f"{scores_dir}/influence.zarr" if full_matrix else None)
     t0 = time.perf_counter()
     scores = estimate(store, opts)
-    scores.save(study_dir / "scores")
-    console.print(f"estimated from {scores.trials} trials in {time.perf_counter() - t0:.1f} s -> {study_dir / 'scores'}")
+    scores.save(scores_dir)
+    console.print(f"estimated from {scores.trials} trials in {time.perf_counter() - t0:.1f} s -> {scores_dir}")
     console.print_json(json.dumps(scores.summary()))
 
 

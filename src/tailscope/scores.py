@@ -103,34 +103,91 @@ class Scores:
         }
 
     # ------------------------------------------------------------- files
-    def save(self, directory: str | Path) -> Path:
-        """Write memorization.parquet, influence_pairs.parquet, top-k, summary and the paper's format."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.memorization_frame().to_parquet(d / MEMORIZATION_FILE, index=False)
-        self.pairs.to_parquet(d / PAIRS_FILE, index=False)
+    def save(self, directory: str | Path, storage_options: dict | None = None) -> Path | str:
+        """Write memorization.parquet, influence_pairs.parquet, top-k, summary and the paper's format.
+
+        ``directory`` is a local folder, a ``file://`` URL or any fsspec URL (``s3://``,
+        ``memory://``, ...; ``storage_options`` go to fsspec). Returns the local folder as
+        a Path, or the URL.
+        """
+        loc = _Location(directory, storage_options)
+        loc.makedirs()
+        with loc.open(MEMORIZATION_FILE, "wb") as f:
+            self.memorization_frame().to_parquet(f, index=False)
+        with loc.open(PAIRS_FILE, "wb") as f:
+            self.pairs.to_parquet(f, index=False)
         arrays = {f.name: getattr(self, f.name) for f in fields(self)
                   if isinstance(getattr(self, f.name), np.ndarray)}
-        np.savez_compressed(d / TOPK_FILE, **arrays)
+        with loc.open(TOPK_FILE, "wb") as f:
+            np.savez_compressed(f, **arrays)
         meta = {"summary": self.summary(), "classes": self.classes, "trials": self.trials,
                 "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config}
-        (d / SUMMARY_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        self.export_paper_format(d / PAPER_FILE)
-        return d
+        with loc.open(SUMMARY_FILE, "wb") as f:
+            f.write(json.dumps(meta, indent=2, default=str).encode())
+        self.export_paper_format(loc.join(PAPER_FILE), storage_options)
+        return loc.root
 
-    def export_paper_format(self, path: str | Path) -> None:
+    def export_paper_format(self, path: str | Path, storage_options: dict | None = None) -> None:
         """The paper's published layout: tr_idx, tt_idx, infl (kept pairs) and mem (per train example)."""
-        np.savez(path, tr_idx=self.pairs["tr_idx"].to_numpy(), tt_idx=self.pairs["tt_idx"].to_numpy(),
-                 infl=self.pairs["infl"].to_numpy(), mem=self.mem)
+        import fsspec
+
+        with fsspec.open(_url(path), "wb", **(storage_options or {})) as f:
+            np.savez(f, tr_idx=self.pairs["tr_idx"].to_numpy(), tt_idx=self.pairs["tt_idx"].to_numpy(),
+                     infl=self.pairs["infl"].to_numpy(), mem=self.mem)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Scores:
-        d = Path(directory)
-        if not (d / SUMMARY_FILE).is_file():
-            raise FileNotFoundError(f"no scores in {d}; run `tailscope estimate` first.")
-        meta = json.loads((d / SUMMARY_FILE).read_text())
-        with np.load(d / TOPK_FILE, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        pairs = pd.read_parquet(d / PAIRS_FILE)
+    def load(cls, directory: str | Path, storage_options: dict | None = None) -> Scores:
+        """Read scores written by :meth:`save` from a local folder or an fsspec URL."""
+        loc = _Location(directory, storage_options)
+        if not loc.isfile(SUMMARY_FILE):
+            raise FileNotFoundError(f"no scores in {loc.root}; run `tailscope estimate` first.")
+        with loc.open(SUMMARY_FILE, "rb") as f:
+            meta = json.loads(f.read().decode())
+        with loc.open(TOPK_FILE, "rb") as f, np.load(f, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        with loc.open(PAIRS_FILE, "rb") as f:
+            pairs = pd.read_parquet(f)
         return cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
                    se_bound=meta["se_bound"], config=meta["config"], **arrays)
+
+
+def scores_location(study_path: str | Path) -> Path | str:
+    """Where a study's scores live: ``<study>/scores`` as a local Path, or a URL string."""
+    from tailscope.store import local_path, study_location
+
+    loc = study_location(study_path)
+    local = local_path(loc)
+    return local / "scores" if local is not None else f"{loc}/scores"
+
+
+def _url(path: str | Path) -> str:
+    """A local path or fsspec URL, with a URL that went through ``pathlib.Path`` repaired."""
+    from tailscope.store import study_location
+
+    return study_location(path)
+
+
+class _Location:
+    """A scores folder: a local directory (returned as a Path) or an fsspec URL (a str)."""
+
+    def __init__(self, directory: str | Path, storage_options: dict | None = None):
+        import fsspec
+
+        from tailscope.store import local_path
+
+        url = _url(directory)
+        local = local_path(url)
+        self.root: Path | str = local if local is not None else url
+        self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+    def join(self, name: str) -> str:
+        return f"{self.root}/{name}" if isinstance(self.root, str) else str(self.root / name)
+
+    def makedirs(self) -> None:
+        self.fs.makedirs(self.path, exist_ok=True)
+
+    def isfile(self, name: str) -> bool:
+        return self.fs.isfile(f"{self.path}/{name}")
+
+    def open(self, name: str, mode: str):
+        return self.fs.open(f"{self.path}/{name}", mode)

@@ -13,7 +13,7 @@ from tailscope.estimate import EstimateOptions, estimate
 from tailscope.learners.base import Learner
 from tailscope.learners.registry import learner_from_source
 from tailscope.runner import Job, run_blocks, select_shard
-from tailscope.scores import Scores
+from tailscope.scores import Scores, scores_location
 from tailscope.store import StoreError, TrialStore
 
 
@@ -108,8 +108,9 @@ class Study:
 
     # ------------------------------------------------------------- results
     @property
-    def scores_dir(self) -> Path:
-        return Path(self.path) / "scores"
+    def scores_dir(self) -> Path | str:
+        """``<path>/scores``: a local Path, or a URL string for a study on an fsspec URL."""
+        return scores_location(self.path)
 
     def estimate(self, options: EstimateOptions | None = None, save: bool = True, **kwargs) -> Scores:
         """Estimate from every done trial; writes ``scores/`` unless ``save=False``.
