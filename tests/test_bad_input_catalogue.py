@@ -53,9 +53,8 @@ def done_study(tmp_path_factory, ):
 @pytest.mark.parametrize("mutate, match", [
     (lambda a: (a[0], a[1], np.where(np.arange(10)[:, None] == 2, np.nan, a[2]), a[3]), "NaN"),
     (lambda a: (np.where(np.arange(40)[:, None] == 1, np.inf, a[0]), a[1], a[2], a[3]), r"NaN|inf"),
-    pytest.param(lambda a: (a[0][:0], a[1][:0], a[2], a[3]), "empty", marks=pytest.mark.xfail(
-        strict=True, reason="data/dataset.py says 'need at least 2 classes, got 1' for an empty "
-        "training set; the data owner should name emptiness first")),
+    (lambda a: (a[0][:0], a[1][:0], a[2], a[3]), "training split is empty"),
+    (lambda a: (a[0], a[1], a[2][:0], a[3][:0]), "test split is empty"),
     (lambda a: (a[0], a[1], a[2], a[3].reshape(-1, 1)), "1-D"),
     (lambda a: (a[0].astype(object), a[1], a[2], a[3]), r"dtype|numeric|object"),
     (lambda a: (a[0], np.where(np.arange(40) == 0, 99, a[1]), a[2], a[3]), r"label|class"),
@@ -119,12 +118,18 @@ def test_study_and_run_catalogue(done_study):
         assert digest(path) == before, match
 
 
-@pytest.mark.xfail(strict=True, reason="estimate.py: ts.estimate(path) fails with AttributeError "
-                   "'str' object has no attribute 'y_train'; the estimate owner should raise a "
-                   "TypeError naming TrialStore.open(path)")
 def test_estimate_given_a_path(done_study):
-    with pytest.raises(TypeError, match="TrialStore"):
-        ts.estimate(str(done_study[2]))
+    """A study path (str or Path) or a Study is opened; anything else is a TypeError naming the fix."""
+    path = done_study[2]
+    ref = ts.estimate(ts.TrialStore.open(path))
+    for given in (str(path), path):
+        np.testing.assert_array_equal(ts.estimate(given).mem, ref.mem)
+    with pytest.raises(ts.StoreError, match="no tailscope study"):
+        ts.estimate(str(path) + "-missing")
+    with pytest.raises(TypeError, match=r"TrialStore\.open\(path\)"):
+        ts.estimate(42)
+    with pytest.raises(TypeError, match="EstimateOptions"):
+        ts.estimate(path, {"infl_threshold": 0.1})
 
 
 # ---------------------------------------------------------------- tampered stores

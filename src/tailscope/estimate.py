@@ -14,7 +14,9 @@ The "soft" versions use the probability of the true label instead of 0/1 correct
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +49,20 @@ class EstimateOptions:
     full_matrix_path: str | None = None
 
 
+def _as_store(store) -> TrialStore:
+    """A TrialStore from a store, a Study, or a study path/URL; a TypeError naming the fix otherwise."""
+    if isinstance(store, TrialStore):
+        return store
+    if isinstance(store, str | os.PathLike):
+        return TrialStore.open(store)
+    from tailscope.study import Study
+
+    if isinstance(store, Study):
+        return store.store
+    raise TypeError(f"estimate() needs a TrialStore, a Study or a study path, got {type(store).__name__}; "
+                    "pass ts.TrialStore.open(path) or the study directory.")
+
+
 class _Moments:
     """Sums for the in/out contrast of one score: count, sum and sum of squares."""
 
@@ -72,12 +88,13 @@ class _Moments:
             return m_in - m_out, np.sqrt(v_in / n_in + v_out / n_out), m_in, m_out
 
 
-def estimate(store: TrialStore, options: EstimateOptions | None = None, progress=None) -> Scores:
+def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = None,
+             progress=None) -> Scores:
     """Memorization and influence scores from every done trial in ``store``.
 
     Parameters
     ----------
-    store : TrialStore
+    store : TrialStore, Study, or a study directory / URL (opened read-only)
     options : EstimateOptions
     progress : callable(done_blocks, total_blocks) or None
 
@@ -85,7 +102,11 @@ def estimate(store: TrialStore, options: EstimateOptions | None = None, progress
     -------
     Scores
     """
+    store = _as_store(store)
     opt = options or EstimateOptions()
+    if not isinstance(opt, EstimateOptions):
+        raise TypeError(f"options must be an EstimateOptions, got {type(opt).__name__}; e.g. "
+                        "ts.estimate(store, ts.EstimateOptions(infl_threshold=0.15)).")
     y_tr, y_te = store.y_train, store.y_test
     n, n_test = len(y_tr), len(y_te)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1

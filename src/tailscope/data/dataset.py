@@ -106,6 +106,12 @@ def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
             raise DataError(f"{name} must be a numpy array, got {type(arr).__name__}; wrap it with np.asarray().")
         if arr.dtype == object:
             raise DataError(f"{name} has dtype object; convert it to a numeric array (e.g. arr.astype(np.float32)).")
+    # Emptiness first: an empty split also has too few classes, but that is not the problem.
+    for split, word, x, y in (("train", "training", x_train, y_train), ("test", "test", x_test, y_test)):
+        if (x.ndim and x.shape[0] == 0) or (y.ndim and y.shape[0] == 0):
+            raise DataError(f"the {word} split is empty (x_{split} has {x.shape[0] if x.ndim else 0} "
+                            f"rows, y_{split} {y.shape[0] if y.ndim else 0} labels); provide at least "
+                            f"one {word} example.")
     if n_classes < 2:
         raise DataError(f"need at least 2 classes, got {n_classes}; check the class list or the labels.")
     _check_split("train", x_train, y_train, n_classes)

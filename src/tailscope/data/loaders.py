@@ -42,6 +42,8 @@ def from_arrays(
     if x_test is None:
         if len(x_train) != len(y_train):
             raise DataError(f"x has {len(x_train)} rows but y has {len(y_train)} labels; they must match.")
+        if len(y_train) == 0:
+            raise DataError("the training split is empty (x and y have 0 rows); provide labeled examples.")
         tr, te = stratified_split(y_train, test_fraction, split_seed)
         x_train, x_test, y_train, y_test = x_train[tr], x_train[te], y_train[tr], y_train[te]
     x_test = np.asarray(x_test)
