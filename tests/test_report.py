@@ -144,6 +144,20 @@ def test_numbers_match_scores(digits_report):
     np.testing.assert_allclose(infl, np.sort(scores.pairs["infl"].to_numpy())[::-1][: len(infl)])
 
 
+def test_report_names_the_influence_threshold_used(synthetic_report, tmp_path):
+    study, _, index, page = synthetic_report
+    # estimated with the paper's threshold: said so, with the number
+    assert "infl &ge; 0.150 between examples of the same class (the paper's threshold)" in page
+    assert "its threshold (the paper's is 0.15)" not in page
+    assert "infl &ge; 0.150" in _row(page, "n_pairs")
+    # another threshold: the page shows the one actually used
+    scores = study.estimate(save=False, infl_threshold=0.3, same_class=False)
+    other = write_report(study, out_dir=tmp_path / "r", scores=scores)
+    text = other.read_text()
+    assert f"{len(scores.pairs)} pairs at infl &ge; 0.300 across classes too (the paper uses 0.15)" in text
+    assert "infl &ge; 0.300" in _row(text, "n_pairs") and "0.150" not in _row(text, "n_pairs")
+
+
 def test_thumbnails_are_small_upscaled_pngs(digits_report):
     study, _, _, _ = digits_report
     pngs = sorted((Path(study.path) / "report" / "img").glob("train_*.png"))

@@ -131,7 +131,10 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
             raise ValueError(f"only {mem.trials} trials are done in {store.path}; run the study first "
                              "(estimates need trials both with and without each example).")
         infl.add_tile(tile, acc, mem.n_in[tile], mem.n_out[tile])
-    return mem.scores(y_tr, y_te, infl, store.config)
+    scores = mem.scores(y_tr, y_te, infl, store.config)
+    scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
+                      "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs)}
+    return scores
 
 
 def _tiles(n: int, n_test: int, budget: int) -> list[np.ndarray]:

@@ -59,6 +59,9 @@ class Scores:
     trial_in_acc: np.ndarray
     trial_out_acc: np.ndarray
     config: dict = field(default_factory=dict)
+    #: the estimation options that shaped ``pairs`` and the top-k (infl_threshold, same_class,
+    #: top_k, max_pairs); empty for scores saved before they were recorded
+    options: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------- views
     def memorization_frame(self) -> pd.DataFrame:
@@ -100,7 +103,13 @@ class Scores:
             "n_mem_ge_0.25": int(np.sum(self.mem >= 0.25)),
             "n_pairs": len(self.pairs),
             "min_n_in": int(self.n_in.min()), "min_n_out": int(self.n_out.min()),
-        }
+        } | ({"infl_threshold": self.infl_threshold} if self.infl_threshold is not None else {})
+
+    @property
+    def infl_threshold(self) -> float | None:
+        """The influence threshold the kept pairs were selected with (None if not recorded)."""
+        t = self.options.get("infl_threshold")
+        return None if t is None else float(t)
 
     # ------------------------------------------------------------- files
     def save(self, directory: str | Path, storage_options: dict | None = None) -> Path | str:
@@ -121,7 +130,7 @@ class Scores:
         with loc.open(TOPK_FILE, "wb") as f:
             np.savez_compressed(f, **arrays)
         meta = {"summary": self.summary(), "classes": self.classes, "trials": self.trials,
-                "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config}
+                "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config, "options": self.options}
         with loc.open(SUMMARY_FILE, "wb") as f:
             f.write(json.dumps(meta, indent=2, default=str).encode())
         self.export_paper_format(loc.join(PAPER_FILE), storage_options)
@@ -148,7 +157,8 @@ class Scores:
         with loc.open(PAIRS_FILE, "rb") as f:
             pairs = pd.read_parquet(f)
         return cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
-                   se_bound=meta["se_bound"], config=meta["config"], **arrays)
+                   se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
+                   **arrays)
 
 
 def scores_location(study_path: str | Path) -> Path | str:

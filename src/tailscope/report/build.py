@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.data.dataset import Dataset
+from tailscope.estimate import PAPER_INFL_THRESHOLD
 from tailscope.report import figures, gallery
 from tailscope.report.analyses import AnalysisEntry, collect_analyses
 from tailscope.report.html import (
@@ -107,6 +108,17 @@ class _Builder:
         self.thumbs = gallery.Thumbnails(data, out) if self.images else None
 
     # ------------------------------------------------------------- helpers
+    def infl_threshold_text(self) -> str:
+        """The influence threshold these scores were estimated with, in words (HTML)."""
+        t = self.s.infl_threshold
+        if t is None:  # scores saved before the options were recorded
+            return "its influence threshold (not recorded with these scores; the paper's is 0.15)"
+        same = self.s.options.get("same_class")
+        scope = " between examples of the same class" if same else (
+            " across classes too" if same is False else "")
+        paper = "the paper's threshold" if math.isclose(t, PAPER_INFL_THRESHOLD) else "the paper uses 0.15"
+        return f"infl &ge; {fmt(t, 3)}{scope} ({paper})"
+
     def cname(self, c) -> str:
         c = int(c)
         return self.classes[c] if 0 <= c < len(self.classes) else str(c)
@@ -145,7 +157,8 @@ class _Builder:
 
         footer = (f"Written by tailscope {esc(__version__)}. Every number on this page comes from the study's "
                   f"scores (<code>{esc(self.study.scores_dir)}</code>) and its recorded config; "
-                  f"the thresholds 0.25 (memorized) and 0.15 (high influence) are the paper's.")
+                  f"memorized means mem &ge; 0.25 (the paper's threshold); high influence means "
+                  f"{self.infl_threshold_text()}.")
         return page(title, subtitle, nav, sections, footer)
 
     def sec_summary(self) -> str:
@@ -189,7 +202,7 @@ class _Builder:
              f"<span class=\"b\">{fmt(s['se_bound'], 4)}</span>)"),
             ("n_mem", "Memorized examples (mem \u2265 0.25)",
              f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s['n_train'])} ({pct(s['frac_mem_ge_0.25'], 2)})"),
-            ("n_pairs", "High-influence pairs kept", fmt(s["n_pairs"])),
+            ("n_pairs", "High-influence pairs kept", f"{fmt(s['n_pairs'])} ({self.infl_threshold_text()})"),
             ("min_counts", "Fewest trials with / without an example",
              f"{fmt(s['min_n_in'])} / {fmt(s['min_n_out'])}"),
         ]
@@ -284,10 +297,10 @@ class _Builder:
         top = gallery.top_pairs(s, PAIRS_CAP)
         if not total:
             return ('<section id="influence"><h2>High-influence pairs</h2><p class="lead">The estimate kept no '
-                    "train/test pairs (none reached its influence threshold; the paper uses 0.15).</p></section>")
+                    f"train/test pairs: none reached {self.infl_threshold_text()}.</p></section>")
         lead = (f"Training examples that a test prediction leans on: infl = how much more often models that trained "
                 f"on the training example classify the test example correctly. The estimate kept "
-                f"{fmt(total)} pairs at or above its threshold (the paper's is 0.15); the {fmt(len(top))} "
+                f"{fmt(total)} pairs at {self.infl_threshold_text()}; the {fmt(len(top))} "
                 "with the largest influence are shown. Click a column header to sort. Near-duplicates and "
                 "rare sub-populations show up here as a single training example carrying a test example.")
         img_cols = "<th>training example</th><th>test example</th>" if self.images else ""
