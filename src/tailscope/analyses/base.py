@@ -120,6 +120,37 @@ def study_scores(study):
     return study.estimate(save=True)
 
 
+def open_study_scores(study, scores=None, learner: Learner | None = None):
+    """``(study, scores)`` from a Study or a study directory: :func:`as_study`, then the given
+    ``scores`` or :func:`study_scores` (read if they cover every done trial, else estimated)."""
+    study = as_study(study, learner)
+    return study, scores if scores is not None else study_scores(study)
+
+
+def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test inputs as float32 rows (N, D) on the scale distances are measured in.
+
+    Integer/bool inputs are divided by ``data.meta.get("pixel_max", 255)``. Images keep
+    that common scale (per-pixel standardisation would blow up near-constant border
+    pixels); non-image features are standardised per feature with the training mean and
+    standard deviation (features constant on the training set are only centred).
+    """
+    def scale(x):
+        x = np.asarray(x)
+        if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
+            return x.reshape(len(x), -1).astype(np.float32) / np.float32(data.meta.get("pixel_max", 255))
+        return x.reshape(len(x), -1).astype(np.float32)
+
+    xtr, xte = scale(data.x_train), scale(data.x_test)
+    if not data.is_image:
+        mean = xtr.mean(0, dtype=np.float64)
+        std = xtr.std(0, dtype=np.float64)
+        std = np.where(std > 1e-8, std, 1.0)
+        xtr = ((xtr - mean) / std).astype(np.float32)
+        xte = ((xte - mean) / std).astype(np.float32)
+    return xtr, xte
+
+
 def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Learner | None = None,
                 trials: int | None = None, ratio: float | None = None, seed: int | None = None):
     """A study next to ``parent``'s analyses (``<parent>/analyses/<subdir>``), same config unless overridden.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -17,3 +20,17 @@ def load_commands() -> typer.Typer:
     for name in COMMAND_MODULES:
         importlib.import_module(name)
     return analyze_app
+
+
+StudyArg = Annotated[Path, typer.Argument(help="study directory (made by `tailscope run`)")]
+
+
+def save_and_show(result, study_dir: Path) -> None:
+    """Save ``result`` under ``<study>/analyses/<name>/`` and print its summary, reading and folder."""
+    from tailscope.analyses.base import _jsonable
+    from tailscope.cli import console
+
+    out = result.save(study_dir)
+    console.print_json(json.dumps(_jsonable(result.summary)))
+    console.print(result.reading)
+    console.print(f"saved -> {out}")

@@ -6,16 +6,14 @@ Each command reopens a study, runs one analysis, saves it under
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tailscope.analyses.cli import analyze_app
-from tailscope.cli import console, friendly
+from tailscope.analyses.cli import StudyArg, analyze_app, save_and_show
+from tailscope.cli import friendly
 
-StudyArg = Annotated[Path, typer.Argument(help="study directory (made by `tailscope run`)")]
 SeedOpt = Annotated[int, typer.Option(help="seed of the analysis' own sampling and training")]
 
 
@@ -24,19 +22,6 @@ def _floats(text: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"expected comma-separated numbers, e.g. 0.1,0.2, got {text!r}.") from None
-
-
-def _finish(result, study_dir: Path) -> None:
-    out = result.save(study_dir)
-    console.print_json(json.dumps(_json_summary(result.summary)))
-    console.print(result.reading)
-    console.print(f"saved -> {out}")
-
-
-def _json_summary(summary: dict) -> dict:
-    from tailscope.analyses.base import _jsonable
-
-    return _jsonable(summary)
 
 
 @analyze_app.command("marginal-utility")
@@ -51,7 +36,7 @@ def marginal_utility_cmd(
     """Accuracy drop from removing high-mem training examples vs random ones (paper Fig. 2), and high-influence pairs."""
     from tailscope.analyses.marginal_utility import marginal_utility
 
-    _finish(marginal_utility(study_dir, thresholds=_floats(thresholds), repeats=repeats, seed=seed,
+    save_and_show(marginal_utility(study_dir, thresholds=_floats(thresholds), repeats=repeats, seed=seed,
                              infl_threshold=infl_threshold), study_dir)
 
 
@@ -66,7 +51,7 @@ def loo_cmd(
     """Leave-one-out mem on a sample of training examples vs the subsampled estimates."""
     from tailscope.analyses.loo import loo
 
-    _finish(loo(study_dir, k=k, repeats=repeats, seed=seed), study_dir)
+    save_and_show(loo(study_dir, k=k, repeats=repeats, seed=seed), study_dir)
 
 
 @analyze_app.command("subset-ratio")
@@ -79,7 +64,7 @@ def subset_ratio_cmd(
     """Studies at several subset ratios: estimates, SE per trial spent, agreement (and with LOO if run)."""
     from tailscope.analyses.subset_ratio import subset_ratio
 
-    _finish(subset_ratio(study_dir, ratios=_floats(ratios), trials=trials, progress=True), study_dir)
+    save_and_show(subset_ratio(study_dir, ratios=_floats(ratios), trials=trials, progress=True), study_dir)
 
 
 @analyze_app.command("consistency")
@@ -94,7 +79,7 @@ def consistency_cmd(
     """Spearman of mem and Jaccard of memorized sets and high-influence pairs between two studies."""
     from tailscope.analyses.consistency import consistency
 
-    _finish(consistency(study_dir, other=other, seed=seed, learner=learner, trials=trials, progress=True),
+    save_and_show(consistency(study_dir, other=other, seed=seed, learner=learner, trials=trials, progress=True),
             study_dir)
 
 
@@ -110,7 +95,7 @@ def label_noise_cmd(
     """Planted label noise: ROC AUC / AP / precision of mem as a detector; mem of relabeled top-mem examples."""
     from tailscope.analyses.label_noise import label_noise
 
-    _finish(label_noise(study_dir, fraction=fraction, seed=seed, trials=trials, relabel_top=relabel_top,
+    save_and_show(label_noise(study_dir, fraction=fraction, seed=seed, trials=trials, relabel_top=relabel_top,
                         progress=True), study_dir)
 
 
@@ -124,4 +109,4 @@ def correlation_cmd(
     """Correlation between mem and each training example's largest influence."""
     from tailscope.analyses.correlation import correlation
 
-    _finish(correlation(study_dir, mem_threshold=mem_threshold, infl_threshold=infl_threshold), study_dir)
+    save_and_show(correlation(study_dir, mem_threshold=mem_threshold, infl_threshold=infl_threshold), study_dir)

@@ -6,25 +6,12 @@ Each command reopens a study, runs one analysis, saves it under
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tailscope.analyses.cli import analyze_app
-from tailscope.cli import console, friendly
-
-StudyArg = Annotated[Path, typer.Argument(help="study directory (made by `tailscope run`)")]
-
-
-def _show(result, study_dir: Path) -> None:
-    from tailscope.analyses.base import _jsonable
-
-    out = result.save(study_dir)
-    console.print_json(json.dumps(_jsonable(result.summary)))
-    console.print(result.reading)
-    console.print(f"saved -> {out}")
+from tailscope.analyses.cli import StudyArg, analyze_app, save_and_show
+from tailscope.cli import friendly
 
 
 @analyze_app.command("near-duplicates")
@@ -40,7 +27,7 @@ def near_duplicates_cmd(
     """Distance and same-class rank of high-influence train/test pairs vs random pairs; gallery of the closest."""
     from tailscope.analyses.near_duplicates import near_duplicates
 
-    _show(near_duplicates(study_dir, threshold=threshold, percentile=percentile, n_gallery=gallery, seed=seed),
+    save_and_show(near_duplicates(study_dir, threshold=threshold, percentile=percentile, n_gallery=gallery, seed=seed),
           study_dir)
 
 
@@ -58,7 +45,7 @@ def groups_cmd(
     """Group memorization mem(A, S, G) of same-label subpopulations vs their members' individual mem."""
     from tailscope.analyses.groups import group_memorization
 
-    _show(group_memorization(study_dir, groups=groups, per_class=per_class, trials=trials, q=q, seed=seed),
+    save_and_show(group_memorization(study_dir, groups=groups, per_class=per_class, trials=trials, q=q, seed=seed),
           study_dir)
 
 
@@ -75,5 +62,5 @@ def last_layer_cmd(
     """Memorization when only the last k layers are trained on the frozen network's features, vs the full network."""
     from tailscope.analyses.last_layer import last_layer_memorization
 
-    _show(last_layer_memorization(study_dir, ks=k or None, trials=trials, seed=seed, threshold=threshold,
+    save_and_show(last_layer_memorization(study_dir, ks=k or None, trials=trials, seed=seed, threshold=threshold,
                                   progress=True), study_dir)

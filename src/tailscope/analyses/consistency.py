@@ -15,6 +15,7 @@ from tailscope.analyses.base import (
     fmt,
     jaccard,
     new_figure,
+    open_study_scores,
     pearson,
     run_and_score,
     spearman,
@@ -60,8 +61,7 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
     trials : int, optional
         Trials of the sibling study (default: the study's).
     """
-    study = as_study(study)
-    a = scores if scores is not None else study_scores(study)
+    study, a = open_study_scores(study, scores)
     if other is not None:
         other_study = as_study(other)
         label = str(other_study.path)

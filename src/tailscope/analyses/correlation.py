@@ -6,12 +6,11 @@ import numpy as np
 
 from tailscope.analyses.base import (
     AnalysisResult,
-    as_study,
     fmt,
     new_figure,
+    open_study_scores,
     pearson,
     spearman,
-    study_scores,
 )
 
 MEM_THRESHOLD = 0.25
@@ -39,8 +38,7 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
         high-influence pairs whose training example has mem >= ``mem_threshold``, and
         the share expected if pairs picked training examples at random.
     """
-    study = as_study(study)
-    scores = scores if scores is not None else study_scores(study)
+    study, scores = open_study_scores(study, scores)
     mem, mx = scores.mem, scores.max_infl
     ok = np.isfinite(mem) & np.isfinite(mx)
     pairs = scores.influence_pairs(infl_threshold)

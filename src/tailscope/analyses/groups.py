@@ -26,8 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tailscope.analyses.base import ANALYSES_DIR, AnalysisResult, train_on_masks
-from tailscope.analyses.near_duplicates import open_study_scores, scaled_inputs
+from tailscope.analyses.base import (
+    ANALYSES_DIR,
+    AnalysisResult,
+    open_study_scores,
+    scaled_inputs,
+    train_on_masks,
+)
 from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner
 

@@ -35,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tailscope.analyses.base import ANALYSES_DIR, AnalysisResult
-from tailscope.analyses.near_duplicates import open_study_scores
+from tailscope.analyses.base import ANALYSES_DIR, AnalysisResult, open_study_scores
 from tailscope.data.dataset import Dataset
 
 NAME = "last_layer"

@@ -15,12 +15,11 @@ import numpy as np
 
 from tailscope.analyses.base import (
     AnalysisResult,
-    as_study,
     fmt,
     new_figure,
+    open_study_scores,
     pearson,
     spearman,
-    study_scores,
     train_on_masks,
 )
 
@@ -119,9 +118,8 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
         ``summary``: Pearson/Spearman between LOO and subsampled mem, mean absolute
         difference; ``data``: the sample, both estimates with SEs, and the agreement curve.
     """
-    study = as_study(study)
+    study, scores = open_study_scores(study, scores)
     learner = learner or study.learner
-    scores = scores if scores is not None else study_scores(study)
     data = study.data
     n = data.n_train
     if repeats < 1 or k < 1:

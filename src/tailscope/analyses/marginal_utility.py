@@ -14,11 +14,10 @@ import numpy as np
 from tailscope.analyses.base import (
     AnalysisResult,
     accuracy,
-    as_study,
     fmt,
     mean_ci,
     new_figure,
-    study_scores,
+    open_study_scores,
     train_on_masks,
 )
 
@@ -53,9 +52,8 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
         ``data["curve"]``: per threshold, the fraction removed and the drop (with 95% CI)
         for high-mem and random removal; ``summary`` adds the high-influence experiment.
     """
-    study = as_study(study)
+    study, scores = open_study_scores(study, scores)
     learner = learner or study.learner
-    scores = scores if scores is not None else study_scores(study)
     data = study.data
     n, y_te = data.n_train, data.y_test
     rng = np.random.default_rng([seed, 0x3A7])

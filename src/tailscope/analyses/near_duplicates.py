@@ -30,55 +30,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tailscope.analyses.base import AnalysisResult
+from tailscope.analyses.base import AnalysisResult, open_study_scores, scaled_inputs
 from tailscope.data.dataset import Dataset
 
 NAME = "near_duplicates"
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test inputs as float32 rows (N, D) on the scale distances are measured in.
-
-    Integer/bool inputs are divided by ``data.meta.get("pixel_max", 255)``. Images keep
-    that common scale (per-pixel standardisation would blow up near-constant border
-    pixels); non-image features are standardised per feature with the training mean and
-    standard deviation (features constant on the training set are only centred).
-    """
-    def scale(x):
-        x = np.asarray(x)
-        if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
-            return x.reshape(len(x), -1).astype(np.float32) / np.float32(data.meta.get("pixel_max", 255))
-        return x.reshape(len(x), -1).astype(np.float32)
-
-    xtr, xte = scale(data.x_train), scale(data.x_test)
-    if not data.is_image:
-        mean = xtr.mean(0, dtype=np.float64)
-        std = xtr.std(0, dtype=np.float64)
-        std = np.where(std > 1e-8, std, 1.0)
-        xtr = ((xtr - mean) / std).astype(np.float32)
-        xte = ((xte - mean) / std).astype(np.float32)
-    return xtr, xte
-
-
-def open_study_scores(study, scores=None):
-    """``(study, scores)`` from a Study or a study directory; scores are loaded or estimated."""
-    from tailscope.scores import Scores
-    from tailscope.study import Study
-
-    if not isinstance(study, Study):
-        study = Study.open(study)
-    if scores is None:
-        try:
-            scores = Scores.load(study.scores_dir)
-            if scores.trials != int(study.store.done().sum()):
-                scores = None  # stale: trials were added since
-        except (FileNotFoundError, OSError, KeyError, ValueError):
-            scores = None
-        if scores is None:
-            scores = study.estimate(save=True)
-    return study, scores
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
