@@ -1,7 +1,29 @@
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import tailscope as ts
+
+
+def tree_digest(path) -> str:
+    """A hash of every file's relative name and bytes below ``path`` (to assert nothing changed)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def done_trials(path) -> int:
+    """Done trials of the store at ``path``; 0 while it does not exist (or is being created)."""
+    from tailscope.store import TrialStore
+
+    try:
+        return int(TrialStore.open(path).done().sum())
+    except Exception:
+        return 0
 
 
 def make_synthetic(n=400, n_test=100, n_classes=3, seed=0, n_effects=3):

@@ -5,13 +5,13 @@ Complements tests/test_bad_input.py (array validation, study settings) and
 tests/test_loaders.py (malicious pickles in dataset files).
 """
 
-import hashlib
 import json
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tree_digest
 from typer.testing import CliRunner
 
 import tailscope as ts
@@ -22,14 +22,6 @@ from tailscope.store import StoreError, TrialStore
 from tailscope.verify import verify_store
 
 runner = CliRunner()
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def arrays(n=40, d=3, c=3, seed=0):
@@ -91,7 +83,7 @@ class Boom:
 # ---------------------------------------------------------------- Study / run / estimate
 def test_study_and_run_catalogue(done_study):
     data, learner, path = done_study
-    before = digest(path)
+    before = tree_digest(path)
     bad = [
         (lambda: ts.Study(data, learner, trials=20, ratio=0.0, path=path), DesignError, "ratio"),
         (lambda: ts.Study(data, learner, trials=20, ratio=1.0, path=path), DesignError, "ratio"),
@@ -115,7 +107,7 @@ def test_study_and_run_catalogue(done_study):
     for make, err, match in bad:
         with pytest.raises(err, match=match):
             make()
-        assert digest(path) == before, match
+        assert tree_digest(path) == before, match
 
 
 def test_estimate_given_a_path(done_study):
@@ -152,7 +144,7 @@ def test_tampered_store_catalogue(done_study, tmp_path, damage, match, where):
     data, learner, src = done_study
     path = _copy(src, tmp_path / "s")
     damage(path)
-    before = digest(path)
+    before = tree_digest(path)
     study = ts.Study(data, learner, trials=20, ratio=0.7, seed=0, block_size=5, path=path)
     with pytest.raises(StoreError, match=match):
         if where == "open":
@@ -161,13 +153,13 @@ def test_tampered_store_catalogue(done_study, tmp_path, damage, match, where):
             study.estimate(save=False)
         else:
             study.run(progress=False)
-    assert digest(path) == before
+    assert tree_digest(path) == before
     # the CLI says the same in one line, and changes nothing either
     cmd = {"open": ["info", str(path)], "estimate": ["estimate", str(path)],
            "run": ["info", str(path)]}[where]
     r = runner.invoke(app, cmd)
     assert r.exit_code == 2 and "error:" in r.output, r.output
-    assert digest(path) == before
+    assert tree_digest(path) == before
 
 
 def _truncate(f: Path) -> None:
@@ -187,9 +179,9 @@ def test_verify_names_each_fault_and_repair_clears_only_bad_trials(done_study, t
     good_rows = {k: st.group[k][:] for k in ("mask", "train_pred")}
     _truncate(path / "trials.zarr/train_pred/c/3/0")  # undecodable chunk: block 3 = trials 15..19
 
-    before = digest(path)
+    before = tree_digest(path)
     rep = verify_store(path)
-    assert digest(path) == before  # verify alone changes nothing
+    assert tree_digest(path) == before  # verify alone changes nothing
     kinds = {(p.kind, p.array): p.trials for p in rep.problems}
     assert kinds[("nan", "test_prob")] == [2]
     assert kinds[("prob range", "train_prob")] == [6]
@@ -221,7 +213,7 @@ def test_verify_names_each_fault_and_repair_clears_only_bad_trials(done_study, t
 def test_cli_catalogue(done_study, tmp_path):
     _, _, src = done_study
     path = _copy(src, tmp_path / "s")
-    before = digest(path)
+    before = tree_digest(path)
     cases = [
         (["run", "-o", str(path), "-l", "logreg", "--ratio", "0"], "ratio"),
         (["run", "-o", str(path), "-l", "logreg", "--ratio", "1"], "ratio"),
@@ -238,7 +230,7 @@ def test_cli_catalogue(done_study, tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
         assert match in " ".join(r.output.split()), (args, r.output)
-        assert digest(path) == before, args
+        assert tree_digest(path) == before, args
     assert not (tmp_path / "nothing").exists()
     # the pickled-object npz through the CLI
     evil = tmp_path / "evil.npz"

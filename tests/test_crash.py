@@ -8,17 +8,11 @@ import sys
 import time
 
 import numpy as np
+from conftest import done_trials
 from test_shards import assert_same_store, write_script
 
 from tailscope.store import StoreError, TrialStore
 from tailscope.verify import verify_store
-
-
-def _done(path) -> int:
-    try:
-        return int(TrialStore.open(path).done().sum())
-    except Exception:  # not created yet
-        return 0
 
 
 def test_kill_concurrent_shards_then_resume_is_identical(tmp_path):
@@ -36,7 +30,7 @@ def test_kill_concurrent_shards_then_resume_is_identical(tmp_path):
         target = int(rng.integers(4, 80))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-            if _done(crashed) >= target:
+            if done_trials(crashed) >= target:
                 break
             time.sleep(0.05)
         time.sleep(float(rng.uniform(0, 0.15)))

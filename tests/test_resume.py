@@ -8,8 +8,8 @@ import textwrap
 import time
 
 import numpy as np
-
-from tailscope.store import ROW_ARRAYS, TrialStore
+from conftest import done_trials
+from test_shards import assert_same_store
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -32,18 +32,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _store_arrays(path):
-    st = TrialStore.open(path)
-    return {k: st.group[k][:] for k in ("mask", "seed", "done", *ROW_ARRAYS)}
-
-
-def _done(path) -> int:
-    try:
-        return int(TrialStore.open(path).done().sum())
-    except Exception:  # not created yet, or killed while creating it
-        return 0
-
-
 def test_sigkill_then_resume_is_identical(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
@@ -58,10 +46,10 @@ def test_sigkill_then_resume_is_identical(tmp_path):
         # Kill at a random point once this attempt has made progress (not a fixed delay: the
         # store may not exist yet after a slow import). Steps of 4..28 trials keep the total
         # after four attempts below 120, so every kill lands before the run could finish.
-        target = _done(killed) + int(rng.integers(4, 29))
+        target = done_trials(killed) + int(rng.integers(4, 29))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if _done(killed) >= target:
+            if done_trials(killed) >= target:
                 break
             time.sleep(0.05)
         time.sleep(float(rng.uniform(0, 0.2)))  # anywhere in the next block, mid-write included
@@ -69,12 +57,9 @@ def test_sigkill_then_resume_is_identical(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group: workers die too
             kills += 1
         proc.wait()
-        partial.append(_done(killed))
+        partial.append(done_trials(killed))
     print("done after each kill:", partial)
     assert kills >= 2, partial
     assert any(0 < p < 120 for p in partial), partial  # some kill landed mid-way
     subprocess.run([sys.executable, str(script), str(killed), "1"], check=True, timeout=300)
-    a, b = _store_arrays(ref), _store_arrays(killed)
-    assert b["done"].all()
-    for k in a:
-        assert a[k].tobytes() == b[k].tobytes(), k
+    assert_same_store(ref, killed)  # every array byte-identical, all done, same attributes

@@ -1,22 +1,13 @@
 """Trial store: refusal of foreign configs, growth, half-written blocks, reopening."""
 
-import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tree_digest
 from sklearn.linear_model import LogisticRegression
 
 import tailscope as ts
 from tailscope.store import StoreError, TrialStore
-
-
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def small_study(synthetic, path, **kw):
