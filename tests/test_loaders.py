@@ -637,3 +637,21 @@ def test_loaders_registry_and_dispatch(tmp_path):
     assert {"npz", "idx", "cifar", "folder", "fashion-mnist"} <= set(LOADERS)
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("tiff:whatever")
+
+
+@pytest.mark.skipif(not _HAVE_FMNIST, reason=f"Fashion-MNIST files not in {FASHION_MNIST_DIR} "
+                    "(apt-get install dataset-fashion-mnist)")
+def test_cli_run_on_a_fashion_mnist_slice(tmp_path):
+    from typer.testing import CliRunner
+
+    from tailscope.cli import app
+    from tailscope.study import Study
+
+    out = tmp_path / "fm"
+    args = ["run", "-d", "fashion-mnist", "--data-opt", "limit_train=300", "--data-opt", "limit_test=60",
+            "-l", "logreg", "--opt", "max_iter=30", "--trials", "4", "--block-size", "2", "-o", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    study = Study.open(out)  # the slice options were recorded, so the data reloads identically
+    assert study.data.n_train == 300 and study.data.n_test == 60
+    assert study.info()["done"] == 4 and study.info()["mean_test_acc"] > 0.5

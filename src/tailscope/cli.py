@@ -79,6 +79,7 @@ def run(
     dataset: DatasetOpt = "digits",
     learner: LearnerOpt = "mlp",
     opt: OptOpt = None,
+    data_opt: Annotated[list[str] | None, typer.Option("--data-opt", help="dataset loader option key=value (repeatable), e.g. --data-opt limit_train=5000")] = None,
     trials: Annotated[int, typer.Option(help="number of trained models t")] = 200,
     ratio: Annotated[float, typer.Option(help="subset fraction q (paper: 0.7)")] = 0.7,
     design: Annotated[str, typer.Option(help="uniform (paper) or balanced")] = "uniform",
@@ -95,7 +96,7 @@ def run(
     import tailscope as ts
     from tailscope.learners.registry import make_learner
 
-    data = ts.load_dataset(dataset)
+    data = ts.load_dataset(dataset, **parse_options(data_opt))
     lrn = make_learner(learner, **parse_options(opt))
     study = ts.Study(data, lrn, trials=trials, ratio=ratio, design=design, seed=seed, path=out,
                      block_size=block_size)
