@@ -76,11 +76,15 @@ def test_population_equals_models_trained_alone(digits):
 def test_func_path_population_equals_alone(digits):
     masks = _masks(digits.n_train, 2, seed=1)
     seeds = np.array([5, 6])
-    learner = TorchLearner(small_user_net, epochs=2, compile=False)
+    learner = TorchLearner(small_user_net, epochs=2, compile=False, vectorize=True)
     together = learner.fit_predict(digits, masks, seeds)
     for k in range(2):
         alone = learner.fit_predict(digits, masks[k:k + 1], seeds[k:k + 1])
         np.testing.assert_allclose(together.test_prob[k], alone.test_prob[0], atol=2e-4)
+    # the plain-autograd execution (CPU default) trains the very same models
+    each = TorchLearner(small_user_net, epochs=2, compile=False, vectorize=False).fit_predict(digits, masks, seeds)
+    np.testing.assert_allclose(each.test_prob, together.test_prob, atol=2e-4)
+    np.testing.assert_allclose(each.train_prob, together.train_prob, atol=2e-4)
 
 
 def test_excluded_class_is_never_predicted(digits):
@@ -203,3 +207,12 @@ def test_spec_and_pickle():
     assert c.spec() == a.spec()
     with pytest.raises(ValueError, match="precision"):
         TorchLearner(precision="fp16")
+
+
+def test_augmented_cnn_same_models_either_execution(digits):
+    masks = _masks(digits.n_train, 2, seed=4)
+    seeds = np.array([8, 9])
+    kw = dict(widths=(4,), epochs=1, augment=True, hflip=True, compile=False)
+    vec = TorchLearner("cnn", vectorize=True, **kw).fit_predict(digits, masks, seeds)
+    each = TorchLearner("cnn", vectorize=False, **kw).fit_predict(digits, masks, seeds)
+    np.testing.assert_allclose(each.test_prob, vec.test_prob, atol=2e-4)

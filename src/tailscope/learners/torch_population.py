@@ -109,6 +109,13 @@ class TorchLearner(Learner):
         compile time. Any compile failure falls back to the eager step with a warning.
     eval_batch_size : int
         Examples per evaluation batch.
+    vectorize : bool or "auto"
+        For ``cnn``, ``resnet`` and user modules: train a group with ``torch.func.vmap``
+        (True) or each model with plain autograd, one after another (False). ``auto``
+        vectorizes on CUDA only: on CPU, vmapped convolutions measured 2.6x slower
+        to train and 2x slower to evaluate than plain modules. Both give the same
+        models (same initialisation, minibatch order, augmentation and update).
+        The hand-written ``linear``/``mlp`` are always vectorized.
     num_threads : int, optional
         CPU threads for this call (restored afterwards); default: torch's setting.
         On a CPU shared with other busy processes, 1 thread avoids OpenMP barriers
@@ -116,7 +123,7 @@ class TorchLearner(Learner):
 
     Notes
     -----
-    ``device``, ``group_size``, ``compile``, ``eval_batch_size`` and ``num_threads`` are execution
+    ``device``, ``group_size``, ``compile``, ``eval_batch_size``, ``num_threads`` and ``vectorize`` are execution
     settings, not part of :meth:`spec`: they change results only by float rounding.
     In fp32 on CPU, the same seeds give the same results run after run.
     """
@@ -146,6 +153,7 @@ class TorchLearner(Learner):
         compile: bool | str = "auto",
         eval_batch_size: int = 2048,
         num_threads: int | None = None,
+        vectorize: bool | str = "auto",
     ) -> None:
         if isinstance(model, str):
             if model not in MODELS:
@@ -185,6 +193,9 @@ class TorchLearner(Learner):
         self.compile = compile
         self.eval_batch_size = int(eval_batch_size)
         self.num_threads = None if num_threads is None else int(num_threads)
+        if vectorize not in (True, False, "auto"):
+            raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}.")
+        self.vectorize = vectorize
         if _resolve_device(device).type == "cuda":
             self.preferred_block = 1024
 
@@ -593,10 +604,15 @@ class _FuncPopulation(_Population):
             compile_ = dev.type == "cuda"
         self.compiled = bool(compile_)
         self.autocast = cfg.precision == "bf16"
+        self.vectorized = cfg.vectorize if cfg.vectorize != "auto" else dev.type == "cuda"
+        if not self.vectorized:
+            self.compiled = False
 
     def auto_group_size(self) -> int:
         if self.dev.type == "cuda":
             return super().auto_group_size()
+        if not self.vectorized:
+            return 16  # models are trained one by one; the group only batches bookkeeping
         return int(max(1, min(16, 2_000_000 // max(self.n_params, 1))))
 
     def _build(self, seed) -> nn.Module:
@@ -614,6 +630,8 @@ class _FuncPopulation(_Population):
         return nullcontext()
 
     def train(self, xtr, ytr, masks, seeds):
+        if not self.vectorized:
+            return self._train_each(xtr, ytr, masks, seeds)
         from torch.func import functional_call, grad, stack_module_state, vmap
 
         cfg = self.cfg
@@ -653,6 +671,49 @@ class _FuncPopulation(_Population):
                 step(params, moms, buffers, xb, ytr[it], lrs[t])
         return params, buffers
 
+    def _train_each(self, xtr, ytr, masks, seeds):
+        """The same recipe, one plain module at a time (autograd; faster on CPU)."""
+        cfg = self.cfg
+        idx, lrs = cfg._schedule(masks, seeds, len(ytr), self.dev)
+        aug = self._augmenter(xtr, seeds, idx.shape) if cfg.augment else None
+        modules = []
+        for k, seed in enumerate(seeds):
+            module = self._build(seed)
+            module.train()
+            params = list(module.parameters())
+            moms = [torch.zeros_like(p) for p in params]
+            with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
+                torch.manual_seed(_torch_seed(seed, 3))  # dropout-like randomness inside the model
+                for t in range(idx.shape[0]):
+                    it = idx[t, k]
+                    xb = aug(t, it, k) if aug is not None else xtr[it]
+                    with self._ac():
+                        out = module(xb)
+                    loss = F.cross_entropy(out.float(), ytr[it], label_smoothing=cfg.label_smoothing)
+                    grads = torch.autograd.grad(loss, params)
+                    with torch.no_grad():
+                        for p, m, g in zip(params, moms, grads, strict=True):
+                            _sgd_update(p, m, g, lrs[t, k:k + 1], cfg.momentum, cfg.weight_decay, cfg.nesterov)
+            modules.append(module)
+        return modules
+
+    @torch.no_grad()
+    def _evaluate_each(self, modules, x, y):
+        preds, probs = [], []
+        for module in modules:
+            module.eval()
+            lp, pp = [], []
+            for s in range(0, len(y), self.cfg.eval_batch_size):
+                with self._ac():
+                    out = module(x[s:s + self.cfg.eval_batch_size])
+                logp = torch.log_softmax(out.float(), -1)
+                yb = y[s:s + self.cfg.eval_batch_size]
+                lp.append(logp.argmax(-1))
+                pp.append(logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1).exp())
+            preds.append(torch.cat(lp))
+            probs.append(torch.cat(pp))
+        return torch.stack(preds).cpu().numpy(), torch.stack(probs).cpu().numpy()
+
     def _augmenter(self, xtr, seeds, shape):
         """Per-model random crops (zero padding) and flips, drawn from each model's own stream."""
         t_max, g, b = shape
@@ -671,17 +732,22 @@ class _FuncPopulation(_Population):
         ar_h = torch.arange(h, device=self.dev)
         ar_w = torch.arange(w, device=self.dev)
 
-        def aug(t, it):
+        def aug(t, it, k=None):
+            """Step t's augmented batch: (G, B, C, H, W), or model k's alone: (B, C, H, W)."""
+            sel = slice(None) if k is None else k
             n = it.reshape(-1)
-            o = offs_t[t].reshape(-1, 2)
-            cols = torch.where(flips_t[t].reshape(-1, 1), w - 1 - ar_w, ar_w) + o[:, 1:2]
+            o = offs_t[t, sel].reshape(-1, 2)
+            cols = torch.where(flips_t[t, sel].reshape(-1, 1), w - 1 - ar_w, ar_w) + o[:, 1:2]
             rows = ar_h + o[:, 0:1]
             out = xp[n[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-            return out.permute(0, 3, 1, 2).reshape(g, b, c, h, w)
+            out = out.permute(0, 3, 1, 2)
+            return out if k is not None else out.reshape(g, b, c, h, w)
         return aug
 
     @torch.no_grad()
     def evaluate(self, state, x, y):
+        if not self.vectorized:
+            return self._evaluate_each(state, x, y)
         from torch.func import functional_call, vmap
 
         params, buffers = state
