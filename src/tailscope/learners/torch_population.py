@@ -20,7 +20,10 @@ an epoch is filled up by wrapping round to the start of that epoch's order.
 
 Inputs
 ------
-Arrays are converted once per call: integer (and bool) inputs are divided by
+For ``linear``/``mlp`` the rows stay in their stored dtype (uint8 images stay
+uint8) and are scaled as each minibatch or evaluation batch is gathered
+(:class:`ScaledRows`); other models get float tensors converted once per call.
+Integer (and bool) inputs are divided by
 ``data.meta.get("pixel_max", 255)`` to lie in [0, 1], then standardised with the
 mean and standard deviation of the *full training set's inputs* (x_train of the
 Dataset, all n examples, whatever the masks say; labels are never used). Images
@@ -46,7 +49,7 @@ from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner, Predictions
 from tailscope.learners.torch_models import MODELS, ModelError, build_model, check_no_running_stats
 
-__all__ = ["TorchLearner", "ModelError", "prepare_inputs"]
+__all__ = ["TorchLearner", "ModelError", "ScaledRows", "prepare_inputs", "prepare_rows"]
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -264,8 +267,10 @@ class TorchLearner(Learner):
             )
         if self.augment and not image_layout:
             raise ModelError("augment=True needs an image model (cnn, resnet or an image-input module).")
-        xtr, xte = prepare_inputs(data, images=image_layout)
-        xtr, xte = xtr.to(dev), xte.to(dev)
+        if hand:  # rows stay in their stored dtype (uint8 images: 4x less memory) until gathered
+            xtr, xte = (rows.to(dev) for rows in prepare_rows(data))
+        else:
+            xtr, xte = (x.to(dev) for x in prepare_inputs(data, images=image_layout))
         ytr = torch.as_tensor(data.y_train, device=dev)
         yte = torch.as_tensor(data.y_test, device=dev)
         n_classes = data.n_classes
@@ -373,6 +378,73 @@ def _callable_name(fn) -> str:
         args = ", ".join([repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in sorted(fn.keywords.items())])
         name += f"({args})"
     return name
+
+
+class ScaledRows:
+    """Flattened input rows kept in their stored dtype, standardised when indexed.
+
+    ``rows[idx]`` returns float32 ``raw[idx] * mul + add``: exactly the rows of
+    :func:`prepare_inputs` (``images=False``), but a uint8 dataset stays uint8 in
+    memory until a batch is used (Fashion-MNIST: 47 MB instead of 188 MB).
+    """
+
+    def __init__(self, raw: torch.Tensor, mul: torch.Tensor, add: torch.Tensor):
+        self.raw, self.mul, self.add = raw, mul, add
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return torch.addcmul(self.add, self.raw[idx].float(), self.mul)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.raw.shape)
+
+    def to(self, dev) -> ScaledRows:
+        return ScaledRows(self.raw.to(dev), self.mul.to(dev), self.add.to(dev))
+
+
+def prepare_rows(data: Dataset) -> tuple[ScaledRows, ScaledRows]:
+    """Train/test :class:`ScaledRows` with the statistics of :func:`prepare_inputs`."""
+    mean, std, pixel = _input_stats(data)
+    d = int(np.prod(data.x_train.shape[1:]))
+    # per-channel statistics of images repeat along the flattened (H, W, C) rows
+    mean, std = np.resize(mean, d), np.resize(std, d)
+    mul = torch.as_tensor(1.0 / (pixel * std), dtype=torch.float32)
+    add = torch.as_tensor(-mean / std, dtype=torch.float32)
+
+    def raw(x: np.ndarray) -> torch.Tensor:
+        x = x.reshape(len(x), -1)
+        if x.dtype == bool:
+            x = x.astype(np.uint8)
+        if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+            x = x.astype(np.float32)  # other integer types: torch gathers them, but keep it simple
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+    return ScaledRows(raw(data.x_train), mul, add), ScaledRows(raw(data.x_test), mul, add)
+
+
+def _input_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, std, pixel divisor) of the scaled training inputs, per channel (images) or feature."""
+    x = data.x_train
+    integer = x.dtype == bool or np.issubdtype(x.dtype, np.integer)
+    pixel = float(data.meta.get("pixel_max", 255)) if integer else 1.0
+    if data.is_image:
+        c = data.image_shape[2] if len(data.image_shape) == 3 else 1
+        flat = x.reshape(-1, c)
+    else:
+        flat = x.reshape(len(x), -1)
+    # chunked float64 moments: never a float copy of the whole set
+    n, s, q = 0, np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
+    for a in range(0, len(flat), 1 << 20):
+        part = flat[a:a + (1 << 20)].astype(np.float64) / pixel
+        n += len(part)
+        s += part.sum(0)
+        q += (part * part).sum(0)
+    mean = s / n
+    std = np.sqrt(np.clip(q / n - mean * mean, 0, None))
+    return mean, np.where(std > 1e-8, std, 1.0), pixel
 
 
 def prepare_inputs(data: Dataset, images: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -506,7 +578,6 @@ class _HandMLP(_Population):
         mws = [torch.zeros_like(w) for w in ws]
         mbs = [torch.zeros_like(b) for b in bs]
         idx, lrs = cfg._schedule(masks, seeds, len(ytr), self.dev)
-        x = xtr.to(self.dt)
         key = ("mlp", tuple(self.dims), len(seeds), cfg.batch_size, str(self.dt), str(self.dev),
                cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.label_smoothing)
         step = self._get_step(key, _mlp_step)
@@ -514,7 +585,7 @@ class _HandMLP(_Population):
         args = (cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.label_smoothing)
         for t in range(idx.shape[0]):
             it = idx[t]
-            wc = step(ws, bs, mws, mbs, wc, x[it], ytr[it], lrs[t], *args)
+            wc = step(ws, bs, mws, mbs, wc, xtr[it].to(self.dt), ytr[it], lrs[t], *args)
         return ws, bs
 
     @torch.no_grad()
