@@ -216,3 +216,13 @@ def test_augmented_cnn_same_models_either_execution(digits):
     vec = TorchLearner("cnn", vectorize=True, **kw).fit_predict(digits, masks, seeds)
     each = TorchLearner("cnn", vectorize=False, **kw).fit_predict(digits, masks, seeds)
     np.testing.assert_allclose(each.test_prob, vec.test_prob, atol=2e-4)
+
+
+def test_mlp_rows_stay_uint8_until_gathered(digits):
+    from tailscope.learners.torch_population import prepare_rows
+
+    rows_tr, rows_te = prepare_rows(digits)
+    assert rows_tr.raw.dtype == torch.uint8 and rows_tr.shape == (digits.n_train, 64)
+    dense_tr, dense_te = prepare_inputs(digits, images=False)
+    np.testing.assert_allclose(rows_tr[:].numpy(), dense_tr.numpy(), atol=1e-5)
+    np.testing.assert_allclose(rows_te[torch.arange(5)].numpy(), dense_te[:5].numpy(), atol=1e-5)
