@@ -98,6 +98,7 @@ class Scores:
             "mean_acc_out": float(np.nanmean(self.trial_out_acc)) if len(self.trial_out_acc) else None,
             "mean_test_acc": float(np.mean(self.trial_test_acc)) if len(self.trial_test_acc) else None,
             "median_mem_se": float(np.median(self.mem_se[finite])) if finite.any() else None,
+            "max_mem_se": float(np.max(self.mem_se[finite])) if finite.any() else None,
             "se_bound": self.se_bound,
             "frac_mem_ge_0.25": float(np.mean(self.mem >= 0.25)),
             "n_mem_ge_0.25": int(np.sum(self.mem >= 0.25)),

@@ -200,6 +200,9 @@ class _Builder:
             ("median_mem_se", "Median standard error of mem",
              f"<span class=\"v\">{fmt(s['median_mem_se'], 4)}</span> (theoretical bound "
              f"<span class=\"b\">{fmt(s['se_bound'], 4)}</span>)"),
+            ("max_mem_se", "Largest standard error of mem",
+             f"{fmt(s.get('max_mem_se'), 4)} (every example's estimate has an SE at most this; "
+             "examples every model gets right have SE 0, which pulls the median down)"),
             ("n_mem", "Memorized examples (mem \u2265 0.25)",
              f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s['n_train'])} ({pct(s['frac_mem_ge_0.25'], 2)})"),
             ("n_pairs", "High-influence pairs kept", f"{fmt(s['n_pairs'])} ({self.infl_threshold_text()})"),
