@@ -226,3 +226,16 @@ def test_mlp_rows_stay_uint8_until_gathered(digits):
     dense_tr, dense_te = prepare_inputs(digits, images=False)
     np.testing.assert_allclose(rows_tr[:].numpy(), dense_tr.numpy(), atol=1e-5)
     np.testing.assert_allclose(rows_te[torch.arange(5)].numpy(), dense_te[:5].numpy(), atol=1e-5)
+
+
+def test_large_set_path_trains_the_same_models(digits, monkeypatch):
+    """Sets over DENSE_INPUT_BYTES keep uint8 rows and scale per batch: same models."""
+    from tailscope.learners import torch_population
+
+    masks, seeds = _masks(digits.n_train, 3, seed=5), np.array([1, 2, 3])
+    learner = TorchLearner("mlp", epochs=2, compile=False)
+    dense = learner.fit_predict(digits, masks, seeds)
+    monkeypatch.setattr(torch_population, "DENSE_INPUT_BYTES", 0)
+    rows = learner.fit_predict(digits, masks, seeds)
+    np.testing.assert_allclose(rows.test_prob, dense.test_prob, atol=2e-4)
+    np.testing.assert_allclose(rows.train_prob, dense.train_prob, atol=2e-4)
