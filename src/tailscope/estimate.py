@@ -110,7 +110,7 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     y_tr, y_te = store.y_train, store.y_test
     n, n_test = len(y_tr), len(y_te)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
-    mem = _MemAccumulator(n, n_test, n_classes, store.config["design"]["ratio"])
+    mem = _MemAccumulator(n, n_classes)
     tiles = _tiles(n, n_test, opt.memory_budget)
     infl = _InfluenceCollector(y_tr, y_te, opt)
     passes = len(tiles)
@@ -147,8 +147,8 @@ def _tiles(n: int, n_test: int, budget: int) -> list[np.ndarray]:
 class _MemAccumulator:
     """Per-training-example sums (memorization), held-out predictions and accuracy curves."""
 
-    def __init__(self, n: int, n_test: int, n_classes: int, ratio: float):
-        self.n, self.C, self.ratio = n, n_classes, ratio
+    def __init__(self, n: int, n_classes: int):
+        self.n, self.C = n, n_classes
         self.n_in = np.zeros(n)
         self.hard, self.soft = _Moments((n,)), _Moments((n,))
         self.out_pred = np.zeros(n * n_classes, dtype=np.int64)

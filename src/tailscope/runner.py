@@ -53,8 +53,7 @@ class Job:
             masks = self.design.masks(trials)
             seeds = self.design.trial_seeds(trials)
             preds = self.learner.fit_predict(self.data, masks, seeds)
-            preds.check(len(trials), self.data.n_train, self.data.n_test, self.data.n_classes)
-            return store.write(trials, masks, seeds, preds)
+            return store.write(trials, masks, seeds, preds)  # checks shapes and label range
         finally:
             store.release(b, token)
 
@@ -82,7 +81,6 @@ _WORKER_JOB: Job | None = None
 def _init_worker(job: Job, threads: int) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         import torch
 

@@ -251,7 +251,10 @@ class TrialStore:
         blocks = np.unique(trials // self.block)
         if len(blocks) != 1:
             raise ValueError(f"write() takes trials of one block, got blocks {blocks.tolist()}.")
-        preds.check(len(trials), masks.shape[1], preds.test_pred.shape[1], 2**15)
+        # the store's own sizes: rows of another shape or labels out of range never land
+        classes = self.config.get("dataset", {}).get("classes")
+        preds.check(len(trials), self.array("train_pred").shape[1], self.array("test_pred").shape[1],
+                    len(classes) if classes else 2**15)
         b = int(blocks[0])
         with self._chunk_errors(b):
             already = self.done_of(trials)

@@ -167,7 +167,7 @@ def study_info(store: TrialStore) -> dict:
     cfg = store.config
     y_tr, y_te = store.y_train, store.y_test
     acc_in, acc_out, acc_test = [], [], []
-    for blk in store.iter_blocks():
+    for blk in store.iter_blocks(fields=("train_pred", "test_pred")):  # probabilities not needed
         c = blk.preds.train_pred == y_tr
         acc_in.append((c & blk.mask).sum() / max(blk.mask.sum(), 1))
         acc_out.append((c & ~blk.mask).sum() / max((~blk.mask).sum(), 1))

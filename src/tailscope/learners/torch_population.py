@@ -468,36 +468,23 @@ def prepare_inputs(data: Dataset, images: bool) -> tuple[torch.Tensor, torch.Ten
     per feature otherwise. ``images=True`` returns NCHW tensors built from
     ``data.image_shape``; otherwise rows are flattened to ``(N, D)``.
     """
-    def scale(x: np.ndarray) -> np.ndarray:
-        if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
-            return x.astype(np.float32) / np.float32(data.meta.get("pixel_max", 255))
-        return x.astype(np.float32)
-
-    xtr, xte = scale(data.x_train), scale(data.x_test)
+    if images and not data.is_image:
+        raise ModelError("this model needs images, but the dataset has image_shape=None.")
     if data.is_image:
         hwc = data.image_shape if len(data.image_shape) == 3 else (*data.image_shape, 1)
-        if int(np.prod(hwc)) != int(np.prod(xtr.shape[1:])):
-            raise ModelError(f"rows of shape {xtr.shape[1:]} do not hold images of image_shape {data.image_shape}.")
-        xtr = xtr.reshape(len(xtr), *hwc)
-        xte = xte.reshape(len(xte), *hwc)
-        mean = xtr.mean(axis=(0, 1, 2), dtype=np.float64)
-        std = xtr.std(axis=(0, 1, 2), dtype=np.float64)
-        std = np.where(std > 1e-8, std, 1.0)
-        xtr = ((xtr - mean) / std).astype(np.float32)
-        xte = ((xte - mean) / std).astype(np.float32)
+        if int(np.prod(hwc)) != int(np.prod(data.x_train.shape[1:])):
+            raise ModelError(f"rows of shape {data.x_train.shape[1:]} do not hold images of "
+                             f"image_shape {data.image_shape}.")
+    mean, std, pixel = _input_stats(data)
+
+    def standardise(x: np.ndarray) -> torch.Tensor:
+        rows = x.reshape(len(x), -1, len(mean)) if data.is_image else x.reshape(len(x), -1)
+        z = ((rows.astype(np.float32) / np.float32(pixel) - mean) / std).astype(np.float32)
         if images:
-            return (torch.from_numpy(np.ascontiguousarray(xtr.transpose(0, 3, 1, 2))),
-                    torch.from_numpy(np.ascontiguousarray(xte.transpose(0, 3, 1, 2))))
-        return torch.from_numpy(xtr.reshape(len(xtr), -1)), torch.from_numpy(xte.reshape(len(xte), -1))
-    if images:
-        raise ModelError("this model needs images, but the dataset has image_shape=None.")
-    xtr = xtr.reshape(len(xtr), -1)
-    xte = xte.reshape(len(xte), -1)
-    mean = xtr.mean(0, dtype=np.float64)
-    std = xtr.std(0, dtype=np.float64)
-    std = np.where(std > 1e-8, std, 1.0)
-    return (torch.from_numpy(((xtr - mean) / std).astype(np.float32)),
-            torch.from_numpy(((xte - mean) / std).astype(np.float32)))
+            z = np.ascontiguousarray(z.reshape(len(x), *hwc).transpose(0, 3, 1, 2))
+        return torch.from_numpy(z.reshape(len(x), -1) if not images else z)
+
+    return standardise(data.x_train), standardise(data.x_test)
 
 
 # ====================================================================== populations
