@@ -298,11 +298,15 @@ def main() -> None:
         masks = make_masks(data.n_train, k_pop, seed=2)
         seeds = np.arange(k_pop)
         ev = data.n_train + data.n_test
-        learner = TorchLearner("mlp", widths=(128,), epochs=epochs, batch_size=batch)
-        learner.fit_predict(data, masks[:8], seeds[:8])  # warm-up
-        acc, secs, mib = population(learner, data, masks, seeds)
-        fl = mlp_flops(dims, train_examples(masks, epochs, batch), k_pop * ev)
-        rows.append(row("MLP 64-128-10 digits", "population fp32", k_pop, secs, fl, peaks, acc, mib))
+        for prec, comp in (("fp32", "auto"), ("bf16", True)):
+            learner = TorchLearner("mlp", widths=(128,), epochs=epochs, batch_size=batch, precision=prec,
+                                   compile=comp)
+            _, tc = timed(lambda learner=learner: learner.fit_predict(data, masks[:64], seeds[:64]))  # warm-up
+            acc, secs, mib = population(learner, data, masks, seeds)
+            fl = mlp_flops(dims, train_examples(masks, epochs, batch), k_pop * ev)
+            name = f"population {prec}" + (", compiled" if comp is True else "")
+            rows.append(row("MLP 64-128-10 digits", name, k_pop, secs, fl, peaks, acc, mib,
+                            note=f"warm-up incl. compile {tc:.0f}s" if comp is True else ""))
 
         def make_small():
             return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
@@ -336,7 +340,7 @@ def main() -> None:
     report(rows)
     by = {(r["case"], r["trainer"].split(" (")[0]): float(r["models/s"]) for r in rows}
     for case, pop in (("MLP 784-512-10 MNIST", "population bf16"), ("MLP 64-128-10 digits", "population fp32"),
-                      ("cnn MNIST", "population bf16")):
+                      ("MLP 64-128-10 digits", "population bf16, compiled"), ("cnn MNIST", "population bf16")):
         base = by.get((case, "one at a time, plain torch fp32"))
         if base and (case, pop) in by:
             print(f"{case}: {pop} is {by[(case, pop)] / base:.1f}x the one-at-a-time fp32 loop")
