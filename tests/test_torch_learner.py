@@ -239,3 +239,16 @@ def test_large_set_path_trains_the_same_models(digits, monkeypatch):
     rows = learner.fit_predict(digits, masks, seeds)
     np.testing.assert_allclose(rows.test_prob, dense.test_prob, atol=2e-4)
     np.testing.assert_allclose(rows.train_prob, dense.train_prob, atol=2e-4)
+
+
+def test_compiled_groups_are_balanced():
+    from tailscope.learners.torch_population import balanced_group_size
+    assert balanced_group_size(16, 15) == 8
+    assert balanced_group_size(256, 16) == 16
+    assert balanced_group_size(17, 16) == 9
+    assert balanced_group_size(1, 16) == 1
+    for k in range(1, 200):
+        for cap in (1, 7, 15, 64):
+            g = balanced_group_size(k, cap)
+            n = -(-k // g)
+            assert g <= cap and n == -(-k // cap) and n * g - k < n
