@@ -108,8 +108,9 @@ class TorchLearner(Learner):
         ``auto`` picks CUDA when available.
     group_size : int, optional
         Models trained together in one batched computation; default sized from the
-        parameter count (about 6.5M parameters per group on CPU: 16 models of
-        784-512-10; much larger on GPU).
+        parameter count (about 6.6M parameters per group on CPU: 16 models of
+        784-512-10, at most 32 small models, 64 when compiled; much larger on GPU).
+        With a compiled step the groups of a block are made equal in size.
     compile : bool or "auto"
         ``torch.compile`` the training step (cached per process across calls and
         blocks). ``auto`` compiles on CUDA, and on CPU for linear/mlp with at least
