@@ -117,3 +117,35 @@ def test_scores_on_a_memory_url_round_trip(synthetic, tmp_path):
     assert fs.exists(f"{mem_url}/scores/influence.zarr")
     with pytest.raises(FileNotFoundError, match="tailscope estimate"):
         ts.Scores.load(f"memory://ts-{uuid.uuid4().hex}/nothing/scores")
+
+
+def test_report_and_analyses_of_a_url_study_are_written_there(synthetic, tmp_path, monkeypatch):
+    import fsspec
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tailscope.analyses.base import AnalysisResult
+    from tailscope.analyses.subset_ratio import _loo_result
+    from tailscope.report import write_report
+
+    monkeypatch.chdir(tmp_path)  # nothing may appear in the working directory
+    url = f"memory://ts-{uuid.uuid4().hex}/study"
+    s = study(synthetic, url)
+    s.run(progress=False, workers=1)
+    s.estimate()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    result = AnalysisResult(name="loo", title="Leave one out", summary={"spearman": 0.5}, reading="Agrees.",
+                            data={"x": [1, 2]}, figure=fig)
+    assert result.save(url) == f"{url}/analyses/loo"
+    assert _loo_result(url) == {"x": [1, 2]}  # read back through fsspec, as subset-ratio does
+
+    index = write_report(url, data=synthetic[0])
+    assert index == f"{url}/report/index.html"
+    fs, root = fsspec.core.url_to_fs(url)
+    page = fs.cat_file(f"{root}/report/index.html").decode()
+    assert "Leave one out" in page and "Agrees." in page
+    assert fs.isfile(f"{root}/report/analyses/loo.png")
+    assert list(tmp_path.iterdir()) == []

@@ -551,6 +551,67 @@ def is_remote(path: str | Path) -> bool:
     return local_path(path) is None
 
 
+def child_location(path: str | Path, *parts: str) -> Path | str:
+    """``path/part/...``: a local Path, or a URL string when ``path`` is an fsspec URL.
+
+    (``Path(url) / part`` would turn ``s3://b/x`` into a local ``s3:/b/x`` folder.)
+    """
+    loc = study_location(path)
+    return "/".join([loc, *parts]) if "://" in loc else Path(loc, *parts)
+
+
+def put_dir(local_dir: str | Path, url: str) -> None:
+    """Copy a local folder's contents to ``url`` (an fsspec URL), replacing files of the same names."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.makedirs(root, exist_ok=True)
+    for f in sorted(Path(local_dir).rglob("*")):
+        if f.is_file():
+            target = root + "/" + f.relative_to(local_dir).as_posix()
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(f), target)
+
+
+def get_dir(url: str, local_dir: str | Path) -> None:
+    """Copy every file under ``url`` (an fsspec URL) into a local folder; nothing if it is absent."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    if not fs.isdir(root):
+        return
+    root = root.rstrip("/")
+    for f in fs.find(root):
+        target = Path(local_dir, f[len(root):].lstrip("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f, str(target))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a local file (making its folder) or an object at an fsspec URL."""
+    local = local_path(path)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(study_location(path))
+    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(p, data)
+
+
+def read_bytes(path: str | Path) -> bytes | None:
+    """The bytes of a local file or fsspec URL; None if there is no such file."""
+    local = local_path(path)
+    if local is not None:
+        return local.read_bytes() if local.is_file() else None
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(study_location(path))
+    return fs.cat_file(p) if fs.isfile(p) else None
+
+
 def _capacity(trials: int, block: int) -> int:
     return max(block, -(-trials // block) * block)
 

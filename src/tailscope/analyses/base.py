@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +41,22 @@ class AnalysisResult:
     data: dict = field(default_factory=dict)
     figure: object | None = None
 
-    def save(self, study_dir: str | Path) -> Path:
-        """Write result.json, reading.md and figure.png under ``<study_dir>/analyses/<name>/``."""
-        out = Path(study_dir) / ANALYSES_DIR / self.name
+    def save(self, study_dir: str | Path) -> Path | str:
+        """Write result.json, reading.md and figure.png under ``<study_dir>/analyses/<name>/``.
+
+        Returns the folder: a Path, or a URL string for a study on an fsspec URL (the
+        files are written locally first, then copied there).
+        """
+        from tailscope.store import child_location, put_dir
+
+        dest = child_location(study_dir, ANALYSES_DIR, self.name)
+        if isinstance(dest, str):
+            with tempfile.TemporaryDirectory() as tmp:
+                put_dir(self._write(Path(tmp)), dest)
+            return dest
+        return self._write(dest)
+
+    def _write(self, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         payload = {"name": self.name, "title": self.title, "summary": _jsonable(self.summary),
                    "data": _jsonable(self.data)}
@@ -157,6 +171,7 @@ def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Le
 
     Re-running with the same arguments resumes it (the trial store checks the config).
     """
+    from tailscope.store import child_location
     from tailscope.study import Study
 
     same_learner = learner is None
@@ -164,7 +179,7 @@ def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Le
                   trials=int(trials or parent.trials),
                   ratio=float(ratio if ratio is not None else parent.design.ratio), design=parent.design.kind,
                   seed=int(parent.design.seed if seed is None else seed),
-                  path=Path(parent.path) / ANALYSES_DIR / subdir,
+                  path=child_location(parent.path, ANALYSES_DIR, subdir),
                   block_size=parent.block_size if same_learner else None, design_block=parent.design.block)
     return study
 

@@ -21,6 +21,7 @@ Groups come from k-means on the inputs within each class (seeded) or from the us
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from tailscope.analyses.base import (
 )
 from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner
+from tailscope.store import child_location, write_bytes
 
 NAME = "groups"
 _GROUP_STREAM = 0x67727570  # "grup"
@@ -210,10 +212,11 @@ def run_group_trials(learner: Learner, data: Dataset, design: GroupDesign, trial
                                                         .integers(2**31 - 1)))
     correct = preds.train_pred == data.y_train
     gin = design.group_in(t)
-    if store is not None:
-        Path(store).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(store, group_in=gin, correct=correct, groups=design.groups, q=design.q,
+    if store is not None:  # a local path or an fsspec URL
+        buf = io.BytesIO()
+        np.savez_compressed(buf, group_in=gin, correct=correct, groups=design.groups, q=design.q,
                             seed=design.seed, masks=masks)
+        write_bytes(store, buf.getvalue())
     return gin, correct
 
 
@@ -253,7 +256,7 @@ def group_memorization(study, groups=None, per_class: int = 10, trials: int = 10
     learner = learner or study.learner
     q = float(study.design.ratio if q is None else q)
     design = GroupDesign(groups, q=q, seed=seed)
-    store = Path(study.path) / ANALYSES_DIR / NAME / "trials.npz"
+    store = child_location(study.path, ANALYSES_DIR, NAME, "trials.npz")
     gin, correct = run_group_trials(learner, data, design, trials, store=store)
     est = group_mem_estimate(correct, gin, groups)
     G = design.n_groups

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 
 from tailscope.analyses.base import ANALYSES_DIR, AnalysisResult, open_study_scores
 from tailscope.data.dataset import Dataset
+from tailscope.store import child_location
 
 NAME = "last_layer"
 SUPPORTED = ("mlp", "cnn")
@@ -225,12 +225,11 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
     from tailscope.learners.torch_population import TorchLearner
 
     rows = []
-    base = Path(study.path) / ANALYSES_DIR / NAME
     for k in ks:
         arch, widths = top_architecture(model, k)
         feats = feature_dataset(data, model, xtr, xte, k)
         top = TorchLearner(arch, widths=widths or None, **{h: getattr(learner, h) for h in _HYPER})
-        path = base / f"k{k}"
+        path = child_location(study.path, ANALYSES_DIR, NAME, f"k{k}")
 
         def make(feats=feats, top=top, path=path):
             return Study(feats, top, trials=trials, ratio=study.design.ratio, design=study.design.kind,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -18,13 +17,12 @@ from tailscope.analyses.base import (
     spearman,
 )
 from tailscope.design import theoretical_se_bound
+from tailscope.store import child_location, read_bytes
 
 
 def _loo_result(study_dir) -> dict | None:
-    p = Path(study_dir) / ANALYSES_DIR / "loo" / "result.json"
-    if not p.is_file():
-        return None
-    return json.loads(p.read_text())["data"]
+    raw = read_bytes(child_location(study_dir, ANALYSES_DIR, "loo", "result.json"))
+    return None if raw is None else json.loads(raw)["data"]
 
 
 def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool = False) -> AnalysisResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,19 @@ def collect_analyses(study_dir: str | Path, out_dir: Path) -> list[AnalysisEntry
 
     Figures are copied into ``out_dir/analyses/`` so the report folder stands alone.
     A folder whose result.json cannot be read is listed with its problem, not dropped.
+    A study on an fsspec URL has its analyses fetched into a temporary folder first.
     """
-    root = Path(study_dir) / "analyses"
+    from tailscope.store import child_location, get_dir
+
+    root = child_location(study_dir, "analyses")
+    if isinstance(root, str):
+        with tempfile.TemporaryDirectory() as tmp:
+            get_dir(root, tmp)
+            return _collect(Path(tmp), out_dir)
+    return _collect(root, out_dir)
+
+
+def _collect(root: Path, out_dir: Path) -> list[AnalysisEntry]:
     if not root.is_dir():
         return []
     entries = []

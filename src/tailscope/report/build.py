@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from tailscope.report.html import (
     url,
 )
 from tailscope.scores import Scores
+from tailscope.store import child_location, put_dir
 from tailscope.study import Study
 
 MEMORIZED_CAP = 48
@@ -32,7 +34,7 @@ N_FEATURES_SHOWN = 5
 
 
 def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None = None,
-                 data: Dataset | None = None, scores: Scores | None = None) -> Path:
+                 data: Dataset | None = None, scores: Scores | None = None) -> Path | str:
     """Write the HTML report of a study and return the path of its ``index.html``.
 
     Parameters
@@ -51,8 +53,10 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
 
     Returns
     -------
-    Path
-        ``out_dir / "index.html"``.
+    Path or str
+        ``out_dir / "index.html"``; for a study on an fsspec URL with no ``out_dir``,
+        the report is built locally and copied to ``<study URL>/report``, and the URL
+        of its ``index.html`` is returned.
     """
     if isinstance(study_or_path, Study):
         study = study_or_path
@@ -69,7 +73,16 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
     if len(scores.mem) != data.n_train or len(scores.y_test) != data.n_test:
         raise ValueError(f"these scores cover {len(scores.mem)} training / {len(scores.y_test)} test examples "
                          f"but the dataset has {data.n_train} / {data.n_test}; pass the study's own data.")
-    out = Path(out_dir) if out_dir is not None else Path(study.path) / "report"
+    dest = Path(out_dir) if out_dir is not None else child_location(study.path, "report")
+    if isinstance(dest, str):  # a study on an fsspec URL: build locally, then copy it there
+        with tempfile.TemporaryDirectory() as tmp:
+            _write(study, data, scores, Path(tmp))
+            put_dir(tmp, dest)
+        return dest + "/index.html"
+    return _write(study, data, scores, dest)
+
+
+def _write(study: Study, data: Dataset, scores: Scores, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("img", "figures", "analyses"):  # drop images of an earlier report
         for old in (out / sub).glob("*.png") if (out / sub).is_dir() else ():
@@ -371,7 +384,7 @@ class _Builder:
 
     def sec_analyses(self, entries: list[AnalysisEntry]) -> str:
         parts = ['<section id="analyses"><h2>Analyses</h2><p class="lead">Experiments run on this study '
-                 f"(from <code>{esc(Path(self.study.path) / 'analyses')}</code>).</p>"]
+                 f"(from <code>{esc(child_location(self.study.path, 'analyses'))}</code>).</p>"]
         for e in entries:
             parts.append(f'<div class="analysis" id="analysis-{esc(e.name)}"><h3>{esc(e.title)}</h3>')
             if e.problem:
