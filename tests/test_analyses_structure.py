@@ -9,6 +9,7 @@ from tailscope.analyses.groups import (
     check_groups,
     group_mem_estimate,
     group_memorization,
+    run_group_trials,
 )
 from tailscope.analyses.last_layer import (
     feature_dataset,
@@ -205,3 +206,53 @@ def test_cli_structure_commands_save_and_refuse(tmp_path):
     assert "groups" in res.output and (tmp_path / "s" / "analyses" / "groups" / "figure.png").is_file()
     res = runner.invoke(app, ["analyze", "last-layer", str(tmp_path / "s")])
     assert res.exit_code == 2 and "mlp" in res.output
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class CountingGroupLearner(GroupEffectLearner):
+    """GroupEffectLearner that counts the models it trains and can fail on its n-th call."""
+
+    preferred_block = 10
+
+    def __init__(self, *args, fail_on_call=None):
+        super().__init__(*args)
+        self.calls, self.trained, self.fail_on_call = 0, 0, fail_on_call
+
+    def fit_predict(self, data, masks, seeds):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise _Crash("simulated crash")
+        self.trained += len(masks)
+        return super().fit_predict(data, masks, seeds)
+
+
+def test_group_trials_resume_after_a_crash_and_grow(tmp_path):
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(2), 30)
+    groups = np.concatenate([c * 5 + rng.integers(0, 5, 30) for c in range(2)])
+    data = ts.from_arrays(rng.normal(size=(len(y), 3)).astype(np.float32), y,
+                          rng.normal(size=(4, 3)).astype(np.float32), np.arange(4) % 2)
+    args = (groups, rng.uniform(0.3, 0.5, len(y)), rng.uniform(0, 0.5, 10))
+    design = GroupDesign(groups, q=0.7, seed=1)
+    ref_gin, ref_correct = run_group_trials(CountingGroupLearner(*args), data, design, 45)
+
+    store = tmp_path / "trials.npz"
+    with pytest.raises(_Crash):
+        run_group_trials(CountingGroupLearner(*args, fail_on_call=4), data, design, 45, store=store)
+    resumed = CountingGroupLearner(*args)
+    gin, correct = run_group_trials(resumed, data, design, 45, store=store)
+    assert resumed.trained == 15  # blocks 0-2 (30 trials) were kept; only 30..44 trained again
+    np.testing.assert_array_equal(correct, ref_correct)
+    np.testing.assert_array_equal(gin, ref_gin)
+
+    grown = CountingGroupLearner(*args)
+    _, more = run_group_trials(grown, data, design, 60, store=store)
+    assert grown.trained == 15 and np.array_equal(more[:45], ref_correct)
+
+    other = CountingGroupLearner(*args)  # another seed: stored trials are not reused, and it says so
+    with pytest.warns(UserWarning, match="other settings"):
+        run_group_trials(other, data, GroupDesign(groups, q=0.7, seed=2), 20, store=store)
+    assert other.trained == 20

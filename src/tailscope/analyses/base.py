@@ -84,11 +84,16 @@ def _jsonable(obj):
     return obj
 
 
+def mask_seeds(seed: int, n: int) -> np.ndarray:
+    """The model seeds :func:`train_on_masks` gives its ``n`` mask rows (row k's does not depend on n)."""
+    return np.random.default_rng([seed, 0xA11]).integers(0, 2**31 - 1, n)
+
+
 def train_on_masks(learner: Learner, data: Dataset, masks: np.ndarray, seed: int,
                    block: int | None = None) -> Predictions:
     """Train one model per mask row with seeds derived from ``seed``, in learner-sized blocks."""
     masks = np.asarray(masks, dtype=bool)
-    seeds = np.random.default_rng([seed, 0xA11]).integers(0, 2**31 - 1, len(masks))
+    seeds = mask_seeds(seed, len(masks))
     block = block or learner.preferred_block
     parts = [learner.fit_predict(data, masks[a:a + block], seeds[a:a + block])
              for a in range(0, len(masks), block)]

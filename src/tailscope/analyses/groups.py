@@ -22,6 +22,8 @@ Groups come from k-means on the inputs within each class (seeded) or from the us
 from __future__ import annotations
 
 import io
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +32,13 @@ import numpy as np
 from tailscope.analyses.base import (
     ANALYSES_DIR,
     AnalysisResult,
+    mask_seeds,
     open_study_scores,
     scaled_inputs,
-    train_on_masks,
 )
 from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner
-from tailscope.store import child_location, write_bytes
+from tailscope.store import child_location, read_bytes, write_bytes
 
 NAME = "groups"
 _GROUP_STREAM = 0x67727570  # "grup"
@@ -202,22 +204,53 @@ def run_group_trials(learner: Learner, data: Dataset, design: GroupDesign, trial
                      store: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train ``trials`` models on the group design; returns ``(group_in (T, G), correct (T, n))``.
 
-    If ``store`` is given, the arrays (and the groups) are written there as an npz.
+    With ``store`` (a local path or an fsspec URL) the trials done so far are written
+    there as an npz after every block of the learner, and a later call with the same
+    groups, q, seed and learner resumes from them: after a crash only the unfinished
+    block is trained again, and asking for more trials trains only the new ones.
+    Trial k's mask and model seed depend only on (design, k), so resumed and
+    uninterrupted runs give the same arrays.
     """
     if trials < 2:
         raise ValueError(f"trials must be >= 2, got {trials}.")
     t = np.arange(trials)
-    masks = design.masks(t)
-    preds = train_on_masks(learner, data, masks, seed=int(np.random.default_rng([design.seed, _SEED_STREAM])
-                                                        .integers(2**31 - 1)))
-    correct = preds.train_pred == data.y_train
-    gin = design.group_in(t)
-    if store is not None:  # a local path or an fsspec URL
-        buf = io.BytesIO()
-        np.savez_compressed(buf, group_in=gin, correct=correct, groups=design.groups, q=design.q,
-                            seed=design.seed, masks=masks)
-        write_bytes(store, buf.getvalue())
+    masks, gin = design.masks(t), design.group_in(t)
+    seeds = mask_seeds(int(np.random.default_rng([design.seed, _SEED_STREAM]).integers(2**31 - 1)), trials)
+    key = json.dumps({"learner": learner.spec(), "q": design.q, "seed": design.seed}, sort_keys=True, default=str)
+    correct = np.zeros((trials, data.n_train), dtype=bool)
+    k = _stored_trials(store, design, key, correct) if store is not None else 0
+    block = max(1, int(learner.preferred_block))
+    for a in range(k, trials, block):
+        b = min(a + block, trials)
+        preds = learner.fit_predict(data, masks[a:b], seeds[a:b])
+        correct[a:b] = preds.train_pred == data.y_train
+        if store is not None:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, group_in=gin[:b], correct=correct[:b], groups=design.groups, q=design.q,
+                                seed=design.seed, masks=masks[:b], key=np.array(key))
+            write_bytes(store, buf.getvalue())
     return gin, correct
+
+
+def _stored_trials(store: str | Path, design: GroupDesign, key: str, correct: np.ndarray) -> int:
+    """Copy the rows of an earlier run with the same settings into ``correct``; return how many."""
+    raw = read_bytes(store)
+    if raw is None:
+        return 0
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
+            same = (str(f["key"]) == key and np.array_equal(f["groups"], design.groups)
+                    and np.array_equal(f["masks"], design.masks(np.arange(len(f["masks"])))))
+            rows = f["correct"] if same else None
+    except (KeyError, ValueError, OSError):  # an older file without a key, or a damaged one
+        rows = None
+    if rows is None or rows.shape[1:] != correct.shape[1:]:
+        warnings.warn(f"{store} holds group trials made with other settings (or is unreadable); they are "
+                      "not reused and will be replaced. Pass another study path to keep them.", stacklevel=3)
+        return 0
+    k = min(len(rows), len(correct))
+    correct[:k] = rows[:k]
+    return k
 
 
 # ----------------------------------------------------------------------------- the analysis
@@ -242,7 +275,7 @@ def group_memorization(study, groups=None, per_class: int = 10, trials: int = 10
 
     Returns
     -------
-    AnalysisResult named ``groups``; the trials are kept in ``analyses/groups/trials.npz``.
+    AnalysisResult named ``groups``; the trials are kept (and resumed) in ``analyses/groups/trials.npz``.
     """
     study, scores = open_study_scores(study, scores)
     data = study.data
