@@ -148,4 +148,7 @@ def test_report_and_analyses_of_a_url_study_are_written_there(synthetic, tmp_pat
     page = fs.cat_file(f"{root}/report/index.html").decode()
     assert "Leave one out" in page and "Agrees." in page
     assert fs.isfile(f"{root}/report/analyses/loo.png")
+    fs.pipe_file(f"{root}/report/img/stale.png", b"x")  # an older report's image
+    assert write_report(url, data=synthetic[0]) == index
+    assert not fs.exists(f"{root}/report/img/stale.png") and fs.isfile(f"{root}/report/analyses/loo.png")
     assert list(tmp_path.iterdir()) == []

@@ -573,6 +573,16 @@ def put_dir(local_dir: str | Path, url: str) -> None:
             fs.put_file(str(f), target)
 
 
+def remove_files(url: str, patterns: list[str]) -> None:
+    """Delete the files matching glob ``patterns`` (relative to ``url``, an fsspec URL)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    for pattern in patterns:
+        for f in fs.glob(root.rstrip("/") + "/" + pattern):
+            fs.rm_file(f)
+
+
 def get_dir(url: str, local_dir: str | Path) -> None:
     """Copy every file under ``url`` (an fsspec URL) into a local folder; nothing if it is absent."""
     import fsspec

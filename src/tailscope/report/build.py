@@ -24,13 +24,16 @@ from tailscope.report.html import (
     url,
 )
 from tailscope.scores import Scores
-from tailscope.store import child_location, put_dir
+from tailscope.store import child_location, put_dir, remove_files
 from tailscope.study import Study
 
 MEMORIZED_CAP = 48
 TYPICAL_CAP = 48
 PAIRS_CAP = 60
 N_FEATURES_SHOWN = 5
+
+
+_IMAGE_DIRS = ("img", "figures", "analyses")
 
 
 def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None = None,
@@ -77,6 +80,7 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
     if isinstance(dest, str):  # a study on an fsspec URL: build locally, then copy it there
         with tempfile.TemporaryDirectory() as tmp:
             _write(study, data, scores, Path(tmp))
+            remove_files(dest, [f"{sub}/*.png" for sub in _IMAGE_DIRS])  # an earlier report's images
             put_dir(tmp, dest)
         return dest + "/index.html"
     return _write(study, data, scores, dest)
@@ -84,7 +88,7 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
 
 def _write(study: Study, data: Dataset, scores: Scores, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    for sub in ("img", "figures", "analyses"):  # drop images of an earlier report
+    for sub in _IMAGE_DIRS:  # drop images of an earlier report
         for old in (out / sub).glob("*.png") if (out / sub).is_dir() else ():
             old.unlink()
     (out / "figures").mkdir(exist_ok=True)
