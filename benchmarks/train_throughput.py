@@ -11,9 +11,13 @@ Cases (all ratios measured in this one run):
    --mnist PATH), seeded stratified split 8,000 train / 2,000 test, 70% subsets,
    15 epochs, batch 128: population trainer (bf16, and fp32) vs the same recipe one
    model at a time in plain PyTorch fp32 vs scikit-learn MLPClassifier of the same
-   size (a few models, per-model time extrapolated).
-2. MLP 64-128-10 on the built-in digits: population vs one at a time.
-3. cnn on MNIST: population vs one at a time (few models).
+   size (one model per round); plus one full 256-model block for peak memory.
+2. MLP 64-128-10 on the built-in digits: population (fp32 eager, bf16 compiled) vs
+   one at a time.
+3. cnn on MNIST: population vs one at a time (few models, measured once).
+
+Cases 1-2 run their trainers in turn for ``--rounds`` rounds and report each one's
+fastest round (see :func:`interleaved`): this shared machine's speed drifts.
 
 Useful FLOPs (matmuls only, 2 FLOPs per multiply-add, biases and elementwise work
 not counted), per model: for every training step and example,
@@ -48,6 +52,7 @@ from tailscope.data.dataset import Dataset, stratified_split
 from tailscope.learners.torch_population import TorchLearner, _lr_curve, prepare_inputs
 
 MNIST = Path("/work/shared/datasets/mnist_test.npz")
+PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 # ---------------------------------------------------------------- helpers
@@ -214,8 +219,8 @@ def timed(fn):
 
 def report(rows: list[dict], peaks: dict) -> None:
     for r in rows:  # percentages against the highest peak seen in the whole run
-        for dt in ("bf16", "fp32"):
-            r[f"%{dt}"] = f"{100 * r['_gflops'] / peaks[dt]:.0f}%"
+        for name in PEAK_DTYPES:
+            r[f"%{name}"] = f"{100 * r['_gflops'] / peaks[name]:.0f}%"
     cols = ["case", "trainer", "models", "seconds", "models/s", "GFLOP/s", "%bf16", "%fp32", "peak MiB",
             "test acc"]
     print("| " + " | ".join(cols) + " |")
@@ -251,8 +256,8 @@ def interleaved(case: str, trainers: dict, rounds: int, peaks: dict, notes: dict
     best: dict[str, tuple] = {}
     accs: dict[str, list] = {name: [] for name in trainers}
     for r in range(rounds):
-        for dt in ("bf16", "fp32"):
-            peaks[dt] = max(peaks[dt], bmm_peak(getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[dt])))
+        for name, dtype in PEAK_DTYPES.items():
+            peaks[name] = max(peaks[name], bmm_peak(dtype))
         for name, fn in trainers.items():
             acc, secs, k, flops, mib = fn(r)
             accs[name].extend(np.atleast_1d(acc).tolist())
@@ -282,7 +287,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu cores {os.cpu_count()}, "
           f"cuda {torch.cuda.is_available()}")
-    peaks = {"bf16": bmm_peak(torch.bfloat16), "fp32": bmm_peak(torch.float32)}
+    peaks = {name: bmm_peak(dtype) for name, dtype in PEAK_DTYPES.items()}
     rows: list[dict] = []
     recipe = dict(lr=0.1, momentum=0.9, wd=5e-4, ls=0.1, warmup=0.1)
 

@@ -164,11 +164,9 @@ class Scores:
 
 def scores_location(study_path: str | Path) -> Path | str:
     """Where a study's scores live: ``<study>/scores`` as a local Path, or a URL string."""
-    from tailscope.store import local_path, study_location
+    from tailscope.store import child_location
 
-    loc = study_location(study_path)
-    local = local_path(loc)
-    return local / "scores" if local is not None else f"{loc}/scores"
+    return child_location(study_path, "scores")
 
 
 def _url(path: str | Path) -> str:

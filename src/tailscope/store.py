@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import re
 import socket
 import time
@@ -569,7 +570,7 @@ def put_dir(local_dir: str | Path, url: str) -> None:
     for f in sorted(Path(local_dir).rglob("*")):
         if f.is_file():
             target = root + "/" + f.relative_to(local_dir).as_posix()
-            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            fs.makedirs(posixpath.dirname(target), exist_ok=True)
             fs.put_file(str(f), target)
 
 
@@ -598,24 +599,16 @@ def get_dir(url: str, local_dir: str | Path) -> None:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a local file (making its folder) or an object at an fsspec URL."""
-    local = local_path(path)
-    if local is not None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(data)
-        return
+    """Write a file at a local path or fsspec URL, making its folder."""
     import fsspec
 
     fs, p = fsspec.core.url_to_fs(study_location(path))
-    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    fs.makedirs(posixpath.dirname(p), exist_ok=True)
     fs.pipe_file(p, data)
 
 
 def read_bytes(path: str | Path) -> bytes | None:
-    """The bytes of a local file or fsspec URL; None if there is no such file."""
-    local = local_path(path)
-    if local is not None:
-        return local.read_bytes() if local.is_file() else None
+    """The bytes of a file at a local path or fsspec URL; None if there is no such file."""
     import fsspec
 
     fs, p = fsspec.core.url_to_fs(study_location(path))

@@ -37,7 +37,7 @@ def marginal_utility_cmd(
     from tailscope.analyses.marginal_utility import marginal_utility
 
     save_and_show(marginal_utility(study_dir, thresholds=_floats(thresholds), repeats=repeats, seed=seed,
-                             infl_threshold=infl_threshold), study_dir)
+                                   infl_threshold=infl_threshold), study_dir)
 
 
 @analyze_app.command("loo")
@@ -80,7 +80,7 @@ def consistency_cmd(
     from tailscope.analyses.consistency import consistency
 
     save_and_show(consistency(study_dir, other=other, seed=seed, learner=learner, trials=trials, progress=True),
-            study_dir)
+                  study_dir)
 
 
 @analyze_app.command("label-noise")
@@ -96,7 +96,7 @@ def label_noise_cmd(
     from tailscope.analyses.label_noise import label_noise
 
     save_and_show(label_noise(study_dir, fraction=fraction, seed=seed, trials=trials, relabel_top=relabel_top,
-                        progress=True), study_dir)
+                              progress=True), study_dir)
 
 
 @analyze_app.command("correlation")

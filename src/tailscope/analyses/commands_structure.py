@@ -28,7 +28,7 @@ def near_duplicates_cmd(
     from tailscope.analyses.near_duplicates import near_duplicates
 
     save_and_show(near_duplicates(study_dir, threshold=threshold, percentile=percentile, n_gallery=gallery, seed=seed),
-          study_dir)
+                  study_dir)
 
 
 @analyze_app.command("groups")
@@ -46,7 +46,7 @@ def groups_cmd(
     from tailscope.analyses.groups import group_memorization
 
     save_and_show(group_memorization(study_dir, groups=groups, per_class=per_class, trials=trials, q=q, seed=seed),
-          study_dir)
+                  study_dir)
 
 
 @analyze_app.command("last-layer")
@@ -63,4 +63,4 @@ def last_layer_cmd(
     from tailscope.analyses.last_layer import last_layer_memorization
 
     save_and_show(last_layer_memorization(study_dir, ks=k or None, trials=trials, seed=seed, threshold=threshold,
-                                  progress=True), study_dir)
+                                          progress=True), study_dir)

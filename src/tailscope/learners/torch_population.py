@@ -526,7 +526,7 @@ class _Population:
         if self.dev.type == "cuda":
             return int(max(1, min(1024, _GPU_GROUP_PARAMS // max(self.n_params, 1))))
         # CPU: small groups keep activations in cache; per-op overheads set the floor
-        # (a compiled step has fewer, fused operations: tiny models gain up to 200 a group).
+        # (a compiled step has fewer, fused operations, and tiny models gain up to ~200 a group).
         cap = _CPU_MAX_GROUP * (4 if self.compiled else 1)
         return int(max(1, min(cap, _CPU_GROUP_PARAMS // max(self.n_params, 1))))
 
@@ -587,7 +587,6 @@ class _HandMLP(_Population):
         if compile_ == "auto":
             compile_ = dev.type == "cuda" or self.n_params >= 100_000
         self.compiled = bool(compile_)
-        self._x_cache: tuple | None = None
 
     def _init(self, seeds: np.ndarray):
         ws, bs = [], []
@@ -781,8 +780,8 @@ class _FuncPopulation(_Population):
             torch.manual_seed(seed_all)  # for dropout-like randomness inside the model
             for t in range(idx.shape[0]):
                 it = idx[t]
-                xb = aug(t, it) if aug is not None else xtr[it]
-                step(params, moms, buffers, xb, ytr[it], lrs[t])
+                xb = aug(t, it) if aug is not None else gather_rows(xtr, it)
+                step(params, moms, buffers, xb, gather_rows(ytr, it), lrs[t])
         return params, buffers
 
     def _train_each(self, xtr, ytr, masks, seeds):
@@ -800,10 +799,10 @@ class _FuncPopulation(_Population):
                 torch.manual_seed(_torch_seed(seed, 3))  # dropout-like randomness inside the model
                 for t in range(idx.shape[0]):
                     it = idx[t, k]
-                    xb = aug(t, it, k) if aug is not None else xtr[it]
+                    xb = aug(t, it, k) if aug is not None else gather_rows(xtr, it)
                     with self._ac():
                         out = module(xb)
-                    loss = F.cross_entropy(out.float(), ytr[it], label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(out.float(), gather_rows(ytr, it), label_smoothing=cfg.label_smoothing)
                     grads = torch.autograd.grad(loss, params)
                     with torch.no_grad():
                         for p, m, g in zip(params, moms, grads, strict=True):
