@@ -49,7 +49,7 @@ from torch import nn
 
 from tailscope.data import load_dataset
 from tailscope.data.dataset import Dataset, stratified_split
-from tailscope.learners.torch_population import TorchLearner, _lr_curve, prepare_inputs
+from tailscope.learners.torch_population import TorchLearner, _lr_curve, _sgd_update, prepare_inputs
 
 MNIST = Path("/work/shared/datasets/mnist_test.npz")
 PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -117,6 +117,49 @@ def bmm_peak(dtype: torch.dtype, g: int = 16, b: int = 128, d: int = 784, h: int
             dt = (time.perf_counter() - t) / 5
             best = max(best, 2 * g * b * d * h / dt / 1e9)
     return best
+
+
+def update_seconds(n_params: int, g: int = 16, reps: int = 5) -> float:
+    """Best time per model of the trainer's compiled fp32 master-weight update.
+
+    The same fused momentum-SGD update the population trainer runs after the weight
+    gradients (read weights, momentum and bf16 gradient; write weights, momentum and
+    the bf16 copy: 20 bytes per parameter), on ``g`` stacked models of ``n_params``.
+    It is memory bound, so it sets a floor under every step that faster matrix
+    products cannot remove (see :func:`roofline`).
+    """
+    p = torch.randn(g, n_params)
+    m = torch.zeros_like(p)
+    grad = torch.randn(g, n_params).to(torch.bfloat16)
+    lr = torch.full((g,), 0.01)
+
+    def update(p, m, grad, lr):
+        _sgd_update(p, m, grad, lr, 0.9, 5e-4, False)
+        return p.to(torch.bfloat16)
+    fn = torch.compile(update, dynamic=False)
+    fn(p, m, grad, lr)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(5):
+            fn(p, m, grad, lr)
+        best = min(best, (time.perf_counter() - t) / 5 / g)
+    return best
+
+
+def roofline(dims: list[int], batch: int, peak_gflops: float, update_s: float) -> str:
+    """The highest % of the bf16 peak one training step of this MLP could reach here.
+
+    A step is its matrix products plus the weight update; with the products at the
+    measured peak and the update at its measured (memory-bound) time, the useful
+    FLOP rate is at most products / (products + update) of the peak.
+    """
+    p = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    products_s = mlp_flops(dims, batch, 0) / (peak_gflops * 1e9)
+    ceiling = products_s / (products_s + update_s)
+    return (f"roofline {'-'.join(map(str, dims))}, batch {batch}: products at the bf16 peak "
+            f"{products_s * 1e6:.0f} us per model-step, fp32 master-weight update {update_s * 1e6:.0f} us "
+            f"({20 * p / update_s / 1e9:.0f} GB/s), so a step reaches at most {100 * ceiling:.0f}% of the peak")
 
 
 def mlp_flops(dims: list[int], train_examples: float, eval_examples: int) -> float:
@@ -289,6 +332,7 @@ def main() -> None:
           f"cuda {torch.cuda.is_available()}")
     peaks = {name: bmm_peak(dtype) for name, dtype in PEAK_DTYPES.items()}
     rows: list[dict] = []
+    ceilings: list[tuple] = []  # (dims, batch, update seconds) for the roofline lines
     recipe = dict(lr=0.1, momentum=0.9, wd=5e-4, ls=0.1, warmup=0.1)
 
     if "1" not in skip:
@@ -338,6 +382,9 @@ def main() -> None:
         rows += interleaved("MLP 784-512-10 MNIST", {"population bf16": pop("bf16"), "population fp32": pop("fp32"),
                                                      "one at a time, plain torch fp32": loop,
                                                      "sklearn MLPClassifier": sk}, rounds, peaks, notes)
+        update_s = min(update_seconds(sum(a * b + b for a, b in zip(dims[:-1], dims[1:], strict=True)))
+                       for _ in range(rounds))
+        ceilings.append((dims, batch, update_s))
 
     if "2" not in skip:
         data = load_dataset("digits")
@@ -402,6 +449,8 @@ def main() -> None:
         base = by.get((case, "one at a time, plain torch fp32"))
         if base and (case, pop) in by:
             print(f"{case}: {pop} is {by[(case, pop)] / base:.1f}x the one-at-a-time fp32 loop")
+    for dims, batch, update_s in ceilings:
+        print(roofline(dims, batch, peaks["bf16"], update_s))
 
 
 if __name__ == "__main__":

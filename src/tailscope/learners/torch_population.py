@@ -672,12 +672,12 @@ def _mlp_step(ws, bs, mws, mbs, wc, x, y, lr, mu: float, wd: float, nesterov: bo
         hs.append(torch.bmm(wc[i], hs[-1]).add_(bs[i].to(dt)).relu_())  # (baddbmm: slow path on CPU)
     d = torch.bmm(wc[-1], hs[-1]).float().add_(bs[-1])  # logits (G, C, B)
     # gradient of the label-smoothed cross-entropy: softmax - target, scaled by 1/B
+    # (a one-hot comparison, not scatter_add_: it fuses into the softmax kernel when compiled)
+    onehot = y.unsqueeze(1) == torch.arange(d.shape[1], device=d.device).view(1, -1, 1)
     d = torch.softmax(d, 1)
     if ls:
         d.sub_(ls / d.shape[1])
-    d.scatter_add_(1, y.unsqueeze(1), torch.full((y.shape[0], 1, y.shape[1]), ls - 1.0, dtype=d.dtype,
-                                                 device=d.device))
-    d.mul_(1.0 / y.shape[1])
+    d.sub_(onehot.to(d.dtype), alpha=1.0 - ls).mul_(1.0 / y.shape[1])
     for i in range(len(ws) - 1, -1, -1):
         dc = d.to(dt)
         gw = torch.bmm(dc, x if i == 0 else hs[i].transpose(1, 2))  # (G, out, in)
