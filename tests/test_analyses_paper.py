@@ -178,3 +178,25 @@ def test_cli_runs_and_saves(tmp_path):
     assert (out / "analyses" / "correlation" / "figure.png").is_file()
     r = runner.invoke(app, ["analyze", "marginal-utility", str(out), "--thresholds", "x"])
     assert r.exit_code == 2 and "comma-separated" in r.output
+
+
+def test_analyses_use_the_paper_pairs_whatever_scores_were_saved(synth_study):
+    """Scores saved with other options are neither trusted nor overwritten by an analysis."""
+    from tailscope.analyses.base import study_scores
+
+    study, _, _ = synth_study
+    ref = correlation(study).summary
+    study.estimate(save=True, infl_threshold=0.5)  # the user's own selection, saved
+    saved = ts.Scores.load(study.scores_dir)
+    with pytest.warns(UserWarning, match="infl_threshold=0.5"):
+        used = study_scores(study)
+    assert used.infl_threshold == 0.15 and len(used.pairs) > len(saved.pairs) > 0
+    assert ts.Scores.load(study.scores_dir).infl_threshold == 0.5  # left as the user saved it
+    with pytest.warns(UserWarning):
+        assert correlation(study).summary == ref
+    # pairs that were not kept cannot be asked for
+    with pytest.raises(ValueError, match="infl_threshold=0.2"):
+        saved.influence_pairs(0.2)
+    assert len(saved.influence_pairs(0.6)) <= len(saved.pairs)
+    with pytest.raises(ValueError, match="--any-class"):
+        saved.influence_pairs(same_class=False)

@@ -139,6 +139,9 @@ def _copy(src: Path, dst: Path) -> Path:
     (lambda p: (p / "trials.zarr/test_prob/zarr.json").write_text("garbage"), "test_prob", "estimate"),
     (lambda p: _truncate(p / "trials.zarr/train_prob/c/1/0"), r"block 1 \(trials 5\.\.9\)", "estimate"),
     (lambda p: _truncate(p / "trials.zarr/done/c/2"), "done flags", "run"),
+    # a deleted chunk of a done block must not be read as zeros (zarr's fill value)
+    (lambda p: (p / "trials.zarr/test_pred/c/2/0").unlink(), r"block 2 .*test_pred are missing", "estimate"),
+    (lambda p: (p / "trials.zarr/mask/c/0/0").unlink(), r"block 0 .*mask are missing", "estimate"),
 ])
 def test_tampered_store_catalogue(done_study, tmp_path, damage, match, where):
     data, learner, src = done_study
@@ -178,6 +181,7 @@ def test_verify_names_each_fault_and_repair_clears_only_bad_trials(done_study, t
     st.group["seed"][12] = 12345                  # seed not the design's
     good_rows = {k: st.group[k][:] for k in ("mask", "train_pred")}
     _truncate(path / "trials.zarr/train_pred/c/3/0")  # undecodable chunk: block 3 = trials 15..19
+    (path / "trials.zarr/test_prob/c/3/0").unlink()   # and a missing one in the same block
 
     before = tree_digest(path)
     rep = verify_store(path)
@@ -189,6 +193,7 @@ def test_verify_names_each_fault_and_repair_clears_only_bad_trials(done_study, t
     assert kinds[("mask", "mask")] == [11]
     assert kinds[("seed", "seed")] == [12]
     assert kinds[("unreadable chunk", "train_pred")] == [15, 16, 17, 18, 19]
+    assert kinds[("missing chunk", "test_prob")] == [15, 16, 17, 18, 19]
     assert rep.bad_trials == [2, 6, 8, 11, 12, 15, 16, 17, 18, 19]
 
     r = runner.invoke(app, ["verify", str(path)])

@@ -75,7 +75,21 @@ class Scores:
         })
 
     def influence_pairs(self, threshold: float | None = None, same_class: bool = True) -> pd.DataFrame:
-        """Kept pairs with influence >= ``threshold`` (default: the threshold used when estimating)."""
+        """Kept pairs with influence >= ``threshold`` (default: the threshold used when estimating).
+
+        Only pairs kept when estimating are here: a ``threshold`` below the estimate's
+        ``infl_threshold``, or ``same_class=False`` on scores estimated with
+        ``same_class=True``, would silently miss pairs, so it raises a ValueError
+        that says how to re-estimate.
+        """
+        kept = self.infl_threshold
+        if threshold is not None and kept is not None and threshold < kept - 1e-12:
+            raise ValueError(f"these scores kept only pairs with infl >= {kept:g}; pairs at {threshold:g} were "
+                             f"not kept. Re-estimate with infl_threshold={threshold:g} (`tailscope estimate DIR "
+                             f"--threshold {threshold:g}` or study.estimate(infl_threshold={threshold:g})).")
+        if not same_class and self.options.get("same_class") is True:
+            raise ValueError("these scores kept only same-class pairs; re-estimate with same_class=False "
+                             "(`tailscope estimate DIR --any-class`) to get pairs across classes.")
         df = self.pairs
         if threshold is not None:
             df = df[df["infl"] >= threshold]

@@ -382,10 +382,27 @@ class TrialStore:
             rows = slice(t[0], t[-1] + 1)
             keep = np.flatnonzero(done)
             wanted = ("mask", "seed", *(ROW_ARRAYS if fields is None else fields))
+            self._require_chunks(b, wanted)
             arrays = {name: self.array(name)[rows][keep] if name in wanted else np.zeros((len(keep), 0))
                       for name in ("mask", "seed", *ROW_ARRAYS)}
         return Block(trials=t[keep], mask=arrays.pop("mask"), seed=arrays.pop("seed"),
                      preds=Predictions(**arrays))
+
+    def _require_chunks(self, b: int, names: tuple[str, ...]) -> None:
+        """Refuse a done block whose chunk file of any of ``names`` is gone.
+
+        zarr reads a missing chunk as its fill value (zeros), which would enter the
+        estimates as real predictions; every written chunk is stored (see :meth:`array`),
+        so a missing one of a done block is damage.
+        """
+        gone = [name for name in names if not chunk_exists(self.array(name), b)]
+        if gone:
+            t = self.block_trials(b)
+            raise StoreError(
+                f"block {b} (trials {t[0]}..{t[-1]}) of the store at {self.path} is marked done but the "
+                f"chunk files of {', '.join(gone)} are missing (deleted or never synced). Run "
+                f"`tailscope verify {self.root} --repair` to clear those trials, then rerun the study "
+                "to redo them.")
 
     def iter_blocks(self, fields: tuple[str, ...] | None = None) -> Iterator[Block]:
         """Done trials block by block: memory stays at one block."""
@@ -393,6 +410,23 @@ class TrialStore:
             blk = self.read_block(b, fields)
             if blk is not None:
                 yield blk
+
+
+def chunk_key(arr: zarr.Array, b: int) -> str:
+    """The store key of block ``b``'s chunk of a row array (one chunk per block)."""
+    key = arr.metadata.encode_chunk_key((b,) + (0,) * (arr.ndim - 1))
+    base = arr.store_path.path
+    return f"{base}/{key}" if base else key
+
+
+def chunk_exists(arr: zarr.Array, b: int) -> bool:
+    """Whether block ``b``'s chunk file of ``arr`` exists (True where the store cannot tell)."""
+    from zarr.core.sync import sync
+
+    try:
+        return bool(sync(arr.store.exists(chunk_key(arr, b))))
+    except Exception:
+        return True  # a store that cannot tell: rely on the reads
 
 
 def _needs_growth(group: zarr.Group, config: dict) -> bool:

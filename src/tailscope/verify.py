@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.design import Design
-from tailscope.store import ROW_ARRAYS, StoreError, TrialStore
+from tailscope.store import ROW_ARRAYS, StoreError, TrialStore, chunk_exists, chunk_key
 
 PROB_TOL = 1e-4
 
@@ -159,7 +159,7 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
                 block_bad = True
                 continue
             arr = arrays[name]
-            if not _chunk_exists(arr, b):
+            if not chunk_exists(arr, b):
                 problems.append(Problem("missing chunk", name, "the chunk file of this block is gone "
                                         "(reads would silently return fill values)", b, tt.tolist()))
                 block_bad = True
@@ -176,11 +176,10 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
         bad.update(_check_rows(b, tt, got, design, n_classes, problems))
 
     if repair and (bad or to_delete):
-        for name, b in to_delete:
-            key = _delete_chunk(arrays[name], b)
-            if key:
-                report.deleted_chunks.append(key)
+        # Done flags first, chunk files second: a repair killed in between leaves cleared
+        # trials with chunks, never done trials without them.
         clear = sorted(bad)
+        rewritten: set[int] = set()
         if clear:
             done_arr = arrays["done"]
             for b in sorted({t // store.block for t in clear}):
@@ -188,10 +187,20 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
                 rows = slice(int(t[0]), int(t[-1]) + 1)
                 try:
                     d = np.asarray(done_arr[rows], dtype=bool)
-                except Exception:
-                    d = np.zeros(len(t), bool)  # its chunk was undecodable and is deleted now
+                except Exception:  # undecodable flags: deleting them marks the block not done
+                    key = _delete_chunk(done_arr, b)
+                    if key:
+                        report.deleted_chunks.append(key)
+                    d = np.zeros(len(t), bool)
                 d[np.isin(t, clear)] = False
                 done_arr[rows] = d
+                rewritten.add(b)
+        for name, b in to_delete:
+            if name == "done" and b in rewritten:
+                continue  # just rewritten with the cleared flags
+            key = _delete_chunk(arrays[name], b)
+            if key:
+                report.deleted_chunks.append(key)
         report.repaired = clear
     return report
 
@@ -238,25 +247,10 @@ def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: in
     return bad
 
 
-def _chunk_key(arr, b: int) -> str:
-    key = arr.metadata.encode_chunk_key((b,) + (0,) * (arr.ndim - 1))
-    base = arr.store_path.path
-    return f"{base}/{key}" if base else key
-
-
-def _chunk_exists(arr, b: int) -> bool:
-    from zarr.core.sync import sync
-
-    try:
-        return bool(sync(arr.store.exists(_chunk_key(arr, b))))
-    except Exception:
-        return True  # a store that cannot tell: rely on the reads
-
-
 def _delete_chunk(arr, b: int) -> str | None:
     from zarr.core.sync import sync
 
-    key = _chunk_key(arr, b)
+    key = chunk_key(arr, b)
     try:
         sync(arr.store.delete(key))
     except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,17 +127,33 @@ def as_study(study, learner: Learner | None = None):
 
 
 def study_scores(study):
-    """The scores of ``study``: read from ``<study>/scores`` when they cover every done trial, else estimated (and saved)."""
+    """The scores of ``study`` as the analyses need them: the paper's pair selection.
+
+    Read from ``<study>/scores`` when they cover every done trial and were estimated
+    with the default pair selection (``infl_threshold`` 0.15, same class); estimated
+    and saved when there are none or they are out of date. Scores saved with other
+    options (``tailscope estimate --threshold 0.3``, ``--any-class``) are the user's
+    choice and are left alone: the analyses then estimate in memory, with a warning.
+    """
+    from tailscope.estimate import EstimateOptions
     from tailscope.scores import Scores
 
     done = int(study.store.done().sum())
+    default = EstimateOptions()
+    want = {"infl_threshold": float(default.infl_threshold), "same_class": default.same_class}
     try:
         scores = Scores.load(study.scores_dir)
-        if scores.trials == done:
-            return scores
     except (FileNotFoundError, OSError, KeyError, ValueError):
-        pass
-    return study.estimate(save=True)
+        return study.estimate(save=True)
+    if all(scores.options.get(k) == v for k, v in want.items()):
+        return scores if scores.trials == done else study.estimate(save=True)
+    if scores.options:  # saved with the user's own options: keep them, estimate here
+        warnings.warn(f"the saved scores of {study.path} were estimated with "
+                      f"infl_threshold={scores.options.get('infl_threshold')}, "
+                      f"same_class={scores.options.get('same_class')}; the analysis re-estimates with the "
+                      "paper's selection (0.15, same class) without overwriting them.", stacklevel=3)
+        return study.estimate(save=False)
+    return study.estimate(save=True)  # saved before options were recorded
 
 
 def open_study_scores(study, scores=None, learner: Learner | None = None):
