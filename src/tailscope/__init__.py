@@ -21,6 +21,7 @@ from tailscope.estimate import EstimateOptions, estimate
 from tailscope.learners import (
     CallableLearner,
     Learner,
+    LearnerError,
     Predictions,
     SklearnLearner,
     SyntheticLearner,
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "__version__", "CallableLearner", "DataError", "Dataset", "Design", "EstimateOptions", "Learner",
-    "Predictions", "Scores", "SklearnLearner", "StoreError", "Study", "SyntheticLearner", "TorchLearner", "TrialStore",
+    "LearnerError", "Predictions", "Scores", "SklearnLearner", "StoreError", "Study", "SyntheticLearner",
+    "TorchLearner", "TrialStore",
     "estimate", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
     "theoretical_se_bound",
 ]

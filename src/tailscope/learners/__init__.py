@@ -6,7 +6,7 @@ importing tailscope does not import torch (several seconds) unless torch is used
 
 from typing import TYPE_CHECKING, Any
 
-from tailscope.learners.base import Learner, Predictions
+from tailscope.learners.base import Learner, LearnerError, Predictions
 from tailscope.learners.callable import CallableLearner
 from tailscope.learners.sklearn import SklearnLearner
 from tailscope.learners.synthetic import SyntheticLearner
@@ -14,7 +14,7 @@ from tailscope.learners.synthetic import SyntheticLearner
 if TYPE_CHECKING:
     from tailscope.learners.torch_population import TorchLearner
 
-__all__ = ["CallableLearner", "Learner", "Predictions", "SklearnLearner", "SyntheticLearner", "TorchLearner"]
+__all__ = ["CallableLearner", "Learner", "LearnerError", "Predictions", "SklearnLearner", "SyntheticLearner", "TorchLearner"]
 
 _LAZY = {"TorchLearner": "tailscope.learners.torch_population"}
 

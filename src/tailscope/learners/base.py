@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 
 from tailscope.data.dataset import Dataset
+
+_INT16 = np.iinfo(np.int16)
+
+
+class LearnerError(ValueError):
+    """A learner that cannot be used as given, or that failed; the message says what to change."""
+
+
+def as_labels(pred, name: str = "predictions") -> np.ndarray:
+    """``pred`` as int16 class labels; refuses values that are not integral labels.
+
+    Integer and bool arrays pass, and so do floats that hold whole numbers (2.0). A
+    float such as 0.6 (a regressor's output) is refused instead of being truncated.
+    """
+    a = np.asarray(pred)
+    if a.dtype.kind == "O":  # e.g. a list of Python numbers mixed with None
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    if a.dtype.kind in "biu":
+        vals = a
+    elif a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a))
+        if bad.any():
+            example = a[bad].ravel()[:3].tolist()
+            raise LearnerError(
+                f"learner returned non-integer predicted labels in {name} (e.g. {example}); "
+                "a learner must predict class ids 0..C-1. Regressors and clusterers cannot "
+                "be used: pass a classifier (e.g. LogisticRegression()).")
+        vals = a
+    else:
+        raise LearnerError(f"learner returned {name} of dtype {a.dtype}; predicted labels must be "
+                           "integer class ids 0..C-1.")
+    if vals.size and (vals.min() < _INT16.min or vals.max() > _INT16.max):
+        raise LearnerError(f"learner returned {name} with labels outside "
+                           f"{_INT16.min}..{_INT16.max}; predicted labels must be class ids 0..C-1.")
+    return vals.astype(np.int16)
 
 
 @dataclass
@@ -29,8 +68,9 @@ class Predictions:
     test_prob: np.ndarray
 
     def __post_init__(self) -> None:
-        self.train_pred = np.asarray(self.train_pred, dtype=np.int16)
-        self.test_pred = np.asarray(self.test_pred, dtype=np.int16)
+        # refuses non-integral labels (0.6) instead of truncating them
+        self.train_pred = as_labels(self.train_pred, "train_pred")
+        self.test_pred = as_labels(self.test_pred, "test_pred")
         self.train_prob = np.asarray(self.train_prob, dtype=np.float32)
         self.test_prob = np.asarray(self.test_prob, dtype=np.float32)
 
@@ -79,6 +119,21 @@ class Learner(ABC):
     @abstractmethod
     def spec(self) -> dict:
         """A JSON-able description; part of the study config, so changing it refuses an old store."""
+
+    def check_picklable(self) -> None:
+        """Raise :class:`LearnerError` if this learner cannot be sent to worker processes.
+
+        Local worker processes (``workers > 1``) receive a pickled copy of the learner;
+        call this before starting them, so that a lambda or local function fails with a
+        clear message instead of a raw ``PicklingError`` from inside the pool.
+        """
+        try:
+            pickle.dumps(self)
+        except Exception as e:  # PicklingError, AttributeError ("Can't pickle local object"), TypeError
+            raise LearnerError(
+                f"{type(self).__name__} cannot be sent to worker processes ({type(e).__name__}: {e}); "
+                "make everything it holds picklable (module-level functions and classes), "
+                "or run with workers=1.") from e
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec()})"

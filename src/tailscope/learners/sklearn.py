@@ -1,11 +1,13 @@
-"""Any scikit-learn classifier as a Learner: one clone per trial, seeded when it takes a seed."""
+"""Any scikit-learn classifier as a Learner: one clone per trial, every random_state seeded."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
 from tailscope.data.dataset import Dataset
-from tailscope.learners.base import Learner, Predictions, true_label_prob
+from tailscope.learners.base import Learner, LearnerError, Predictions, true_label_prob
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -18,8 +20,11 @@ class SklearnLearner(Learner):
     Parameters
     ----------
     estimator : sklearn classifier
-        Cloned for every trial; if it has a ``random_state`` parameter it is set
-        from the trial seed. Inputs are flattened to (N, D) and cast to float32.
+        Cloned for every trial. Must be a classifier (``sklearn.base.is_classifier``;
+        for a Pipeline, its final step): regressors and clusterers are refused. Every
+        ``random_state`` parameter, nested ones included (a Pipeline's steps, a
+        meta-estimator's base estimator), is set from the trial seed; see
+        :func:`seed_params`. Inputs are flattened to (N, D) and cast to float32.
     scale : float or None
         Divide inputs by this number first (None: ``data.meta["pixel_max"]`` for
         integer images, else 1).
@@ -32,6 +37,7 @@ class SklearnLearner(Learner):
                 and hasattr(estimator, "get_params")):
             raise TypeError(f"{type(estimator).__name__} is not a scikit-learn classifier; "
                             "pass e.g. LogisticRegression() or RandomForestClassifier().")
+        check_classifier(estimator)
         self.estimator = estimator
         self.scale = scale
 
@@ -53,11 +59,15 @@ class SklearnLearner(Learner):
 
         xtr, xte = self._inputs(data)
         parts = []
-        for mask, seed in zip(masks, seeds, strict=True):
+        for k, (mask, seed) in enumerate(zip(masks, seeds, strict=True)):
             est = clone(self.estimator)
-            if "random_state" in est.get_params():
-                est.set_params(random_state=int(seed))
-            est.fit(xtr[mask], data.y_train[mask])
+            est.set_params(**seed_params(est, int(seed)))
+            try:
+                est.fit(xtr[mask], data.y_train[mask])
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise LearnerError(_fit_failure(est, data, mask, int(seed), k, len(masks), e)) from e
             parts.append(self._predict(est, xtr, data.y_train) + self._predict(est, xte, data.y_test))
         return Predictions(*(np.stack(a) for a in zip(*parts, strict=True)))
 
@@ -65,7 +75,102 @@ class SklearnLearner(Learner):
     def _predict(est, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if hasattr(est, "predict_proba"):
             proba = est.predict_proba(x)
-            pred = np.asarray(est.classes_)[proba.argmax(axis=1)]
-            return pred, true_label_prob(proba, np.asarray(est.classes_), y)
+            # columns are est.classes_, which lacks the classes its subset lacked
+            classes = np.asarray(est.classes_)
+            return classes[proba.argmax(axis=1)], true_label_prob(proba, classes, y)
         pred = est.predict(x)
         return pred, (pred == y).astype(np.float32)
+
+
+def seed_params(estimator, seed: int) -> dict[str, int]:
+    """The ``set_params`` arguments that seed every ``random_state`` of ``estimator`` for a trial.
+
+    A top-level ``random_state`` gets the trial seed itself (so a plain estimator is
+    seeded as ``random_state=seed``). Every nested one (``step__random_state`` in a
+    Pipeline, ``estimator__random_state`` in a meta-estimator) gets its own seed,
+    derived from the trial seed and the parameter's name: distinct steps draw
+    independent streams, and the values depend on nothing else (not on parameter
+    order nor on Python's hash seed), so a rerun or resumed study reproduces them.
+    """
+    out = {}
+    for name in estimator.get_params(deep=True):
+        if name == "random_state":
+            out[name] = int(seed)
+        elif name.endswith("__random_state"):
+            ss = np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])
+            out[name] = int(ss.generate_state(1)[0]) % (2**31 - 1)
+    return out
+
+
+def check_classifier(estimator) -> None:
+    """Raise TypeError unless ``estimator`` is a classifier (a Pipeline: its final step).
+
+    A regressor's float outputs or a clusterer's cluster ids would otherwise be read
+    as class labels and give plausible-looking but meaningless scores.
+    """
+    from sklearn.base import is_classifier
+
+    try:
+        if is_classifier(estimator):
+            return
+    except Exception:  # objects without sklearn tags (no BaseEstimator in their bases)
+        if getattr(estimator, "_estimator_type", None) == "classifier":
+            return
+    final, what = estimator, type(estimator).__name__
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps and isinstance(steps[-1], tuple):
+        final = steps[-1][-1]
+        what = f"the final step of this {what}, {type(final).__name__},"
+    kind = _estimator_type(final)
+    kind = f"a {kind}, not a classifier" if kind else "not a classifier"
+    raise TypeError(
+        f"{what} is {kind}: tailscope needs predicted class labels, and other outputs would be "
+        "read as labels. Pass a classifier (e.g. LogisticRegression(), RandomForestClassifier(), "
+        "or a Pipeline ending in one); a custom classifier must inherit "
+        "sklearn.base.ClassifierMixin (before BaseEstimator), or wrap your own function in "
+        "ts.CallableLearner.")
+
+
+def _estimator_type(est) -> str | None:
+    try:
+        from sklearn.utils import get_tags
+
+        return get_tags(est).estimator_type
+    except Exception:
+        return getattr(est, "_estimator_type", None)
+
+
+def _fit_failure(est, data: Dataset, mask: np.ndarray, seed: int, row: int, rows: int,
+                 err: Exception) -> str:
+    """The message for a fit that raised: which trial, what its subset held, how to fix it."""
+    y = data.y_train[mask]
+    held = np.unique(y)
+    lacked = np.setdiff1d(np.arange(data.n_classes), held)
+    msg = (f"fitting {type(est).__name__} failed on the trial with seed {seed} (row {row} of the "
+           f"{rows} trials in this block; {int(mask.sum())} training examples): "
+           f"{type(err).__name__}: {str(err).rstrip()}")
+    if not msg.endswith((".", "!", "?")):
+        msg += "."
+    if len(lacked):
+        counts = np.bincount(data.y_train, minlength=data.n_classes)
+        rare = int(np.argmin(counts))
+        msg += (f" Its random training subset held only classes {_names(data, held)} and lacked "
+                f"{_names(data, lacked)} (the smallest class, {_name(data, rare)}, has "
+                f"{int(counts[rare])} training examples, so random subsets can miss it). "
+                "Fix: raise the subset ratio (--ratio / ratio=), merge or drop rare classes, or use "
+                "an estimator that tolerates a missing class (e.g. RandomForestClassifier, "
+                "KNeighborsClassifier, or a torch learner such as 'mlp').")
+    return msg
+
+
+def _name(data: Dataset, i: int) -> str:
+    """``2``, or ``2 ('cat')`` where the class name differs from its id."""
+    name = str(data.classes[i]) if i < len(data.classes) else str(i)
+    return str(i) if name == str(i) else f"{i} ({name!r})"
+
+
+def _names(data: Dataset, ids, limit: int = 20) -> str:
+    """``[0, 2 ('cat')]``: class ids with their names, at most ``limit`` of them."""
+    ids = [int(i) for i in ids]
+    more = f", ... ({len(ids) - limit} more)" if len(ids) > limit else ""
+    return "[" + ", ".join(_name(data, i) for i in ids[:limit]) + more + "]"
