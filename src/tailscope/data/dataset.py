@@ -52,7 +52,7 @@ class Dataset:
         object.__setattr__(self, "y_test", np.ascontiguousarray(self.y_test, dtype=np.int64))
         object.__setattr__(self, "classes", [str(c) for c in self.classes])
         if self.image_shape is not None:
-            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+            object.__setattr__(self, "image_shape", check_image_shape(self.image_shape, self.x_train))
 
     @property
     def n_train(self) -> int:
@@ -99,6 +99,109 @@ class Dataset:
         }
 
 
+def check_image_shape(image_shape, x: np.ndarray) -> tuple[int, ...]:
+    """``image_shape`` as a tuple of ints, checked against the rows of ``x``; DataError if it does not fit."""
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except (TypeError, ValueError):
+        raise DataError(f"image_shape must be a tuple of integers (H, W, C), got {image_shape!r}.") from None
+    per_row = int(np.prod(x.shape[1:]))
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise DataError(f"image_shape must be (H, W, C) (or (H, W)) with positive sizes, got {shape}.")
+    if int(np.prod(shape)) != per_row:
+        raise DataError(
+            f"image_shape {shape} holds {int(np.prod(shape))} values but each row of x_train holds "
+            f"{per_row} (row shape {tuple(x.shape[1:])}); pass an image_shape (H, W, C) with "
+            f"H * W * C = {per_row}, or image_shape=None for feature vectors."
+        )
+    return shape
+
+
+def _rows_text(rows: np.ndarray) -> str:
+    shown = [int(r) for r in rows[:5]]
+    return f"{shown}" + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def missing_labels(y: np.ndarray) -> np.ndarray:
+    """Rows of ``y`` whose label is missing: NaN or inf (floats), None or NaN (object arrays)."""
+    if y.dtype.kind in "fc":
+        return np.flatnonzero(~np.isfinite(y))
+    if y.dtype == object:
+        return np.flatnonzero([v is None or (isinstance(v, (float, np.floating, complex, np.complexfloating))
+                                             and not np.isfinite(v)) for v in y.ravel()])
+    return np.zeros(0, dtype=np.int64)
+
+
+def _missing_label_error(name: str, rows: np.ndarray, y: np.ndarray) -> DataError:
+    how = f" (e.g. keep = np.isfinite({name}); x, {name} = x[keep], {name}[keep])" if y.dtype.kind == "f" else ""
+    return DataError(
+        f"{name} must hold integer class labels 0..C-1, but {len(rows)} of {len(y)} labels are missing "
+        f"(NaN, inf or None) at rows {_rows_text(rows)}; drop those rows{how} or give them a class first."
+    )
+
+
+def _looks_one_hot(y: np.ndarray) -> bool:
+    if y.ndim != 2 or y.shape[1] < 2 or y.dtype.kind not in "biuf" or not y.size:
+        return False
+    v = y.astype(np.float64)
+    return bool(np.isfinite(v).all() and v.min() >= 0 and v.max() <= 1
+                and np.allclose(v.sum(axis=1), 1.0))
+
+
+def prepare_labels(y, name: str = "y") -> np.ndarray:
+    """Check a label array before anything is split or encoded; return it as a clean 1-D array.
+
+    Refuses (DataError, naming the problem and the fix): a 0-d or 2-D array (one-hot
+    labels get the ``argmax(1)`` hint), missing labels (NaN, inf, None), and object
+    arrays that mix strings and numbers. Object arrays of strings become ``str`` arrays
+    and object arrays of integers become int64; other dtypes pass unchanged (the Dataset
+    checks the values).
+    """
+    y = np.asarray(y)
+    if y.ndim == 0:
+        raise DataError(f"{name} is a single value (a 0-d array: {y.item()!r}); it must be a 1-D array "
+                        "with one class label per example.")
+    if _looks_one_hot(y):
+        raise DataError(f"{name} has shape {y.shape} and looks one-hot encoded (one column per class); "
+                        f"pass one integer class index per example instead: {name}.argmax(1).")
+    if y.ndim != 1:
+        fix = f"; flatten it with {name}.ravel()" if y.ndim == 2 and y.shape[1] == 1 else ""
+        raise DataError(f"{name} must be 1-D (one integer label per example), got shape {y.shape}{fix}.")
+    rows = missing_labels(y)
+    if len(rows):
+        raise _missing_label_error(name, rows, y)
+    if y.dtype != object or not len(y):
+        return y
+    kinds: dict[str, object] = {}
+    for v in y:
+        if isinstance(v, (str, np.str_)):
+            kinds.setdefault("str", v)
+        elif isinstance(v, (bool, np.bool_)):
+            kinds.setdefault("bool", v)
+        elif isinstance(v, (int, np.integer)):
+            kinds.setdefault("int", v)
+        elif isinstance(v, (float, np.floating)):
+            kinds.setdefault("float", v)
+        else:
+            kinds.setdefault(type(v).__name__, v)
+    if set(kinds) == {"str"}:
+        return y.astype(str)
+    if set(kinds) == {"int"}:
+        return y.astype(np.int64)
+    if set(kinds) <= {"int", "float"}:
+        return y.astype(np.float64)
+    if set(kinds) == {"bool"}:
+        return y.astype(bool)
+    if "str" in kinds:
+        other = next(v for k, v in kinds.items() if k != "str")
+        raise DataError(
+            f"{name} mixes class names and numbers (e.g. {kinds['str']!r} and {other!r}); use one kind "
+            f"for every label: all names (e.g. {name}.astype(str)) or all integers 0..C-1."
+        )
+    raise DataError(f"{name} holds labels of types {sorted(kinds)}; labels must be integers 0..C-1 or "
+                    "class names (strings).")
+
+
 def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
     """Check shapes, finiteness and labels; raise DataError naming the problem and the fix."""
     for name, arr in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
@@ -138,13 +241,30 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> No
         raise DataError(f"x_{split} has {len(x)} rows but y_{split} has {len(y)} labels; they must match.")
     if len(y) == 0:
         raise DataError(f"the {split} split is empty; provide at least one {split} example.")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(
+            f"x_{split} is complex ({x.dtype}); learners take real numbers only. Pass the real and "
+            "imaginary parts as separate features (np.concatenate([x.real, x.imag], axis=-1)) or the "
+            "magnitude (np.abs(x))."
+        )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"x_{split} has non-numeric dtype {x.dtype}; convert it to numbers first.")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
         raise DataError(f"x_{split} contains NaN or inf in {bad} rows; impute or drop them first.")
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+    if np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4 and x.size:
+        top = max(abs(float(x.max())), abs(float(x.min())))  # no temporary copy of x
+        if top > float(np.finfo(np.float32).max):
+            raise DataError(
+                f"x_{split} has values up to {top:.3g} in magnitude, beyond the float32 range "
+                f"(+-{float(np.finfo(np.float32).max):.3g}) in which the learners compute; rescale it "
+                "first (divide by a constant, take logs, or standardise each feature)."
+            )
+    if np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.complexfloating):
+        rows = missing_labels(y)
+        if len(rows):
+            raise _missing_label_error(f"y_{split}", rows, y)
+        if np.issubdtype(y.dtype, np.complexfloating) or not np.all(y == np.round(y)):
             raise DataError(f"y_{split} must hold integer class labels 0..C-1, got non-integer values.")
     elif not np.issubdtype(y.dtype, np.integer):
         raise DataError(
@@ -162,6 +282,8 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     """Seeded stratified split of indices into (train, test); each class keeps >= 1 train example."""
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must lie in (0, 1), got {test_fraction}.")
+    # Labels are checked first: a NaN label equals no class, so its row would silently vanish.
+    y = prepare_labels(y, "y")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
@@ -184,3 +306,45 @@ def encode_string_labels(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.nd
         raise DataError(f"y_test has labels {unknown[:5]} that never occur in y_train; every test "
                         "class needs training examples.")
     return np.searchsorted(names, y_train), np.searchsorted(names, y_test), [str(c) for c in names]
+
+
+def encode_labels(y_train: np.ndarray, y_test: np.ndarray,
+                  classes=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels as integers 0..C-1 plus the class names.
+
+    ``classes`` (optional) lists the class names in order: class ``k`` is ``classes[k]``.
+    Integer labels index it; string labels are names and must each be one of its
+    entries. Without ``classes``, string labels become the sorted names, and integer
+    labels get the names ``"0".."C-1"`` with C = the largest training label + 1.
+    """
+    is_str_tr, is_str_te = y_train.dtype.kind in "USO", y_test.dtype.kind in "USO"
+    if is_str_tr != is_str_te:
+        raise DataError("labels must be integers 0..C-1 in both splits, or names (strings) in both; "
+                        f"got y_train of dtype {y_train.dtype} and y_test of dtype {y_test.dtype}.")
+    if classes is None:
+        if is_str_tr:
+            return encode_string_labels(y_train, y_test)
+        top = int(np.max(y_train, initial=0)) if len(y_train) else 0
+        return y_train, y_test, [str(c) for c in range(top + 1)]
+    if isinstance(classes, (str, bytes)):
+        raise DataError(f"classes must be a list of class names, got the single string {classes!r}.")
+    names = [str(c) for c in classes]
+    dupes = sorted({c for c in names if names.count(c) > 1})
+    if dupes:
+        raise DataError(f"classes lists {dupes[:5]} more than once; every class name must be unique.")
+    if not is_str_tr:
+        return y_train, y_test, names
+    index = {c: k for k, c in enumerate(names)}
+    out = []
+    for what, y in (("y_train", y_train), ("y_test", y_test)):
+        uniq, inverse = np.unique(y.astype(str), return_inverse=True)
+        unknown = [str(u) for u in uniq if str(u) not in index]
+        if unknown:
+            raise DataError(
+                f"{what} has labels {unknown[:5]} that are not in classes={names[:10]}"
+                f"{' ...' if len(names) > 10 else ''}; with string labels, classes gives the class names "
+                "in order and every label must be one of them. Add the missing names to classes, or leave "
+                "classes=None to use the sorted label names."
+            )
+        out.append(np.array([index[str(u)] for u in uniq], dtype=np.int64)[inverse.ravel()])
+    return out[0], out[1], names

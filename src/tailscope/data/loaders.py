@@ -7,12 +7,21 @@ npz files, and the :data:`LOADERS` registry.
 
 from __future__ import annotations
 
+import sys
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from tailscope.data.dataset import DataError, Dataset, encode_string_labels, stratified_split
+from tailscope.data.dataset import (
+    DataError,
+    Dataset,
+    encode_labels,
+    prepare_labels,
+    stratified_split,
+)
 from tailscope.data.formats.cifar import load_cifar
 from tailscope.data.formats.folder import load_folder
 from tailscope.data.formats.idx import load_fashion_mnist, load_idx
@@ -21,71 +30,272 @@ __all__ = ["LOADERS", "from_arrays", "from_huggingface", "from_torch", "load_cif
            "load_fashion_mnist", "load_folder", "load_idx", "load_npz"]
 
 
-def _infer_image_shape(x: np.ndarray) -> tuple[int, int, int] | None:
-    """(H, W, C) for arrays shaped (N, H, W) or (N, H, W, C) with C in {1, 3}; else None."""
+def _image_layout(x: np.ndarray) -> tuple[tuple[int, int, int] | None, bool]:
+    """How the rows of ``x`` hold images: ((H, W, C), channels_first) or (None, False).
+
+    Read as images: ``(N, H, W)`` (C = 1); ``(N, H, W, C)`` with C in {1, 3, 4} (grey,
+    RGB, RGBA); and channels-first ``(N, C, H, W)`` with C in {1, 3} and H, W >= 8
+    (channels_first=True: the caller moves the channels last). ``(N, 1|3, H, 4)`` could be
+    either layout and is not guessed.
+    """
     if x.ndim == 3:
-        return (x.shape[1], x.shape[2], 1)
-    if x.ndim == 4 and x.shape[-1] in (1, 3):
-        return tuple(x.shape[1:])
-    return None
+        return (x.shape[1], x.shape[2], 1), False
+    if x.ndim != 4:
+        return None, False
+    _, a, b, c = x.shape
+    if c in (1, 3):
+        return (a, b, c), False
+    if a in (1, 3) and b >= 8 and c >= 8:
+        return (b, c, a), True
+    if c == 4 and a not in (1, 3):
+        return (a, b, c), False
+    return None, False
+
+
+def _infer_image_shape(x: np.ndarray) -> tuple[int, int, int] | None:
+    """(H, W, C) for channels-last arrays (N, H, W) or (N, H, W, C) with C in {1, 3, 4}; else None."""
+    shape, channels_first = _image_layout(x)
+    return None if channels_first else shape
+
+
+def _warn(message: str) -> None:
+    """warnings.warn attributed to the first caller outside tailscope.data (the user's line)."""
+    here, level, frame = str(Path(__file__).parent), 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+_LAYOUT_HINT = ("For images, put the channels last ((N, H, W, C), e.g. np.moveaxis(x, 1, -1) for "
+                "(N, C, H, W) arrays) or pass image_shape=(H, W, C).")
+
+
+def _arrange_images(x_train: np.ndarray, x_test: np.ndarray, image_shape, meta: dict):
+    """(x_train, x_test, image_shape) with channels-first images moved to channels last."""
+    same = x_train.ndim == x_test.ndim and x_train.shape[1:] == x_test.shape[1:]
+    if image_shape is not None:
+        try:
+            hwc = tuple(int(v) for v in image_shape)
+        except (TypeError, ValueError):
+            return x_train, x_test, image_shape  # the Dataset names the problem
+        # (N, C, H, W) rows given with image_shape=(H, W, C): move the channels last
+        if (same and x_train.ndim == 4 and len(hwc) == 3 and x_train.shape[1:] != hwc
+                and x_train.shape[1:] == (hwc[2], hwc[0], hwc[1])):
+            meta["channels_moved_last"] = True
+            return (np.ascontiguousarray(np.moveaxis(x_train, 1, -1)),
+                    np.ascontiguousarray(np.moveaxis(x_test, 1, -1)), hwc)
+        return x_train, x_test, hwc
+    shape, channels_first = _image_layout(x_train)
+    if channels_first and same:
+        meta["channels_moved_last"] = True
+        return (np.ascontiguousarray(np.moveaxis(x_train, 1, -1)),
+                np.ascontiguousarray(np.moveaxis(x_test, 1, -1)), shape)
+    if shape is None and x_train.ndim >= 4 and same:
+        _warn(
+            f"rows of shape {tuple(x_train.shape[1:])} are not read as images (tailscope reads (N, H, W), "
+            "(N, H, W, C) with C in 1, 3, 4, and (N, C, H, W) with C in 1, 3 and H, W >= 8); they are "
+            "used as flat feature vectors, so image models (cnn, resnet) and report pictures are not "
+            f"available. {_LAYOUT_HINT}")
+    return x_train, x_test, (shape if not channels_first else None)
 
 
 def from_arrays(
     x_train, y_train, x_test=None, y_test=None, *, classes=None, name="arrays",
     image_shape=None, test_fraction: float = 0.2, split_seed: int = 0, meta=None,
 ) -> Dataset:
-    """Build a Dataset from numpy arrays; without a test split, make a seeded stratified one."""
+    """Build a Dataset from numpy arrays; without a test split, make a seeded stratified one.
+
+    Parameters
+    ----------
+    x_train, y_train, x_test, y_test : array-like
+        Inputs (one row per example) and labels. Labels are integers ``0..C-1`` or class
+        names (strings). Without ``x_test``/``y_test``, ``x_train``/``y_train`` are split
+        (stratified, seeded by ``split_seed``, ``test_fraction`` of each class to test);
+        labels are checked (no NaN or None) before splitting.
+    classes : list of str, optional
+        The class names in order: class ``k`` is ``classes[k]``. Integer labels index it;
+        string labels must each be one of its names (which fixes the order). Default:
+        the sorted names for string labels, else ``"0".."C-1"``.
+    image_shape : (H, W, C), optional
+        Default: inferred for ``(N, H, W)``, ``(N, H, W, C)`` with C in 1, 3, 4 and
+        channels-first ``(N, C, H, W)`` with C in 1, 3 (moved to channels last).
+    """
     x_train = np.asarray(x_train)
-    y_train = np.asarray(y_train)
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither (then a stratified split is made).")
-    if x_test is None:
+    make_split = x_test is None
+    y_train = prepare_labels(y_train, "y" if make_split else "y_train")
+    if x_train.ndim == 0:
+        raise DataError(f"x{'' if make_split else '_train'} is a single value (a 0-d array); it must hold "
+                        "one row per example.")
+    if make_split:
         if len(x_train) != len(y_train):
             raise DataError(f"x has {len(x_train)} rows but y has {len(y_train)} labels; they must match.")
         if len(y_train) == 0:
             raise DataError("the training split is empty (x and y have 0 rows); provide labeled examples.")
         tr, te = stratified_split(y_train, test_fraction, split_seed)
         x_train, x_test, y_train, y_test = x_train[tr], x_train[te], y_train[tr], y_train[te]
-    x_test = np.asarray(x_test)
-    y_test = np.asarray(y_test)
-    if classes is None and (y_train.dtype.kind in "USO" or y_test.dtype.kind in "USO"):
-        y_train, y_test, classes = encode_string_labels(y_train, y_test)
-    if classes is None:
-        # classes come from the training labels; test labels outside them are an error
-        top = int(np.max(y_train, initial=0)) if len(y_train) else 0
-        classes = [str(c) for c in range(top + 1)]
-    if image_shape is None:
-        image_shape = _infer_image_shape(x_train)
+    else:
+        x_test = np.asarray(x_test)
+        y_test = prepare_labels(y_test, "y_test")
+        if x_test.ndim == 0:
+            raise DataError("x_test is a single value (a 0-d array); it must hold one row per example.")
+    y_train, y_test, classes = encode_labels(y_train, y_test, classes)
+    meta = dict(meta or {})
+    x_train, x_test, image_shape = _arrange_images(x_train, x_test, image_shape, meta)
     return Dataset(x_train, y_train, x_test, y_test, list(classes), name=name,
-                   image_shape=image_shape, meta=dict(meta or {}))
+                   image_shape=image_shape, meta=meta)
 
 
-def load_npz(path: str, *, test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
-    """``npz:PATH`` with keys x_train/y_train/x_test/y_test, or x/y (then a seeded stratified split).
+_NPY_MAGIC = b"\x93NUMPY"
+_SPLIT_WORDS = {"train": 0, "training": 0, "test": 1, "testing": 1}
 
-    Optional keys: ``classes`` (strings) and ``image_shape``. Never unpickles.
+
+def _split_codes(split: np.ndarray, key: str, n: int, p: Path) -> np.ndarray:
+    """An npz split array as a boolean "is test" mask; DataError for anything else.
+
+    Understood: strings ``train``/``test`` (also ``training``/``testing``, any case), integers
+    or integer-valued floats 0 (train) / 1 (test), and booleans (True = test).
+    """
+    if split.ndim != 1 or len(split) != n:
+        raise DataError(f"{p.name}: key {key!r} has shape {split.shape}, but it must hold one entry per "
+                        f"example ({n},): 0 or 'train' for training rows, 1 or 'test' for test rows.")
+    fix = (f"use 0/'train' and 1/'test' only (drop or merge other rows first), or pass split_key=None "
+           f"to ignore {key!r} and make a random stratified split")
+    if split.dtype.kind in "US":
+        words = np.char.lower(np.char.strip(split.astype(str)))
+        uniq = np.unique(words)
+        unknown = [str(u) for u in uniq if str(u) not in _SPLIT_WORDS]
+        if unknown:
+            raise DataError(f"{p.name}: key {key!r} has values {unknown[:5]} that are neither train nor "
+                            f"test; {fix}.")
+        return np.array([_SPLIT_WORDS[str(u)] for u in uniq], dtype=bool)[np.searchsorted(uniq, words)]
+    if split.dtype == bool:
+        return split.copy()
+    if split.dtype.kind in "iuf":
+        v = split.astype(np.float64)
+        bad = np.unique(v[~np.isin(v, (0.0, 1.0))])
+        if len(bad):
+            raise DataError(f"{p.name}: key {key!r} has values {bad[:5].tolist()} (0 = train, 1 = test "
+                            f"expected); {fix}.")
+        return v == 1.0
+    raise DataError(f"{p.name}: key {key!r} has dtype {split.dtype}; {fix}.")
+
+
+def _pixel_max(value, p: Path, where: str) -> float:
+    try:
+        v = float(np.asarray(value).reshape(-1)[0]) if np.size(value) == 1 else None
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not np.isfinite(v) or v <= 0:
+        raise DataError(f"{p.name}: pixel_max ({where}) must be one positive number, got {value!r}.")
+    return v
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    with open(p, "rb") as fh:
+        head = fh.read(len(_NPY_MAGIC))
+    expect = ("tailscope needs an .npz archive with keys x_train, y_train, x_test, y_test (or x and y); "
+              "save one with np.savez('data.npz', x=x, y=y)")
+    if head == _NPY_MAGIC:
+        raise DataError(f"{p} is a single .npy array, not an .npz archive; {expect}.")
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"{p} is not an npz archive (a zip file of .npy arrays); {expect}.")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ValueError as e:
+        if "pickle" not in str(e):
+            raise DataError(f"{p} could not be read as an npz archive ({e}); {expect}.") from None
+        raise DataError(f"{p} holds pickled objects, which tailscope refuses to load; save plain "
+                        f"numeric arrays with np.savez ({e}).") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise DataError(f"{p} could not be read as an npz archive ({type(e).__name__}: {e}); "
+                        f"{expect}.") from None
+
+
+def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int | None = None,
+             split_key: str | None = "split", pixel_max: float | None = None) -> Dataset:
+    """``npz:PATH`` with keys x_train/y_train/x_test/y_test, or x/y.
+
+    With x/y, a key ``split`` (name set by ``split_key``) gives the train/test split:
+    one entry per example, ``0``/``"train"``/False for training rows and
+    ``1``/``"test"``/True for test rows (USPS's official split is stored so). Without it,
+    or with ``split_key=None``, a seeded stratified split is made (``test_fraction``,
+    default 0.2, and ``split_seed``, default 0).
+
+    Optional keys: ``classes`` (strings), ``image_shape`` and ``pixel_max`` (the largest
+    possible pixel value, e.g. 16 for 0..16 images; the ``pixel_max`` option overrides
+    it). It is recorded as ``meta["pixel_max"]``: learners divide integer pixels by it and
+    the report scales thumbnails by it. Keys that are not used are named in a warning.
+    Never unpickles.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"npz file {p} does not exist; pass npz:PATH with the path of a .npz file.")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except ValueError as e:
-        raise DataError(f"{p} holds pickled objects, which tailscope refuses to load; save plain "
-                        f"numeric arrays with np.savez ({e}).") from None
-    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
-    image_shape = tuple(int(s) for s in arrays["image_shape"]) if "image_shape" in arrays else None
+    arrays = _read_npz(p)
+    used = {k for k in ("classes", "image_shape", "pixel_max") if k in arrays}
+    classes = [str(c) for c in np.atleast_1d(arrays["classes"])] if "classes" in arrays else None
+    image_shape = tuple(int(s) for s in np.atleast_1d(arrays["image_shape"])) if "image_shape" in arrays \
+        else None
+    meta: dict = {"source": str(p)}
+    if pixel_max is not None:
+        meta["pixel_max"] = _pixel_max(pixel_max, p, "option")
+    elif "pixel_max" in arrays:
+        meta["pixel_max"] = _pixel_max(arrays["pixel_max"], p, "key")
+    if split_key is not None and not isinstance(split_key, str):
+        raise DataError(f"split_key must be the name of an npz key or None, got {split_key!r}.")
+
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        return from_arrays(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                           classes=classes, name=f"npz:{p.name}", image_shape=image_shape,
-                           meta={"source": str(p)})
-    if {"x", "y"} <= arrays.keys():
-        return from_arrays(arrays["x"], arrays["y"], classes=classes, name=f"npz:{p.name}",
-                           image_shape=image_shape, test_fraction=test_fraction, split_seed=split_seed,
-                           meta={"source": str(p), "test_fraction": test_fraction, "split_seed": split_seed})
-    raise DataError(f"{p} has keys {sorted(arrays)}; expected x_train, y_train, x_test, y_test "
-                    "(or x and y for an automatic stratified split).")
+        used |= {"x_train", "y_train", "x_test", "y_test"}
+        args = (arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+        kw: dict = {}
+    elif {"x", "y"} <= arrays.keys():
+        used |= {"x", "y"}
+        x, y = arrays["x"], arrays["y"]
+        if split_key is not None and split_key in arrays:
+            used.add(split_key)
+            if test_fraction is not None or split_seed is not None:
+                _warn(f"{p.name}: test_fraction/split_seed are ignored because the file's "
+                              f"{split_key!r} key gives the split; pass split_key=None for a random "
+                              "stratified split.")
+            y = prepare_labels(y, "y")
+            if np.ndim(x) == 0 or len(x) != len(y):
+                raise DataError(f"x has {len(x) if np.ndim(x) else 0} rows but y has {len(y)} labels; "
+                                "they must match.")
+            is_test = _split_codes(arrays[split_key], split_key, len(y), p)
+            n_test = int(is_test.sum())
+            if n_test in (0, len(y)):
+                raise DataError(f"{p.name}: key {split_key!r} puts every row in the "
+                                f"{'test' if n_test else 'training'} split; it must mark some rows as train "
+                                f"and some as test, or pass split_key=None for a random stratified split.")
+            args = (x[~is_test], y[~is_test], x[is_test], y[is_test])
+            kw = {}
+            meta["split"] = {"key": split_key, "n_train": len(y) - n_test, "n_test": n_test}
+        else:
+            if split_key is not None and split_key != "split":
+                raise DataError(f"{p.name} has no key {split_key!r} (split_key); keys are {sorted(arrays)}.")
+            tf = 0.2 if test_fraction is None else test_fraction
+            seed = 0 if split_seed is None else split_seed
+            args = (x, y)
+            kw = {"test_fraction": tf, "split_seed": seed}
+            meta.update(test_fraction=tf, split_seed=seed)
+    else:
+        raise DataError(f"{p} has keys {sorted(arrays)}; expected x_train, y_train, x_test, y_test "
+                        "(or x and y for an automatic stratified split).")
+    unused = sorted(arrays.keys() - used)
+    if unused:
+        _warn(f"{p.name}: npz keys {unused} were not used; tailscope read {sorted(used)}. "
+                      "Inputs must be stored as x (or x_train/x_test); a train/test split as "
+                      "'split' (0 = train, 1 = test).")
+    data = from_arrays(*args, classes=classes, name=f"npz:{p.name}", image_shape=image_shape, meta=meta,
+                       **kw)
+    if "pixel_max" in meta:
+        top = float(data.x_train.max()) if data.x_train.size else 0.0
+        if top > meta["pixel_max"]:
+            raise DataError(f"{p.name}: pixel_max is {meta['pixel_max']:g} but x_train holds values up to "
+                            f"{top:g}; pass the largest possible pixel value (e.g. 255 for 8-bit images).")
+    return data
 
 
 # --------------------------------------------------------------------------- in-memory datasets

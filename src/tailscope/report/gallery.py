@@ -74,11 +74,29 @@ def as_image(data: Dataset, x_row: np.ndarray) -> np.ndarray:
     return a.reshape(h, w, c)
 
 
+def display_max(data: Dataset) -> float | None:
+    """The pixel value drawn as white: ``meta["pixel_max"]`` when the dataset records one, else
+    for integer (or bool) images the largest training pixel when it lies in 1..255 (so 0..16
+    digits are not drawn nearly black), else None (the caller decides per image).
+    """
+    top = data.meta.get("pixel_max")
+    if top:
+        return float(top)
+    x = data.x_train
+    if not (np.issubdtype(x.dtype, np.integer) or x.dtype == bool) or not x.size:
+        return None
+    cached = data.__dict__.get("_display_max")  # one pass over x_train per dataset
+    if cached is None:
+        cached = float(x.max())
+        data.__dict__["_display_max"] = cached
+    return cached if 0 < cached <= 255 else None
+
+
 def to_uint8(data: Dataset, img: np.ndarray) -> np.ndarray:
-    """Pixel values scaled to 0..255 using the dataset's recorded pixel range where there is one."""
+    """Pixel values scaled to 0..255 by the dataset's pixel maximum (see :func:`display_max`)."""
     a = np.asarray(img)
     if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        top = data.meta.get("pixel_max")
+        top = display_max(data)
         if top is None:
             top = 255 if a.dtype == np.uint8 else max(int(a.max()), 1)
         return np.clip(a.astype(np.float64) * (255.0 / float(top)), 0, 255).round().astype(np.uint8)
