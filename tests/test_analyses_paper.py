@@ -15,7 +15,7 @@ from tailscope.analyses.marginal_utility import marginal_utility
 from tailscope.analyses.subset_ratio import subset_ratio
 
 
-def synthetic_case(n=300, n_test=120, seed=0, coupled=True):
+def synthetic_case(n=300, n_test=120, seed=0, coupled=True, n_high=45):
     """Synthetic learner where memorized examples are the ones test accuracy depends on."""
     rng = np.random.default_rng(seed)
     y_tr = np.arange(n) % 3
@@ -23,13 +23,13 @@ def synthetic_case(n=300, n_test=120, seed=0, coupled=True):
     data = ts.from_arrays(rng.normal(size=(n, 4)).astype(np.float32), y_tr,
                           rng.normal(size=(n_test, 4)).astype(np.float32), y_te, name="synthetic")
     mem = np.zeros(n)
-    high = rng.choice(n, 45, replace=False)
+    high = rng.choice(n, n_high, replace=False)
     mem[high] = rng.uniform(0.4, 0.7, len(high))
     p_in = np.full(n, 0.95)
     p_out = p_in - mem
     base = np.full(n_test, 0.3)
     effect = np.zeros((n, n_test))
-    carriers = high if coupled else rng.choice(np.setdiff1d(np.arange(n), high), 45, replace=False)
+    carriers = high if coupled else rng.choice(np.setdiff1d(np.arange(n), high), n_high, replace=False)
     for j in range(n_test):
         same = carriers[y_tr[carriers] == y_te[j]]
         effect[rng.choice(same), j] = 0.6

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.design import theoretical_se_bound
+from tailscope.learners.base import Predictions
 from tailscope.scores import Scores
 from tailscope.store import Block, TrialStore
 
@@ -34,7 +35,11 @@ class EstimateOptions:
 
     infl_threshold : pairs with influence at or above it are kept (paper: 0.15).
     same_class : keep only pairs whose train and test labels agree (paper: yes).
-    top_k : the k most influential training examples per test example.
+    top_k : the k most influential training examples per test example (0: none; at
+        most n are kept). Ties go to the lower training index, whatever the tiling.
+        Slots with no eligible training example (a class with fewer than k training
+        examples under ``same_class``, or examples without an estimate) hold index -1
+        and value/SE NaN.
     max_pairs : cap on kept pairs (the largest are kept), guarding against noisy studies.
     memory_budget : bytes for influence accumulators; decides the tile size.
     full_matrix_path : if set, write the full (n, n_test) influence matrix and its SE
@@ -47,6 +52,21 @@ class EstimateOptions:
     max_pairs: int = 1_000_000
     memory_budget: int = 1 << 30
     full_matrix_path: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the first option out of range."""
+        for name, low in (("top_k", 0), ("max_pairs", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise ValueError(f"{name} must be an integer, got {v!r}.")
+            if v < low:
+                raise ValueError(f"{name} must be >= {low}, got {v}"
+                                 + (" (0 keeps no top-k list)." if name == "top_k" else "."))
+        if not np.isfinite(float(self.infl_threshold)):
+            raise ValueError(f"infl_threshold must be a finite number, got {self.infl_threshold!r}.")
 
 
 def _as_store(store) -> TrialStore:
@@ -83,13 +103,14 @@ class _Moments:
         s_out, q_out = self.s_all - self.s_in, self.q_all - self.q_in
         with np.errstate(invalid="ignore", divide="ignore"):
             m_in, m_out = self.s_in / n_in, s_out / n_out
-            v_in = np.clip(self.q_in - n_in * m_in**2, 0, None) / (n_in - 1)
-            v_out = np.clip(q_out - n_out * m_out**2, 0, None) / (n_out - 1)
+            # a variance needs two trials on each side: NaN (not a rounding residue / 0 = inf) otherwise
+            v_in = np.where(n_in > 1, np.clip(self.q_in - n_in * m_in**2, 0, None) / (n_in - 1), np.nan)
+            v_out = np.where(n_out > 1, np.clip(q_out - n_out * m_out**2, 0, None) / (n_out - 1), np.nan)
             return m_in - m_out, np.sqrt(v_in / n_in + v_out / n_out), m_in, m_out
 
 
 def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = None,
-             progress=None) -> Scores:
+             progress=None, first_trials: int | None = None) -> Scores:
     """Memorization and influence scores from every done trial in ``store``.
 
     Parameters
@@ -97,6 +118,10 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     store : TrialStore, Study, or a study directory / URL (opened read-only)
     options : EstimateOptions
     progress : callable(done_blocks, total_blocks) or None
+    first_trials : int, optional
+        Use only the done trials with index below this. Trial k depends only on
+        (config, k), so the first t trials of a grown study are exactly the trials of a
+        t-trial study with the same config.
 
     Returns
     -------
@@ -107,6 +132,10 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     if not isinstance(opt, EstimateOptions):
         raise TypeError(f"options must be an EstimateOptions, got {type(opt).__name__}; e.g. "
                         "ts.estimate(store, ts.EstimateOptions(infl_threshold=0.15)).")
+    opt.validate()  # fields may have been changed after construction
+    if first_trials is not None and (isinstance(first_trials, bool) or int(first_trials) != first_trials
+                                     or first_trials < 2):
+        raise ValueError(f"first_trials must be an integer >= 2, got {first_trials!r}.")
     y_tr, y_te = store.y_train, store.y_test
     n, n_test = len(y_tr), len(y_te)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
@@ -119,6 +148,10 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
         # after the first pass only test predictions are needed
         fields = None if p == 0 else ("test_pred", "test_prob")
         for b, blk in enumerate(store.iter_blocks(fields)):
+            if first_trials is not None:
+                blk = _head(blk, int(first_trials))
+                if blk is None:
+                    continue
             c_te = (blk.preds.test_pred == y_te).astype(np.float32)
             p_te = blk.preds.test_prob
             if p == 0:
@@ -131,10 +164,24 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
             raise ValueError(f"only {mem.trials} trials are done in {store.path}; run the study first "
                              "(estimates need trials both with and without each example).")
         infl.add_tile(tile, acc, mem.n_in[tile], mem.n_out[tile])
+    infl.finish()
     scores = mem.scores(y_tr, y_te, infl, store.config)
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
                       "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs)}
     return scores
+
+
+def _head(blk: Block, limit: int) -> Block | None:
+    """The trials of ``blk`` with index below ``limit`` (None when there are none)."""
+    keep = blk.trials < limit
+    if keep.all():
+        return blk
+    if not keep.any():
+        return None
+    p = blk.preds
+    return Block(trials=blk.trials[keep], mask=blk.mask[keep], seed=blk.seed[keep],
+                 preds=Predictions(*(a[keep] if a.shape[0] == len(keep) else a
+                                     for a in (p.train_pred, p.train_prob, p.test_pred, p.test_prob))))
 
 
 def _tiles(n: int, n_test: int, budget: int) -> list[np.ndarray]:
@@ -248,6 +295,23 @@ class _InflAccumulator:
         self.hard.q_in, self.hard.q_all = self.hard.s_in, self.hard.s_all
 
 
+def _top_rows(scored: np.ndarray, kk: int) -> np.ndarray:
+    """Row indices (kk, n_cols) of each column's kk largest values, ties to the lower row.
+
+    ``argpartition`` alone keeps an arbitrary subset of the values tied at the kk-th
+    place, which would make the top-k depend on how rows are tiled.
+    """
+    if kk >= len(scored):
+        return np.broadcast_to(np.arange(len(scored))[:, None], scored.shape).copy()
+    kth = np.partition(scored, len(scored) - kk, axis=0)[len(scored) - kk]  # kk-th largest per column
+    above = scored > kth
+    tied = scored == kth
+    need = kk - above.sum(0)  # how many tied rows each column still takes, lowest rows first
+    take = above | (tied & (np.cumsum(tied, axis=0) <= need))
+    cols, rows = np.nonzero(take.T)  # column-major: rows ascending within each column
+    return rows.reshape(scored.shape[1], kk).T
+
+
 class _InfluenceCollector:
     """Turns tiles of influence estimates into kept pairs, per-test top-k and per-train maxima."""
 
@@ -256,11 +320,12 @@ class _InfluenceCollector:
         n, n_test, k = len(y_tr), len(y_te), min(opt.top_k, len(y_tr))
         self.parts: list[dict] = []
         self.kept = 0
-        self.topk_idx = np.zeros((n_test, k), dtype=np.int64)
+        # empty slots: value -inf while collecting, index -1 / NaN after finish()
+        self.topk_idx = np.full((n_test, k), -1, dtype=np.int64)
         self.topk_val = np.full((n_test, k), -np.inf)
-        self.topk_se = np.zeros((n_test, k))
+        self.topk_se = np.full((n_test, k), np.nan)
         self.max_infl = np.full(n, np.nan)
-        self.max_infl_arg = np.zeros(n, dtype=np.int64)
+        self.max_infl_arg = np.full(n, -1, dtype=np.int64)
         self.full = None
         if opt.full_matrix_path:
             import zarr
@@ -284,8 +349,10 @@ class _InfluenceCollector:
         same = self.y_tr[tile][:, None] == self.y_te[None, :]
         finite = np.where(np.isfinite(infl), infl, -np.inf)
         scored = np.where(same, finite, -np.inf) if self.opt.same_class else finite
-        self.max_infl[tile] = np.max(scored, axis=1)
-        self.max_infl_arg[tile] = np.argmax(scored, axis=1)
+        best = np.max(scored, axis=1)
+        # no eligible test example (never left out, or no test example of its class): NaN, -1
+        self.max_infl[tile] = np.where(np.isfinite(best), best, np.nan)
+        self.max_infl_arg[tile] = np.where(np.isfinite(best), np.argmax(scored, axis=1), -1)
         self._merge_topk(tile, scored, se)
         ii, jj = np.nonzero(scored >= self.opt.infl_threshold)
         if len(ii):
@@ -298,15 +365,24 @@ class _InfluenceCollector:
     def _merge_topk(self, tile, scored, se) -> None:
         k = self.topk_idx.shape[1]
         kk = min(k, len(tile))
-        part = np.argpartition(-scored, kk - 1, axis=0)[:kk]  # (kk, n_test) rows within tile
+        if kk == 0:
+            return
+        part = _top_rows(scored, kk)  # (kk, n_test) rows within tile
         cols = np.arange(scored.shape[1])
         cand_val = np.concatenate([self.topk_val, scored[part, cols].T], axis=1)
         cand_idx = np.concatenate([self.topk_idx, tile[part].T], axis=1)
         cand_se = np.concatenate([self.topk_se, se[part, cols].T], axis=1)
-        # ties: lower training index first, so results do not depend on the row order
+        # ties: lower training index first, so results do not depend on the row order or tiling
         order = np.lexsort((cand_idx, -cand_val), axis=1)[:, :k]
         rows = np.arange(len(order))[:, None]
         self.topk_val, self.topk_idx, self.topk_se = cand_val[rows, order], cand_idx[rows, order], cand_se[rows, order]
+
+    def finish(self) -> None:
+        """Mark the top-k slots no eligible training example filled: index -1, value and SE NaN."""
+        empty = ~np.isfinite(self.topk_val)
+        self.topk_val = np.where(empty, np.nan, self.topk_val)
+        self.topk_se = np.where(empty, np.nan, self.topk_se)
+        self.topk_idx = np.where(empty, -1, self.topk_idx)
 
     def _truncate(self) -> None:
         merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}

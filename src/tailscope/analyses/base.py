@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -204,6 +205,68 @@ def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Le
                   path=child_location(parent.path, ANALYSES_DIR, subdir),
                   block_size=parent.block_size if same_learner else None, design_block=parent.design.block)
     return study
+
+
+def remove_tree(path) -> None:
+    """Delete a folder at a local path or an fsspec URL (nothing if it is absent)."""
+    from tailscope.store import local_path
+
+    local = local_path(path)
+    if local is not None:
+        if local.exists():
+            shutil.rmtree(local)
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(path))
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def settled_child_study(parent, subdir: str, *, what: str = "sub-study", **kwargs):
+    """:func:`~tailscope.analyses.base.child_study`, checked against the store already in its folder.
+
+    A store made with the same config (data, learner, ratio, design, seed, block size) is
+    reused, and grown if more trials are asked for. One made with another config belongs
+    to an earlier run of the analysis with other settings: it is deleted, with a
+    warning that names the differences, and the study starts afresh. Trial counts are
+    not part of the config; use :func:`scores_of_first` to score exactly the trials asked for.
+    """
+    from tailscope.store import StoreError, TrialStore, config_diff, config_hash
+
+    child = child_study(parent, subdir, **kwargs)
+    try:
+        existing = TrialStore.open(child.path)
+    except StoreError:  # none yet
+        return child
+    wanted = json.loads(json.dumps(child.config, default=str))
+    if existing.group.attrs.get("config_hash") != config_hash(wanted):
+        diffs = config_diff(existing.config, wanted)
+        warnings.warn(f"the {what} at {child.path} was made with other settings ("
+                      + "; ".join(diffs) + "); it is replaced by a new one with the settings asked for.",
+                      stacklevel=3)
+        remove_tree(child.path)
+        child = child_study(parent, subdir, **kwargs)
+    return child
+
+
+def scores_of_first(child, trials: int, progress: bool = False):
+    """Scores of the first ``trials`` trials of ``child``, training what is missing.
+
+    Trial k depends only on the study config and k, so the first t trials of a study
+    grown to more are exactly a t-trial study: a rerun with fewer trials reuses them
+    (estimated in memory; the child's saved scores are left alone) instead of
+    reporting the larger study's numbers.
+    """
+    from tailscope.estimate import estimate
+
+    trials = int(trials)
+    store = child.store
+    if store.trials < trials or not store.done()[:trials].all():
+        child.run(progress=progress)
+    if store.trials == trials:
+        return child.estimate(save=True)
+    return estimate(store, first_trials=trials)
 
 
 def run_and_score(study, progress: bool = False):

@@ -32,6 +32,7 @@ import numpy as np
 from tailscope.analyses.base import (
     ANALYSES_DIR,
     AnalysisResult,
+    fmt,
     mask_seeds,
     open_study_scores,
     scaled_inputs,
@@ -296,19 +297,11 @@ def group_memorization(study, groups=None, per_class: int = 10, trials: int = 10
     indiv = np.array([np.nanmean(scores.mem[groups == g]) if np.isfinite(scores.mem[groups == g]).any()
                       else np.nan for g in range(G)])
     label = np.array([data.y_train[groups == g][0] for g in range(G)])
-    ok = np.isfinite(est["mem"]) & np.isfinite(indiv)
-    diff = est["mem"] - indiv
     se = est["se"]
     summary = {
         "groups_from": source, "n_groups": G, "n_grouped": int((groups >= 0).sum()),
         "median_group_size": float(np.median(est["size"])), "trials": int(trials), "q": q,
-        "mean_group_mem": float(np.nanmean(est["mem"])),
-        "mean_member_mem": float(np.nanmean(indiv)),
-        "median_group_se": float(np.nanmedian(se)),
-        "n_groups_mem_ge_0.25": int(np.sum(est["mem"][ok] >= 0.25)),
-        "n_groups_above_members_2se": int(np.sum(diff[ok] > 2 * se[ok])),
-        "corr_group_vs_member": float(np.corrcoef(est["mem"][ok], indiv[ok])[0, 1]) if ok.sum() > 2 else float("nan"),
-        "max_group_mem": float(np.nanmax(est["mem"])),
+        **group_summary(est, indiv),
     }
     return AnalysisResult(
         name=NAME, title="Group memorization of subpopulations", summary=summary,
@@ -320,15 +313,48 @@ def group_memorization(study, groups=None, per_class: int = 10, trials: int = 10
     )
 
 
+def group_summary(est: dict, indiv: np.ndarray) -> dict:
+    """Headline numbers over the groups whose estimate has a standard error.
+
+    A group kept (or dropped) in fewer than two trials has no SE: its estimate rests on
+    one model and can be anything (mem 1.0 from a single trial), so it is counted in
+    ``n_groups_no_se`` and left out of the means, counts and maximum.
+    """
+    mem, se = np.asarray(est["mem"], float), np.asarray(est["se"], float)
+    has_se = np.isfinite(mem) & np.isfinite(se)
+    ok = has_se & np.isfinite(indiv)
+    diff = mem - indiv
+    return {
+        "n_groups_with_se": int(has_se.sum()), "n_groups_no_se": int((~has_se).sum()),
+        "mean_group_mem": float(np.mean(mem[ok])) if ok.any() else float("nan"),
+        "mean_member_mem": float(np.mean(indiv[ok])) if ok.any() else float("nan"),
+        "median_group_se": float(np.median(se[has_se])) if has_se.any() else float("nan"),
+        "n_groups_mem_ge_0.25": int(np.sum(mem[has_se] >= 0.25)),
+        "n_groups_above_members_2se": int(np.sum(diff[ok] > 2 * se[ok])),
+        "corr_group_vs_member": float(np.corrcoef(mem[ok], indiv[ok])[0, 1])
+        if ok.sum() > 2 and np.ptp(mem[ok]) > 0 and np.ptp(indiv[ok]) > 0 else float("nan"),
+        "max_group_mem": float(np.max(mem[has_se])) if has_se.any() else float("nan"),
+    }
+
+
 def _reading(s: dict) -> str:
-    return (
+    n_se, none = s["n_groups_with_se"], s["n_groups_no_se"]
+    text = (
         f"{s['n_groups']} same-label groups ({s['groups_from']}; median size {s['median_group_size']:.0f}) were "
-        f"kept or dropped whole in {s['trials']} trials (keep probability {s['q']:g}). Dropping a group costs its "
-        f"members on average {s['mean_group_mem']:.3f} in accuracy (group memorization; median SE "
-        f"{s['median_group_se']:.3f}), while their individual memorization scores average "
-        f"{s['mean_member_mem']:.3f}. {s['n_groups_above_members_2se']} of {s['n_groups']} groups lie more than "
+        f"kept or dropped whole in {s['trials']} trials (keep probability {s['q']:g}). "
+    )
+    if none:
+        text += (f"{none} of them were kept or dropped in fewer than two trials, so their estimate has no standard "
+                 f"error; they are left out of every figure below, which covers the other {n_se}. ")
+    if not n_se:
+        return text + "No group has a standard error: run more trials."
+    return text + (
+        f"Dropping a group costs its members on average {fmt(s['mean_group_mem'])} in accuracy (group "
+        f"memorization; median SE {fmt(s['median_group_se'])}), while their individual memorization scores "
+        f"average {fmt(s['mean_member_mem'])}. {s['n_groups_above_members_2se']} of {n_se} groups lie more than "
         f"2 SE above their members' mean individual score, and {s['n_groups_mem_ge_0.25']} reach group mem >= 0.25 "
-        f"(largest {s['max_group_mem']:.3f}); the correlation between the two is {s['corr_group_vs_member']:.2f}. "
+        f"(largest {fmt(s['max_group_mem'])}); the correlation between the two is "
+        f"{fmt(s['corr_group_vs_member'], 2)}. "
         + ("Groups are memorized well beyond what single examples show: members of a subpopulation support each "
            "other, so leaving out one hides what leaving out all of them reveals."
            if s["mean_group_mem"] > s["mean_member_mem"] + 2 * s["median_group_se"] else

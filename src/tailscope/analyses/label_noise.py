@@ -9,15 +9,20 @@ the memorization of noise directly next to the examples' original mem.
 
 from __future__ import annotations
 
+import hashlib
+import warnings
+
 import numpy as np
 
 from tailscope.analyses.base import (
+    ANALYSES_DIR,
     AnalysisResult,
     as_study,
-    child_study,
     fmt,
     new_figure,
-    run_and_score,
+    remove_tree,
+    scores_of_first,
+    settled_child_study,
     study_scores,
 )
 from tailscope.data.dataset import Dataset
@@ -32,6 +37,36 @@ def relabel(data: Dataset, idx: np.ndarray, seed: int, tag: str) -> Dataset:
     meta = {**data.meta, "spec": f"{data.meta.get('spec', data.name)}+{tag}", "relabeled_seed": seed}
     return Dataset(data.x_train, y, data.x_test, data.y_test, list(data.classes), name=f"{data.name}+{tag}",
                    image_shape=data.image_shape, meta=meta)
+
+
+def relabel_tag(data: Dataset, noisy: Dataset, idx: np.ndarray) -> str:
+    """A short hash of which training examples were relabeled and to what (names the sub-study)."""
+    h = hashlib.sha256()
+    h.update(np.asarray(idx, dtype=np.int64).tobytes())
+    h.update(np.asarray(noisy.y_train, dtype=np.int64)[idx].tobytes())
+    h.update(str(data.fingerprint).encode())
+    return h.hexdigest()[:10]
+
+
+def _drop_stale_relabel_studies(study, keep: str, prefix: str) -> None:
+    """Delete the relabel sub-studies ``<prefix>*`` other than ``keep`` (an earlier top-mem set)."""
+    from tailscope.store import child_location, local_path
+
+    parent = child_location(study.path, ANALYSES_DIR, "label_noise", "studies")
+    local = local_path(parent)
+    if local is not None:
+        names = [p.name for p in local.glob(prefix + "*") if p.is_dir()] if local.is_dir() else []
+    else:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(parent))
+        names = [f.rstrip("/").rsplit("/", 1)[-1] for f in fs.glob(root.rstrip("/") + "/" + prefix + "*")]
+    for name in sorted(names):
+        if name != keep and (name == prefix or name.startswith(prefix + "_")):
+            warnings.warn(f"the relabel study {name} was made for another set of top-mem examples (the clean "
+                          "study's scores have changed since, e.g. it grew); it is replaced by " + keep + ".",
+                          stacklevel=3)
+            remove_tree(child_location(study.path, ANALYSES_DIR, "label_noise", "studies", name))
 
 
 def flip_labels(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.ndarray]:
@@ -75,9 +110,9 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
 
     study = as_study(study)
     noisy_data, flipped = flip_labels(study.data, fraction, seed)
-    noisy = child_study(study, f"label_noise/studies/flip{fraction:g}_seed{seed}", data=noisy_data,
-                        trials=trials)
-    ns = run_and_score(noisy, progress)
+    noisy = settled_child_study(study, f"label_noise/studies/flip{fraction:g}_seed{seed}", data=noisy_data,
+                                trials=trials, what="planted-noise study")
+    ns = scores_of_first(noisy, noisy.trials, progress)
     is_flip = np.zeros(study.data.n_train, bool)
     is_flip[flipped] = True
     mem = np.nan_to_num(ns.mem, nan=0.0)
@@ -98,14 +133,20 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
         cm = np.nan_to_num(clean.mem, nan=0.0)
         top_clean = np.sort(np.argsort(-cm, kind="stable")[:k])
         rl_data = relabel(study.data, top_clean, seed, f"reltop{k}s{seed}")
-        rl = child_study(study, f"label_noise/studies/relabel_top{k}_seed{seed}", data=rl_data, trials=trials)
-        rs = run_and_score(rl, progress)
+        # the folder names the relabeled set: the top-mem examples change when the clean study grows
+        prefix = f"relabel_top{k}_seed{seed}"
+        name = f"{prefix}_{relabel_tag(study.data, rl_data, top_clean)}"
+        _drop_stale_relabel_studies(study, name, prefix)
+        rl = settled_child_study(study, f"label_noise/studies/{name}", data=rl_data, trials=trials,
+                                 what="relabel study")
+        rs = scores_of_first(rl, rl.trials, progress)
         before, after = cm[top_clean], np.nan_to_num(rs.mem[top_clean], nan=0.0)
         summary.update({"n_relabeled_top": int(k), "top_mem_before_mean": float(before.mean()),
                         "top_mem_after_mean": float(after.mean()),
                         "top_acc_out_after_mean": float(np.nanmean(rs.acc_out[top_clean])),
                         "top_acc_out_before_mean": float(np.nanmean(clean.acc_out[top_clean]))})
-        data.update({"relabeled_top": top_clean, "top_mem_before": before, "top_mem_after": after})
+        data.update({"relabeled_top": top_clean, "top_mem_before": before, "top_mem_after": after,
+                     "relabel_study": name, "clean_trials": int(clean.trials)})
 
     fig, (ax1, ax2) = new_figure(2, 5.0, 4.0)
     bins = np.linspace(-0.2, 1.0, 25)

@@ -23,10 +23,34 @@ from tailscope.analyses.base import (
 
 
 def _drop(base: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
-    """Mean accuracy drop (base - reduced) and the half-width of its 95% CI (independent samples)."""
+    """Mean accuracy drop (base - reduced) and the half-width of its 95% CI (independent samples).
+
+    The half-width is NaN when either side has a single model (no variance to estimate).
+    """
     mb, hb = mean_ci(base)
     ma, ha = mean_ci(acc)
-    return mb - ma, float(np.sqrt(np.nan_to_num(hb) ** 2 + np.nan_to_num(ha) ** 2))
+    return mb - ma, float(np.sqrt(hb**2 + ha**2))
+
+
+def _pm(drop: float, ci: float, digits: int) -> str:
+    """``drop +- ci`` in percentage points, or the bare drop without an interval (one model)."""
+    if np.isfinite(ci):
+        return f"{100 * drop:.{digits}f} +- {100 * ci:.{digits}f}"
+    return f"{100 * drop:.{digits}f}"
+
+
+def _check(thresholds, repeats) -> list[float]:
+    if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1 (models per training set; >= 2 for confidence "
+                         f"intervals), got {repeats!r}.")
+    thr = [float(t) for t in thresholds]
+    if not thr:
+        raise ValueError("give at least one mem threshold, e.g. thresholds=(0.1, 0.2, 0.3, 0.4).")
+    bad = [t for t in thr if not -1 <= t <= 1]
+    if bad:
+        raise ValueError(f"mem thresholds must lie in [-1, 1] (mem is a difference of two accuracies), got "
+                         f"{bad}; examples with mem > threshold are removed.")
+    return sorted(set(thr))
 
 
 def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, seed: int = 0,
@@ -39,7 +63,8 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     thresholds : sequence of float
         Remove training examples with mem > threshold (one experiment each).
     repeats : int
-        R models per reduced training set (trained on the full remaining set).
+        R models per reduced training set (trained on the full remaining set). With
+        R = 1 there is no confidence interval and no verdict against random removal.
     seed : int
     infl_threshold : float
         Pairs with influence >= this (same class) are "high influence" (paper: 0.15).
@@ -52,6 +77,8 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
         ``data["curve"]``: per threshold, the fraction removed and the drop (with 95% CI)
         for high-mem and random removal; ``summary`` adds the high-influence experiment.
     """
+    thresholds = _check(thresholds, repeats)
+    repeats = int(repeats)
     study, scores = open_study_scores(study, scores)
     learner = learner or study.learner
     data = study.data
@@ -60,7 +87,7 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     full = train_on_masks(learner, data, np.ones((repeats, n), bool), seed)
     base_acc = accuracy(full.test_pred, y_te)
     curve = []
-    for s, thr in enumerate(sorted(thresholds)):
+    for s, thr in enumerate(thresholds):
         removed = np.flatnonzero(scores.mem > thr)
         row = {"threshold": float(thr), "n_removed": int(len(removed)), "frac_removed": len(removed) / n}
         if len(removed) == 0 or len(removed) >= n:
@@ -82,7 +109,8 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     pairs = scores.influence_pairs(infl_threshold)
     tr = np.unique(pairs["tr_idx"].to_numpy())
     tt = np.unique(pairs["tt_idx"].to_numpy())
-    infl = {"n_pairs": len(pairs), "n_train_removed": int(len(tr)), "n_test_affected": int(len(tt))}
+    infl = {"n_pairs": len(pairs), "n_train_removed": int(len(tr)), "n_test_affected": int(len(tt)),
+            "n_train": int(n)}
     if len(tr) and len(tr) < n:
         keep = np.ones((repeats, n), bool)
         keep[:, tr] = False
@@ -102,6 +130,7 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     ok = [r for r in curve if np.isfinite(r["mem_drop"])]
     summary = {
         "base_test_acc": mean_ci(base_acc)[0], "repeats": int(repeats), "trials": int(scores.trials),
+        "has_intervals": repeats >= 2,
         **{f"drop_mem_gt_{r['threshold']}": r["mem_drop"] for r in curve},
         **{f"drop_rand_gt_{r['threshold']}": r["rand_drop"] for r in curve},
         **{f"frac_removed_{r['threshold']}": r["frac_removed"] for r in curve},
@@ -111,9 +140,9 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     fig, (ax1, ax2) = new_figure(2, 5.2, 4.2)
     if ok:
         fr = [100 * r["frac_removed"] for r in ok]
-        ax1.errorbar(fr, [100 * r["mem_drop"] for r in ok], yerr=[100 * r["mem_ci"] for r in ok],
+        ax1.errorbar(fr, [100 * r["mem_drop"] for r in ok], yerr=[100 * np.nan_to_num(r["mem_ci"]) for r in ok],
                      fmt="o-", capsize=3, label="remove mem > threshold")
-        ax1.errorbar(fr, [100 * r["rand_drop"] for r in ok], yerr=[100 * r["rand_ci"] for r in ok],
+        ax1.errorbar(fr, [100 * r["rand_drop"] for r in ok], yerr=[100 * np.nan_to_num(r["rand_ci"]) for r in ok],
                      fmt="s--", capsize=3, label="remove as many at random")
         for r in ok:
             ax1.annotate(f"{r['threshold']:g}", (100 * r["frac_removed"], 100 * r["mem_drop"]),
@@ -125,21 +154,24 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     if ok:
         ax1.legend(fontsize=8, loc="upper left")
     else:
-        ax1.text(0.5, 0.5, "no example above any threshold", ha="center", va="center", transform=ax1.transAxes)
+        ax1.text(0.5, 0.5, "no threshold left a set to train on\n(nothing or everything removed)", ha="center",
+                 va="center", transform=ax1.transAxes)
     if "hi_on_pairs_drop" in infl:
         labels = ["their test\nexamples", "whole\ntest set"]
         xs = np.arange(2)
         ax2.bar(xs - 0.2, [100 * infl["hi_on_pairs_drop"], 100 * infl["hi_on_all_drop"]], 0.4,
-                yerr=[100 * infl["hi_on_pairs_ci"], 100 * infl["hi_on_all_ci"]], capsize=3,
+                yerr=[100 * np.nan_to_num(infl["hi_on_pairs_ci"]), 100 * np.nan_to_num(infl["hi_on_all_ci"])],
+                capsize=3,
                 label=f"remove {len(tr)} high-influence train examples")
         ax2.bar(xs + 0.2, [100 * infl["rand_on_pairs_drop"], 100 * infl["rand_on_all_drop"]], 0.4,
-                yerr=[100 * infl["rand_on_pairs_ci"], 100 * infl["rand_on_all_ci"]], capsize=3,
+                yerr=[100 * np.nan_to_num(infl["rand_on_pairs_ci"]), 100 * np.nan_to_num(infl["rand_on_all_ci"])],
+                capsize=3,
                 label=f"remove {len(tr)} random train examples")
         ax2.set_xticks(xs, labels)
         ax2.legend(fontsize=8, loc="upper right")
     else:
-        ax2.text(0.5, 0.5, f"no pairs with infl >= {infl_threshold}", ha="center", va="center",
-                 transform=ax2.transAxes)
+        ax2.text(0.5, 0.5, f"no pairs with infl >= {infl_threshold}" if not len(tr) else
+                 f"the pairs' training examples are all {n}", ha="center", va="center", transform=ax2.transAxes)
     ax2.axhline(0, color="k", lw=0.6)
     ax2.set_xlabel("accuracy measured on")
     ax2.set_ylabel("test accuracy drop (percentage points, 95% CI)")
@@ -147,24 +179,40 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
 
     parts = [f"Models trained on all {n} training examples reach {fmt(100 * summary['base_test_acc'], 2)}% test "
              f"accuracy (mean of {repeats})."]
-    for r in ok:
-        verdict = ("more than" if r["mem_drop"] - r["mem_ci"] > r["rand_drop"] + r["rand_ci"] else
-                   "less than" if r["mem_drop"] + r["mem_ci"] < r["rand_drop"] - r["rand_ci"] else
-                   "about as much as")
+    if repeats < 2:
+        parts.append("With one model per training set there is no confidence interval, so the differences below "
+                     "are single draws and are not tested; rerun with --repeats 2 or more (8 or more to resolve "
+                     "small differences).")
+    for r in curve:
+        if r["n_removed"] == 0:
+            parts.append(f"No training example has mem > {r['threshold']:g}, so nothing was removed there.")
+            continue
+        if r["n_removed"] >= n:
+            parts.append(f"mem > {r['threshold']:g} removes all {n} training examples, leaving nothing to train "
+                         "on, so that threshold was skipped.")
+            continue
+        if np.isfinite(r["mem_ci"]) and np.isfinite(r["rand_ci"]):
+            verdict = ("more than" if r["mem_drop"] - r["mem_ci"] > r["rand_drop"] + r["rand_ci"] else
+                       "less than" if r["mem_drop"] + r["mem_ci"] < r["rand_drop"] - r["rand_ci"] else
+                       "about as much as")
+            compare = f"{verdict} removing as many at random"
+        else:
+            compare = "against removing as many at random"
         parts.append(f"Removing the {r['n_removed']} examples with mem > {r['threshold']:g} "
-                     f"({100 * r['frac_removed']:.1f}%) costs {100 * r['mem_drop']:.2f} +- {100 * r['mem_ci']:.2f} "
-                     f"points, {verdict} removing as many at random ({100 * r['rand_drop']:.2f} +- "
-                     f"{100 * r['rand_ci']:.2f}).")
-    if not ok:
-        parts.append("No training example exceeded any threshold, so nothing was removed.")
+                     f"({100 * r['frac_removed']:.1f}%) costs {_pm(r['mem_drop'], r['mem_ci'], 2)} "
+                     f"points, {compare} ({_pm(r['rand_drop'], r['rand_ci'], 2)}).")
     if "hi_on_pairs_drop" in infl:
         parts.append(
             f"Removing the {len(tr)} training examples of the {len(pairs)} high-influence pairs lowers accuracy on "
-            f"their {len(tt)} test examples by {100 * infl['hi_on_pairs_drop']:.1f} +- "
-            f"{100 * infl['hi_on_pairs_ci']:.1f} points and on the whole test set by "
-            f"{100 * infl['hi_on_all_drop']:.2f} +- {100 * infl['hi_on_all_ci']:.2f}; removing as many random "
-            f"training examples lowers them by {100 * infl['rand_on_pairs_drop']:.1f} and "
+            f"their {len(tt)} test examples by {_pm(infl['hi_on_pairs_drop'], infl['hi_on_pairs_ci'], 1)} points "
+            f"and on the whole test set by {_pm(infl['hi_on_all_drop'], infl['hi_on_all_ci'], 2)}; removing as "
+            f"many random training examples lowers them by {100 * infl['rand_on_pairs_drop']:.1f} and "
             f"{100 * infl['rand_on_all_drop']:.2f}.")
+    elif len(tr) >= n:
+        parts.append(f"The high-influence pairs (infl >= {infl_threshold:g}) involve all {n} training examples, "
+                     "so removing them leaves nothing to train on; that experiment was skipped.")
+    else:
+        parts.append(f"No pair has infl >= {infl_threshold:g}, so the high-influence experiment was skipped.")
     parts.append("In the paper, memorized examples carry more of the test accuracy than random ones, and "
                  "the test examples of high-influence pairs lose far more accuracy than the test set as a whole; "
                  "with small R the intervals are wide, so read differences inside them as not resolved.")

@@ -10,14 +10,17 @@ from tailscope.analyses.base import (
     ANALYSES_DIR,
     AnalysisResult,
     as_study,
-    child_study,
     fmt,
     new_figure,
-    run_and_score,
+    scores_of_first,
+    settled_child_study,
     spearman,
 )
 from tailscope.design import theoretical_se_bound
 from tailscope.store import child_location, read_bytes
+
+# A measured SE from fewer trials without an example than this is called out in the reading.
+FEW_OUT = 20
 
 
 def _loo_result(study_dir) -> dict | None:
@@ -40,53 +43,97 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
     Returns
     -------
     AnalysisResult
-        ``summary``: per ratio the mean mem, share with mem >= 0.25, median SE and
-        median SE * sqrt(t) (precision per trial spent; compare the bound
-        0.5 sqrt(1/q + 1/(1-q))), pairwise Spearman between ratios, and Spearman with
+        ``summary``: per ratio the mean mem, share with mem >= 0.25 (both over the
+        examples with an estimate), the share of examples without an SE (fewer than two
+        trials with or without them), median and mean SE and SE * sqrt(t) over the
+        examples with an SE, the same mean over the examples with an SE at *every*
+        ratio (the only fair comparison between ratios), and the paper's bound
+        0.5 sqrt(1/q + 1/(1-q)); pairwise Spearman between ratios, and Spearman with
         the leave-one-out estimates when ``analyses/loo`` exists.
+
+    Each ratio's study is kept and reused by later runs with the same study config
+    (a run with more trials adds only the new ones; one with fewer scores the first
+    ``trials`` trials); a study made with other settings is replaced, with a warning.
     """
+    if isinstance(trials, bool) or int(trials) != trials or trials < 2:
+        raise ValueError(f"trials must be an integer >= 2 (estimates need trials with and without each "
+                         f"example), got {trials!r}.")
+    trials = int(trials)
+    ratios = sorted({float(r) for r in ratios})
+    if not ratios:
+        raise ValueError("give at least one subset ratio, e.g. ratios=(0.5, 0.7, 0.9).")
+    bad = [r for r in ratios if not 0 < r < 1]
+    if bad:
+        raise ValueError(f"subset ratios must lie strictly between 0 and 1, got {bad}.")
     study = as_study(study)
-    ratios = sorted(float(r) for r in ratios)
     res = {}
     for q in ratios:
-        child = child_study(study, f"subset_ratio/studies/q{q:g}", ratio=q, trials=trials)
-        res[q] = run_and_score(child, progress)
+        child = settled_child_study(study, f"subset_ratio/studies/q{q:g}", what=f"subset-ratio study at q = {q:g}",
+                                    ratio=q, trials=trials)
+        res[q] = scores_of_first(child, trials, progress)
+    used = sorted({int(res[q].trials) for q in ratios})
+    if used != [trials]:  # cannot happen unless trials went missing from a store
+        raise RuntimeError(f"the subset-ratio studies hold {used} trials instead of {trials}; rerun the analysis.")
     loo = _loo_result(study.path)
-    rows, summary = [], {"trials": int(trials)}
+    has_se = np.all([np.isfinite(res[q].mem_se) for q in ratios], axis=0)
+    has_mem = np.all([np.isfinite(res[q].mem) for q in ratios], axis=0)
+    n = len(has_se)
+    rows = []
+    summary = {"trials": trials, "seed": int(study.design.seed), "n_train": n,
+               "n_with_se_at_every_ratio": int(has_se.sum()), "n_with_mem_at_every_ratio": int(has_mem.sum())}
     for q in ratios:
         s = res[q]
-        se = s.mem_se[np.isfinite(s.mem_se)]
-        row = {"ratio": q, "mean_mem": float(np.nanmean(s.mem)), "frac_mem_ge_0.25": float(np.mean(s.mem >= 0.25)),
+        ok_mem = np.isfinite(s.mem)
+        ok_se = np.isfinite(s.mem_se)
+        se = s.mem_se[ok_se]
+        common = s.mem_se[has_se]
+        rt = np.sqrt(s.trials)
+        row = {"ratio": q, "trials": int(s.trials),
+               "n_no_mem": int((~ok_mem).sum()),
+               "mean_mem": float(np.mean(s.mem[ok_mem])) if ok_mem.any() else float("nan"),
+               "mean_mem_common": float(np.mean(s.mem[has_mem])) if has_mem.any() else float("nan"),
+               "frac_mem_ge_0.25": float(np.mean(s.mem[ok_mem] >= 0.25)) if ok_mem.any() else float("nan"),
+               "n_no_se": int((~ok_se).sum()), "frac_no_se": float(np.mean(~ok_se)),
                "median_se": float(np.median(se)) if len(se) else float("nan"),
-               "median_se_sqrt_t": float(np.median(se) * np.sqrt(s.trials)) if len(se) else float("nan"),
+               "median_se_sqrt_t": float(np.median(se) * rt) if len(se) else float("nan"),
                "mean_se": float(np.mean(se)) if len(se) else float("nan"),
-               "mean_se_sqrt_t": float(np.mean(se) * np.sqrt(s.trials)) if len(se) else float("nan"),
-               "bound_se_sqrt_t": float(theoretical_se_bound(s.trials, q) * np.sqrt(s.trials)),
+               "mean_se_sqrt_t": float(np.mean(se) * rt) if len(se) else float("nan"),
+               "mean_se_common": float(np.mean(common)) if len(common) else float("nan"),
+               "mean_se_sqrt_t_common": float(np.mean(common) * rt) if len(common) else float("nan"),
+               "bound_se_sqrt_t": float(theoretical_se_bound(s.trials, q) * rt),
                "test_acc": float(np.mean(s.trial_test_acc)), "min_n_out": int(s.n_out.min())}
         if loo is not None:
             idx = np.asarray(loo["idx"], dtype=np.int64)
             row["spearman_loo"] = spearman(s.mem[idx], np.asarray(loo["loo_mem"], float))
         rows.append(row)
         for k, v in row.items():
-            if k != "ratio":
+            if k not in ("ratio", "trials"):
                 summary[f"{k}@{q:g}"] = v
     pairwise = {}
     for i, qa in enumerate(ratios):
         for qb in ratios[i + 1:]:
             pairwise[f"{qa:g}-{qb:g}"] = spearman(res[qa].mem, res[qb].mem)
             summary[f"spearman_{qa:g}_vs_{qb:g}"] = pairwise[f"{qa:g}-{qb:g}"]
+    best_bound = min(rows, key=lambda r: (r["bound_se_sqrt_t"], r["ratio"]))
+    measured = [r for r in rows if np.isfinite(r["mean_se_sqrt_t_common"])]
+    best_measured = min(measured, key=lambda r: (r["mean_se_sqrt_t_common"], r["ratio"])) if measured else None
+    few = [r for r in rows if r["min_n_out"] < FEW_OUT]
+    summary["lowest_bound_ratio"] = best_bound["ratio"]
+    summary["lowest_common_mean_se_ratio"] = best_measured["ratio"] if best_measured else None
+    summary["common_mean_se_ranking_reliable"] = bool(best_measured is not None and not few and len(rows) > 1)
 
     fig, (ax1, ax2, ax3) = new_figure(3, 4.4, 4.0)
-    ax1.plot(ratios, [r["median_se_sqrt_t"] for r in rows], "o-", label="median SE x sqrt(t)")
-    ax1.plot(ratios, [r["mean_se_sqrt_t"] for r in rows], "s-", label="mean SE x sqrt(t)")
+    ax1.plot(ratios, [r["median_se_sqrt_t"] for r in rows], "o-", label="median SE x sqrt(t) (examples with an SE)")
+    ax1.plot(ratios, [r["mean_se_sqrt_t_common"] for r in rows], "s-",
+             label=f"mean SE x sqrt(t), {int(has_se.sum())} examples with an SE at every q")
     ax1.plot(ratios, [r["bound_se_sqrt_t"] for r in rows], "k--", label="bound 0.5 sqrt(1/q + 1/(1-q))")
     ax1.set_xlabel("subset ratio q")
     ax1.set_ylabel("SE x sqrt(trials)")
     ax1.set_title("Precision per trial spent")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=7)
     bins = np.linspace(-0.3, 1.0, 27)
     for q in ratios:
-        ax2.hist(res[q].mem, bins=bins, histtype="step", lw=1.5, label=f"q = {q:g}")
+        ax2.hist(res[q].mem[np.isfinite(res[q].mem)], bins=bins, histtype="step", lw=1.5, label=f"q = {q:g}")
     ax2.set_yscale("log")
     ax2.set_xlabel("memorization estimate")
     ax2.set_ylabel("training examples")
@@ -104,37 +151,63 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
     if loo is not None:
         ax3.bar([], [], color="tab:orange", label="with leave-one-out sample")
     ax3.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
-    ax3.set_ylim(min(0.0, float(np.nanmin(vals)) if vals else 0.0), 1)
+    finite_vals = [v for v in vals if np.isfinite(v)]
+    ax3.set_ylim(min([0.0, *finite_vals]), 1)
     ax3.set_ylabel("Spearman correlation of mem")
     ax3.set_title("Agreement")
     ax3.legend(fontsize=8)
 
+    return AnalysisResult("subset_ratio", "Subset-ratio sweep", summary,
+                          _reading(rows, pairwise, trials, n, int(has_se.sum()), int(has_mem.sum()), few,
+                                   best_bound, best_measured, loo is not None),
+                          data={"rows": rows, "pairwise_spearman": pairwise,
+                                "mem": {f"{q:g}": res[q].mem for q in ratios},
+                                "settings": {"ratios": ratios, "trials": trials, "seed": int(study.design.seed),
+                                             "design": study.design.kind, "learner": study.learner.spec()}},
+                          figure=fig)
+
+
+def _reading(rows, pairwise, trials, n, n_se, n_mem, few, best_bound, best_measured, has_loo) -> str:
     parts = [f"With {trials} trials at each subset ratio:"]
     for r in rows:
-        parts.append(f"q = {r['ratio']:g} gives mean mem {r['mean_mem']:.3f}, {r['frac_mem_ge_0.25']:.1%} of examples "
-                     f"at mem >= 0.25, median SE {r['median_se']:.3f} and mean SE {r['mean_se']:.3f} (x sqrt(t): "
-                     f"{r['median_se_sqrt_t']:.2f} and {r['mean_se_sqrt_t']:.2f}; bound {r['bound_se_sqrt_t']:.2f})"
-                     + (f", Spearman {fmt(r['spearman_loo'])} with leave-one-out mem" if "spearman_loo" in r else "")
-                     + ";")
-    best = min(rows, key=lambda r: (np.nan_to_num(r["mean_se_sqrt_t"], nan=np.inf), r["ratio"]))
+        no_mem = f" ({r['n_no_mem']} never left out have none)" if r["n_no_mem"] else ""
+        parts.append(
+            f"q = {r['ratio']:g} gives mean mem {fmt(r['mean_mem'])} over the examples with an estimate{no_mem}, "
+            f"{fmt(100 * r['frac_mem_ge_0.25'], 1)}% of them at mem >= 0.25; {r['n_no_se']} of {n} examples "
+            f"({100 * r['frac_no_se']:.1f}%) have no SE (fewer than two trials with or without them), and over "
+            f"the others the median SE is {fmt(r['median_se'])} and the mean {fmt(r['mean_se'])} (x sqrt(t): "
+            f"{fmt(r['median_se_sqrt_t'], 2)} and {fmt(r['mean_se_sqrt_t'], 2)}; bound {r['bound_se_sqrt_t']:.2f})"
+            + (f", Spearman {fmt(r['spearman_loo'])} with leave-one-out mem" if "spearman_loo" in r else "")
+            + ";")
     parts.append("pairwise Spearman between ratios: "
-                 + ", ".join(f"{k} {fmt(v)}" for k, v in pairwise.items()) + ".")
-    few = [r for r in rows if r["min_n_out"] < 20]
-    if few:
-        qs = ", ".join(f"{r['ratio']:g}" for r in few)
-        parts.append(f"At q = {qs} some examples had few trials "
-                     f"without them (as few as {min(r['min_n_out'] for r in few)}): when all of those agree the "
-                     "plug-in SE is 0 (also for the many examples every model gets right), so measured SEs understate the noise "
-                     "there; the bound is the safe number.")
+                 + (", ".join(f"{k} {fmt(v)}" for k, v in pairwise.items()) or "none (one ratio)") + ".")
+    bound_text = (f"The paper's bound 0.5 sqrt(1/q + 1/(1-q)) on SE x sqrt(t), which holds for every example, "
+                  f"is lowest at q = {best_bound['ratio']:g}.")
+    if best_measured is None:
+        parts.append("No example has an SE at every ratio, so the ratios are not ranked by measured SE. "
+                     + bound_text)
+    else:
+        parts.append(f"Compared on the {n_se} of {n} examples with an SE at every ratio (means over different "
+                     "examples would not be comparable), mean SE x sqrt(t) is "
+                     + ", ".join(f"{fmt(r['mean_se_sqrt_t_common'], 2)} at q = {r['ratio']:g}" for r in rows)
+                     + f": lowest at q = {best_measured['ratio']:g}.")
+        if few:
+            qs = ", ".join(f"{r['ratio']:g}" for r in few)
+            parts.append(f"At q = {qs} some examples had few trials without them (as few as "
+                         f"{min(r['min_n_out'] for r in few)}): when all of those agree the plug-in SE is 0 (also "
+                         "for the many examples every model gets right), so measured SEs understate the noise there "
+                         "and this ranking is not reliable; the bound is the safe number. " + bound_text)
+        elif len(rows) > 1:
+            parts.append(f"Per trial spent, q = {best_measured['ratio']:g} estimates these examples most "
+                         "precisely. " + bound_text)
     lo_q, hi_q = rows[0], rows[-1]
-    parts.append(f"Per trial spent (mean SE), q = {best['ratio']:g} estimates most precisely. Mean mem goes from "
-                 f"{lo_q['mean_mem']:.3f} at q = {lo_q['ratio']:g} to {hi_q['mean_mem']:.3f} at q = {hi_q['ratio']:g}: "
-                 "smaller q trains on less data, so models generalize worse and more examples need memorizing "
-                 "(mem_m is expected to grow as m shrinks), "
-                 "while q near 1 leaves few trials without each example and its estimate gets noisy; "
-                 "larger q measures something closer to full-data memorization. "
-                 + ("Compare with the leave-one-out agreement per ratio above." if loo is not None else
-                    "Run `tailscope analyze loo` first to also compare each ratio with leave-one-out mem."))
-    return AnalysisResult("subset_ratio", "Subset-ratio sweep", summary, " ".join(parts),
-                          data={"rows": rows, "pairwise_spearman": pairwise,
-                                "mem": {f"{q:g}": res[q].mem for q in ratios}}, figure=fig)
+    if len(rows) > 1 and n_mem:
+        parts.append(f"On the {n_mem} examples with a mem estimate at every ratio, mean mem goes from "
+                     f"{fmt(lo_q['mean_mem_common'])} at q = {lo_q['ratio']:g} to {fmt(hi_q['mean_mem_common'])} at "
+                     f"q = {hi_q['ratio']:g}: smaller q trains on less data, so models generalize worse and more "
+                     "examples need memorizing (mem_m is expected to grow as m shrinks), while q near 1 leaves few "
+                     "trials without each example and its estimate gets noisy; larger q measures something closer "
+                     "to full-data memorization.")
+    parts.append("Compare with the leave-one-out agreement per ratio above." if has_loo else
+                 "Run `tailscope analyze loo` first to also compare each ratio with leave-one-out mem.")
+    return " ".join(parts)
