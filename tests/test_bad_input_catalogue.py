@@ -226,7 +226,7 @@ def test_cli_catalogue(done_study, tmp_path):
         (["run", "-o", str(path), "-l", "logreg", "--shard", "1of2"], "--shard must look like i/N"),
         (["run", "-o", str(path), "-l", "logreg", "--trials", "20", "--block-size", "5"],
          "different study config"),
-        (["run", "-o", str(path), "-l", "logreg", "--backend", "warp"], "different study config"),
+        (["run", "-o", str(path), "-l", "logreg", "--backend", "warp"], "unknown backend"),  # checked first
         (["estimate", str(tmp_path / "nothing")], "no tailscope study"),
         (["info", str(tmp_path / "nothing")], "no tailscope study"),
         (["verify", str(tmp_path / "nothing")], "no tailscope study"),

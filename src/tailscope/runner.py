@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ class Job:
     data: Dataset
     learner: Learner
     design: Design
+    config_hash: str | None = None  # the store's config this job trains for (checked before writing)
 
     def train_block(self, trials: np.ndarray, store: TrialStore | None = None) -> int:
         """Train and write ``trials`` (all of one block); returns how many were written.
@@ -43,6 +45,7 @@ class Job:
         done flag.
         """
         store = store or TrialStore.open(self.store_path, mode="r+")
+        store.check_identity(self.config_hash)
         trials = np.asarray(trials)
         trials = trials[~store.done_of(trials)]
         if not len(trials):
@@ -53,7 +56,7 @@ class Job:
             masks = self.design.masks(trials)
             seeds = self.design.trial_seeds(trials)
             preds = self.learner.fit_predict(self.data, masks, seeds)
-            return store.write(trials, masks, seeds, preds)  # checks shapes and label range
+            return store.write(trials, masks, seeds, preds, self.config_hash)  # checks shapes, labels
         finally:
             store.release(b, token)
 
@@ -101,6 +104,7 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
                   on_done: Callable[[int], None]) -> None:
     import multiprocessing as mp
 
+    job.learner.check_picklable()  # lambdas/local functions: one clear error, not a PicklingError in the pool
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn: forking a process that already runs torch/BLAS threads can deadlock.
     ctx = mp.get_context("spawn")
@@ -115,6 +119,13 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
                 for f in finished:
                     on_done(f.result())
                 _fill(pool, pending, queue, 2 * workers)
+        except BrokenProcessPool as e:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise RuntimeError(
+                "a worker process died before finishing its block (blocks already written are kept). "
+                "From a Python script, workers > 1 need the calling code under "
+                "`if __name__ == \"__main__\":` (each worker re-imports the main module); otherwise a "
+                "worker was killed, e.g. out of memory: try fewer workers or workers=1.") from e
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -44,6 +44,7 @@ import re
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +87,14 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(a) | set(b)):
         if k in VOLATILE_KEYS and not prefix:
             continue
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
+            out += config_diff(va, vb, f"{prefix}{k}.")
         elif va != vb:
             out.append(f"{prefix}{k}: stored {va!r}, requested {vb!r}")
     return out
@@ -143,16 +144,22 @@ class TrialStore:
         """
         url = _store_url(path)
         existing = _try_open(url, mode="r")
-        if existing is not None and not _needs_growth(existing, config):
-            store = cls(existing, url)
-            store._check_same(config)
-            return store
+        if (existing is not None and not _needs_growth(existing, config)
+                and existing.attrs.get("config_hash") == config_hash(config)):
+            return cls(existing, url)
         with _creation_lock(url):
             # Another process may have created or grown the store while we waited.
             existing = _try_open(url, mode="r")
             if existing is not None:
                 store = cls(existing, url)
-                store._check_same(config)
+                if store.group.attrs.get("config_hash") != config_hash(config):
+                    if not store._replaceable():
+                        store._check_same(config)  # raises, naming the differences
+                    warnings.warn(f"the store at {url} holds no done trial (an earlier run failed before "
+                                  "finishing a block); its config is replaced by this one:\n  "
+                                  + "\n  ".join(config_diff(store.config, config)), stacklevel=3)
+                    _create_arrays(url, config, y_train, y_test)
+                    return cls(zarr.open_group(url, mode="r+"), url)
                 if config["trials"] > store.trials:
                     store = cls(zarr.open_group(url, mode="r+"), url)
                     store._grow(int(config["trials"]))
@@ -173,10 +180,19 @@ class TrialStore:
             raise StoreError(f"no tailscope study at {path}; create one with `tailscope run` or ts.Study(...).run().")
         return cls(group, url)
 
+    def _replaceable(self) -> bool:
+        """No trial done and no block being trained now: a failed first run left nothing to keep."""
+        try:
+            if self.done().any():
+                return False
+        except StoreError:
+            return False
+        return not any(not c["stale"] for c in self.claims())
+
     def _check_same(self, config: dict) -> None:
         if self.group.attrs.get("config_hash") == config_hash(config):
             return
-        diffs = _diff(self.config, config)
+        diffs = config_diff(self.config, config)
         raise StoreError(
             f"the store at {self.path} was made by a different study config:\n  " + "\n  ".join(diffs)
             + "\nUse another output directory, or rerun with the stored settings; nothing was changed.")
@@ -241,12 +257,15 @@ class TrialStore:
         return out
 
     # ----------------------------------------------------------------- writing
-    def write(self, trials: np.ndarray, masks: np.ndarray, seeds: np.ndarray, preds: Predictions) -> int:
+    def write(self, trials: np.ndarray, masks: np.ndarray, seeds: np.ndarray, preds: Predictions,
+              config_hash: str | None = None) -> int:
         """Write trials (all in one block), then mark them done; returns how many were written.
 
         Trials already done (another writer got there first, or a retried task) are
         skipped, so a trial is counted once however many times it is trained. Rewriting
         them would be harmless too: their rows are a pure function of the config.
+        ``config_hash`` is the config the rows were made for (default: the one this
+        handle opened); the write is refused if the store holds another one now.
         """
         trials = np.asarray(trials)
         blocks = np.unique(trials // self.block)
@@ -257,6 +276,7 @@ class TrialStore:
         preds.check(len(trials), self.array("train_pred").shape[1], self.array("test_pred").shape[1],
                     len(classes) if classes else 2**15)
         b = int(blocks[0])
+        self.check_identity(config_hash)
         with self._chunk_errors(b):
             already = self.done_of(trials)
             if already.all():
@@ -273,6 +293,19 @@ class TrialStore:
                 self.array(name)[sel] = getattr(preds, name)
             self.array("done")[sel] = True  # last: a block killed before this never counts
         return len(trials)
+
+    def check_identity(self, config_hash: str | None = None) -> None:
+        """Refuse to go on if the store's config is not ``config_hash`` (default: as opened here).
+
+        A store with no done trial may get a new config (see :meth:`create`); a process
+        still running the old one must not land its rows in it.
+        """
+        expected = config_hash or self.group.attrs.get("config_hash")
+        now = _try_open(self.path, mode="r")
+        if now is not None and now.attrs.get("config_hash") != expected:
+            raise StoreError(f"the store at {self.path} was given another config by another run while this "
+                             "one was training; this run's trials are not written. Rerun with that config, "
+                             "or use another output directory.")
 
     @contextlib.contextmanager
     def _chunk_errors(self, b: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from tailscope.design import Design, theoretical_se_bound
 from tailscope.estimate import EstimateOptions, estimate
 from tailscope.learners.base import Learner
 from tailscope.learners.registry import learner_from_source
-from tailscope.runner import Job, run_blocks, select_shard
+from tailscope.runner import BACKENDS, Job, run_blocks, select_shard
 from tailscope.scores import Scores, scores_location
 from tailscope.store import StoreError, TrialStore
 
@@ -85,8 +86,9 @@ class Study:
 
     @property
     def store(self) -> TrialStore:
-        """The trial store, created (or checked against this config and grown) on first use."""
-        if self._store is None:
+        """The trial store, created (or checked against this config and grown) on first use,
+        and grown again when ``trials`` was raised since."""
+        if self._store is None or self._store.trials < self.trials:
             self._store = TrialStore.create(self.path, json.loads(json.dumps(self.config, default=str)),
                                             self.data.y_train, self.data.y_test)
         return self._store
@@ -97,9 +99,20 @@ class Study:
         """Train every trial not yet done (of this shard); returns a summary dict."""
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+        if shard is not None:  # bad settings are refused before the store is created
+            select_shard({}, shard)
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"unknown backend {backend!r}; use 'auto', 'local', 'processes' or 'ray'.")
+        if workers > 1 and backend in ("auto", "processes"):
+            self.learner.check_picklable()
         store = self.store
+        if store.trials > self.trials:
+            warnings.warn(f"the study at {self.path} already holds {store.trials} trials, more than the "
+                          f"{self.trials} asked for; all {store.trials} are kept and estimated from. Use "
+                          "another directory for a smaller study.", stacklevel=2)
         blocks = select_shard(store.missing(), shard)
-        job = Job(store_path=self.path, data=self.data, learner=self.learner, design=self.design)
+        job = Job(store_path=self.path, data=self.data, learner=self.learner, design=self.design,
+                  config_hash=store.group.attrs.get("config_hash"))
         todo = int(sum(len(t) for t in blocks.values()))
         seconds = run_blocks(job, blocks, workers=workers, backend=backend, progress=progress,
                              **backend_options)
