@@ -79,7 +79,7 @@ def run(
     dataset: DatasetOpt = "digits",
     learner: LearnerOpt = "mlp",
     opt: OptOpt = None,
-    data_opt: Annotated[list[str] | None, typer.Option("--data-opt", help="dataset loader option key=value (repeatable), e.g. --data-opt limit_train=5000")] = None,
+    data_opt: Annotated[list[str] | None, typer.Option("--data-opt", help="dataset loader option key=value (repeatable), e.g. --data-opt limit_train=5000 (fashion-mnist)")] = None,
     trials: Annotated[int, typer.Option(help="number of trained models t")] = 200,
     ratio: Annotated[float, typer.Option(help="subset fraction q (paper: 0.7)")] = 0.7,
     design: Annotated[str, typer.Option(help="uniform (paper) or balanced")] = "uniform",
@@ -96,6 +96,7 @@ def run(
     import tailscope as ts
     from tailscope.learners.registry import make_learner
 
+    _check_out_dir(out)
     data = ts.load_dataset(dataset, **parse_options(data_opt))
     lrn = make_learner(learner, **parse_options(opt))
     study = ts.Study(data, lrn, trials=trials, ratio=ratio, design=design, seed=seed, path=out,
@@ -110,6 +111,11 @@ def run(
         _estimate_and_print(study)
     elif estimate:
         console.print("not every trial is done yet (other shards?): run `tailscope estimate` when they are.")
+
+
+def _check_out_dir(path: Path, flag: str = "--out") -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a directory; give a directory (new or existing).")
 
 
 def _estimate_and_print(study, **options) -> None:
@@ -217,9 +223,15 @@ _register_analyses()
 def report(
     study_dir: Annotated[Path, typer.Argument(help="study directory")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (default: STUDY_DIR/report)")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="the study's data, when it cannot be reloaded from where it was recorded (moved file, in-memory arrays)")] = None,
+    data_opt: Annotated[list[str] | None, typer.Option("--data-opt", help="dataset loader option key=value (repeatable)")] = None,
 ):
     """Write the static HTML report of a study (estimating its scores first if there are none)."""
+    import tailscope as ts
     from tailscope.report import write_report
 
-    index = write_report(study_dir, out_dir=out)
+    if out is not None:
+        _check_out_dir(out)
+    data = ts.load_dataset(dataset, **parse_options(data_opt)) if dataset else None
+    index = write_report(study_dir, out_dir=out, data=data)
     console.print(f"report: {index}")

@@ -55,7 +55,7 @@ class Study:
         if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
             raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
                              f"without each example), got {trials!r}.")
-        block_size = int(block_size or learner.preferred_block)
+        block_size = int(learner.preferred_block if block_size is None else block_size)
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}.")
         self.data = data
@@ -148,7 +148,15 @@ class Study:
         store = TrialStore.open(path)
         cfg = store.config
         if data is None:
-            data = load_dataset(cfg["source"]["dataset"], **cfg["source"].get("options", {}))
+            spec = cfg["source"]["dataset"]
+            try:
+                data = load_dataset(spec, **cfg["source"].get("options", {}))
+            except (DataError, OSError) as e:
+                raise StoreError(
+                    f"cannot reload the dataset of the study at {path} (recorded as {spec!r}): {e} If it was "
+                    "made from in-memory arrays (ts.from_arrays, from_torch, ...) or the file moved, pass the "
+                    "data: Study.open(path, data=...) or write_report(path, data=...); on the command line, "
+                    "--dataset SPEC.") from e
         if data.fingerprint != cfg["dataset"]["fingerprint"]:
             raise StoreError(f"dataset {data.name!r} is not the one the study at {path} was made with "
                              "(fingerprints differ); pass the original data.")

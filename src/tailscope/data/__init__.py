@@ -20,11 +20,48 @@ def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
     if isinstance(name_or_path, Dataset):
         return name_or_path
     spec = str(name_or_path)
-    data = _dispatch(spec, options)
-    # Recorded so that a study can reload its data later (tailscope estimate/report).
-    data.meta.setdefault("spec", spec)
+    try:
+        data = _dispatch(spec, options)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise DataError(f"dataset {spec!r} does not take option(s) {sorted(options)}; "
+                        f"its loader takes: {_loader_options(spec)}.") from None
+    # Recorded so that a study can reload its data later (tailscope estimate/report),
+    # from any working directory: local paths are made absolute.
+    data.meta.setdefault("spec", _absolute_spec(spec))
     data.meta.setdefault("spec_options", dict(options))
     return data
+
+
+def _loader(spec: str):
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    prefix, sep, _ = spec.partition(":")
+    return LOADERS.get(prefix) if sep else LOADERS["npz"] if spec.endswith(".npz") else None
+
+
+def _loader_options(spec: str) -> str:
+    import inspect
+
+    fn = _loader(spec)
+    if fn is None:
+        return "none"
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    return ", ".join(p.name for p in params) or "none"
+
+
+def _absolute_spec(spec: str) -> str:
+    """``npz:data.npz`` -> ``npz:/abs/dir/data.npz`` (URLs and built-in names unchanged)."""
+    import os
+
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in LOADERS and "://" not in rest:
+        return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
+    if not sep and spec.endswith(".npz"):
+        return f"npz:{os.path.abspath(os.path.expanduser(spec))}"
+    return spec
 
 
 def _dispatch(spec: str, options: dict) -> Dataset:

@@ -183,6 +183,8 @@ class TorchLearner(Learner):
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
         self.model = model
+        if isinstance(widths, int | np.integer):  # --opt widths=128 means one hidden layer
+            widths = (widths,)
         self.widths = None if widths is None else tuple(int(w) for w in widths)
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)

@@ -1,0 +1,57 @@
+"""CLI papercuts found by QA: each gets one clear line, and studies can be reported from anywhere."""
+
+import numpy as np
+from typer.testing import CliRunner
+
+import tailscope as ts
+from tailscope.cli import app
+
+runner = CliRunner()
+
+
+def _one_line(r) -> str:
+    return " ".join(r.output.split())
+
+
+def test_bad_run_settings_are_one_line_errors(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    cases = [
+        (["run", "-o", str(f), "-l", "logreg", "--trials", "4"], "is a file, not a directory"),
+        (["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--trials", "4", "--block-size", "0"],
+         "block_size must be >= 1"),
+        (["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--trials", "4", "--data-opt", "limit_train=5"],
+         "does not take option(s) ['limit_train']"),
+        (["report", str(tmp_path / "nothing"), "-o", str(f)], "is a file, not a directory"),
+    ]
+    for args, match in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and match in _one_line(r), (args, r.output)
+    assert not (tmp_path / "s").exists()
+
+
+def test_relative_npz_study_reports_from_another_directory(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    (tmp_path / "work").mkdir()
+    np.savez(tmp_path / "work" / "d.npz", x=rng.normal(size=(90, 4)).astype("float32") + y[:, None], y=y)
+    monkeypatch.chdir(tmp_path / "work")
+    r = runner.invoke(app, ["run", "-d", "npz:d.npz", "-o", "s", "-l", "logreg", "--trials", "6"])
+    assert r.exit_code == 0, r.output
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["report", "work/s"])
+    assert r.exit_code == 0 and (tmp_path / "work/s/report/index.html").exists(), r.output
+
+
+def test_in_memory_study_reports_with_its_data(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.normal(size=(90, 4)).astype("float32") + y[:, None]
+    data = ts.from_arrays(x, y, name="arrays")
+    from sklearn.linear_model import LogisticRegression
+    ts.Study(data, ts.SklearnLearner(LogisticRegression()), trials=6, path=tmp_path / "s").run(progress=False)
+    r = runner.invoke(app, ["report", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "pass the data" in _one_line(r) and "--dataset SPEC" in _one_line(r), r.output
+    np.savez(tmp_path / "d.npz", x=x, y=y)  # the same arrays, now as a file
+    r = runner.invoke(app, ["report", str(tmp_path / "s"), "--dataset", f"npz:{tmp_path / 'd.npz'}"])
+    assert r.exit_code == 0 and (tmp_path / "s/report/index.html").exists(), r.output
