@@ -11,13 +11,13 @@ import numpy as np
 from tailscope.analyses.base import (
     AnalysisResult,
     as_study,
-    child_study,
     fmt,
     jaccard,
     new_figure,
     open_study_scores,
     pearson,
-    run_and_score,
+    scores_of_first,
+    settled_child_study,
     spearman,
     study_scores,
 )
@@ -80,10 +80,11 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
         if seed is not None:
             tag.append(f"seed{seed}")
         label = "_".join(tag)
-        other_study = child_study(study, f"consistency/studies/{label}", learner=lrn, seed=seed, trials=trials)
+        other_study = settled_child_study(study, f"consistency/studies/{label}", what="consistency study",
+                                          learner=lrn, seed=seed, trials=trials)
     if other_study.data.fingerprint != study.data.fingerprint:
         raise ValueError(f"{label} was made with other data than {study.path}; compare studies of the same dataset.")
-    b = run_and_score(other_study, progress) if other is None else study_scores(other_study)
+    b = scores_of_first(other_study, other_study.trials, progress) if other is None else study_scores(other_study)
     summary = compare_scores(a, b, mem_threshold, infl_threshold)
     summary["other"] = label
 

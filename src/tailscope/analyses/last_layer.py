@@ -30,13 +30,16 @@ layers on frozen maps is not offered).
 from __future__ import annotations
 
 import math
-import shutil
 
 import numpy as np
 
-from tailscope.analyses.base import ANALYSES_DIR, AnalysisResult, open_study_scores
+from tailscope.analyses.base import (
+    AnalysisResult,
+    open_study_scores,
+    scores_of_first,
+    settled_child_study,
+)
 from tailscope.data.dataset import Dataset
-from tailscope.store import child_location
 
 NAME = "last_layer"
 SUPPORTED = ("mlp", "cnn")
@@ -202,8 +205,6 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
     AnalysisResult named ``last_layer``; each k's trials and scores live in
     ``analyses/last_layer/k<k>/``.
     """
-    from tailscope.store import StoreError
-    from tailscope.study import Study
 
     study, scores = open_study_scores(study, scores)
     learner = torch_learner_of(study.learner)
@@ -229,19 +230,10 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
         arch, widths = top_architecture(model, k)
         feats = feature_dataset(data, model, xtr, xte, k)
         top = TorchLearner(arch, widths=widths or None, **{h: getattr(learner, h) for h in _HYPER})
-        path = child_location(study.path, ANALYSES_DIR, NAME, f"k{k}")
-
-        def make(feats=feats, top=top, path=path):
-            return Study(feats, top, trials=trials, ratio=study.design.ratio, design=study.design.kind,
-                         seed=seed, path=path, design_block=study.design.block)
-        try:
-            sk = make()
-            _ = sk.store
-        except StoreError:  # an earlier run with other options: this analysis owns the folder
-            shutil.rmtree(path)
-            sk = make()
-        sk.run(progress=progress)
-        sc = sk.estimate(save=True)
+        # an earlier run with other options (features, top model, seed) is replaced, with a warning
+        sk = settled_child_study(study, f"{NAME}/k{k}", what="last-layer study", data=feats, learner=top,
+                                 trials=trials, seed=seed)
+        sc = scores_of_first(sk, trials, progress)
         rows.append({"k": k, "layers": arch if k == 1 else f"mlp{list(widths)}", "feature_dim": feats.x_train.shape[1],
                      "n_mem": int(np.sum(sc.mem >= threshold)), "mean_mem": float(np.nanmean(sc.mem)),
                      "test_acc": float(np.mean(sc.trial_test_acc)), "trials": int(sc.trials)})
