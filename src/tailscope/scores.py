@@ -27,8 +27,12 @@ class Scores:
     frequent prediction of models that did not train on it, and its share),
     ``max_infl``/``max_infl_test`` (its largest influence on a test example of its class).
 
+    ``max_infl`` is NaN (``max_infl_test`` -1) for an example with no eligible test example.
+
     Per test example: ``topk_idx``/``topk_infl``/``topk_se`` (n_test, k), the most
-    influential training examples. ``pairs`` holds every kept high-influence pair.
+    influential training examples, ties to the lower training index; slots no eligible
+    training example can fill (k larger than the class) hold index -1 and NaN.
+    ``pairs`` holds every kept high-influence pair.
     """
 
     y_train: np.ndarray
