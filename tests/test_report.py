@@ -28,10 +28,11 @@ WEIRD_CLASSES = ["<cat>", 'dog & "co"', "bird"]
 
 
 # ----------------------------------------------------------------- fixtures
-def _write_analysis(study_dir: Path, name: str, title: str, summary: dict, reading: str, figure: bool = True):
+def _write_analysis(study_dir: Path, name: str, title: str, summary: dict, reading: str, figure: bool = True,
+                    **extra):
     d = study_dir / "analyses" / name
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({"name": name, "title": title, "summary": summary}))
+    (d / "result.json").write_text(json.dumps({"name": name, "title": title, "summary": summary, **extra}))
     (d / "reading.md").write_text(reading)
     if figure:
         Image.new("RGB", (40, 30), (200, 30, 30)).save(d / "figure.png")
@@ -49,7 +50,7 @@ def digits_report(tmp_path_factory):
                     {"acc_drop": 0.0123, "n_removed": 43, "label": "a<b"},
                     "Removing **memorized** examples costs more accuracy than removing random ones & more.")
     _write_analysis(path, "a_noise", "Planted label noise", {"auc": 0.91}, "Flipped labels get *high* mem.",
-                    figure=False)
+                    figure=False, study_done_trials=8)  # run before the study grew to 12
     broken = path / "analyses" / "c_broken"
     broken.mkdir()
     (broken / "result.json").write_text("{not json")
@@ -182,6 +183,23 @@ def test_analyses_section(digits_report):
     assert 'src="analyses/b_marginal.png"' in sec
     assert (Path(study.path) / "report" / "analyses" / "b_marginal.png").is_file()
     assert "c_broken" in sec and "could not read result.json" in sec
+    # an analysis computed on fewer trials than the study now has is flagged, the others are not
+    noise = _block(sec, 'id="analysis-a_noise"', "</div>")
+    assert "Computed when the study had 8 done trials; it now has 12" in noise
+    assert "tailscope analyze a-noise" in noise
+    assert "Computed when" not in _block(sec, 'id="analysis-b_marginal"', "</div>")
+
+
+def test_saved_analyses_record_the_study_trials(digits_report):
+    from tailscope.analyses.base import AnalysisResult
+
+    study = digits_report[0]
+    out = AnalysisResult(name="z_recorded", title="t", summary={}, reading="r").save(study.path)
+    try:
+        assert json.loads((out / "result.json").read_text())["study_done_trials"] == 12
+    finally:
+        import shutil
+        shutil.rmtree(out)
 
 
 def test_non_image_dataset_gets_tables_and_escaping(synthetic_report):

@@ -52,16 +52,18 @@ class AnalysisResult:
         from tailscope.store import child_location, put_dir
 
         dest = child_location(study_dir, ANALYSES_DIR, self.name)
+        done = _done_trials(study_dir)
         if isinstance(dest, str):
             with tempfile.TemporaryDirectory() as tmp:
-                put_dir(self._write(Path(tmp)), dest)
+                put_dir(self._write(Path(tmp), done), dest)
             return dest
-        return self._write(dest)
+        return self._write(dest, done)
 
-    def _write(self, out: Path) -> Path:
+    def _write(self, out: Path, study_done_trials: int | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
+        # the study's done trials when this was computed: the report flags results that predate more trials
         payload = {"name": self.name, "title": self.title, "summary": _jsonable(self.summary),
-                   "data": _jsonable(self.data)}
+                   "data": _jsonable(self.data), "study_done_trials": study_done_trials}
         (out / "result.json").write_text(json.dumps(payload, indent=1))
         (out / "reading.md").write_text(self.reading.strip() + "\n")
         if self.figure is not None:
@@ -70,6 +72,16 @@ class AnalysisResult:
 
             plt.close(self.figure)
         return out
+
+
+def _done_trials(study_dir) -> int | None:
+    """Done trials of the study at ``study_dir`` (None if it has no readable store)."""
+    from tailscope.store import StoreError, TrialStore
+
+    try:
+        return int(TrialStore.open(study_dir).done().sum())
+    except (StoreError, OSError):
+        return None
 
 
 def _jsonable(obj):

@@ -19,6 +19,7 @@ class AnalysisEntry:
     summary: dict = field(default_factory=dict)
     figure: str | None = None  # path relative to the report folder
     problem: str | None = None  # set when the folder could not be read
+    study_done_trials: int | None = None  # the study's done trials when the analysis ran
 
 
 def collect_analyses(study_dir: str | Path, out_dir: Path) -> list[AnalysisEntry]:
@@ -53,6 +54,8 @@ def _collect(root: Path, out_dir: Path) -> list[AnalysisEntry]:
             entries.append(entry)
             continue
         entry.title = str(result.get("title") or folder.name)
+        done = result.get("study_done_trials")
+        entry.study_done_trials = int(done) if isinstance(done, int) else None
         summary = result.get("summary")
         entry.summary = summary if isinstance(summary, dict) else {}
         reading = folder / "reading.md"
