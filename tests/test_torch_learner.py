@@ -48,8 +48,9 @@ def small_user_net() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
 
 
-def bn_net() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+def bn_net(track: bool = True) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32, track_running_stats=track), nn.ReLU(),
+                         nn.Linear(32, 10))
 
 
 def test_population_equals_models_trained_alone(digits):
@@ -125,8 +126,28 @@ def test_linear_and_bf16(digits):
 
 def test_batchnorm_module_is_refused(digits):
     learner = TorchLearner(bn_net, epochs=1)
-    with pytest.raises(ModelError, match="GroupNorm.*track_running_stats=False"):
+    with pytest.raises(ModelError, match="running statistics.*GroupNorm"):
         learner.fit_predict(digits, _masks(digits.n_train, 2), np.arange(2))
+    # batch statistics only: predictions would depend on the evaluation batch
+    learner = TorchLearner(functools.partial(bn_net, track=False), epochs=1)
+    with pytest.raises(ModelError, match="evaluation batch.*GroupNorm"):
+        learner.fit_predict(digits, _masks(digits.n_train, 2), np.arange(2))
+
+
+def test_bad_recipe_settings_are_refused():
+    for kw, match in [({"lr": 0}, "lr must be > 0"), ({"lr": -0.1}, "lr must be > 0"),
+                      ({"momentum": -1}, "momentum must be in"), ({"weight_decay": -1e-4}, "weight_decay"),
+                      ({"label_smoothing": 1.5}, "label_smoothing"), ({"crop_pad": -1}, "crop_pad"),
+                      ({"num_threads": 0}, "num_threads"), ({"epochs": 1.5}, "epochs must be a positive integer"),
+                      ({"widths": "128"}, "widths must be positive integers"), ({"widths": (0,)}, "positive"),
+                      ({"widths": ()}, "without layers")]:
+        with pytest.raises(ValueError, match=match):
+            TorchLearner("mlp", **kw)
+    with pytest.raises(ValueError, match="no hidden layers"):
+        TorchLearner("linear", widths=(5,))
+    assert TorchLearner("mlp", widths=128).widths == (128,)
+    with pytest.raises(ModelError, match="not a module instance"):
+        TorchLearner(nn.Sequential(nn.Linear(64, 10)))
 
 
 def test_user_module_factory(digits):

@@ -11,8 +11,8 @@ import numpy as np
 from tailscope.data.dataset import DataError, Dataset
 from tailscope.design import Design, theoretical_se_bound
 from tailscope.estimate import EstimateOptions, estimate
-from tailscope.learners.base import Learner
-from tailscope.learners.registry import learner_from_source
+from tailscope.learners.base import Learner, LearnerError
+from tailscope.learners.registry import learner_from_source, learner_from_spec
 from tailscope.runner import BACKENDS, Job, run_blocks, select_shard
 from tailscope.scores import Scores, scores_location
 from tailscope.store import StoreError, TrialStore
@@ -103,6 +103,9 @@ class Study:
             select_shard({}, shard)
         if backend not in ("auto", *BACKENDS):
             raise ValueError(f"unknown backend {backend!r}; use 'auto', 'local', 'processes' or 'ray'.")
+        if str(self.path).startswith("memory://") and (workers > 1 or backend in ("processes", "ray")):
+            raise ValueError("a memory:// study lives in this process only, so other processes cannot write it; "
+                             "run it with workers=1 (local backend), or use a path or URL they share.")
         if workers > 1 and backend in ("auto", "processes"):
             self.learner.check_picklable()
         store = self.store
@@ -160,7 +163,8 @@ class Study:
         if data.fingerprint != cfg["dataset"]["fingerprint"]:
             raise StoreError(f"dataset {data.name!r} is not the one the study at {path} was made with "
                              "(fingerprints differ); pass the original data.")
-        learner = learner or learner_from_source(cfg["source"].get("learner")) or _StoredLearner(cfg["learner"])
+        learner = (learner or learner_from_source(cfg["source"].get("learner")) or learner_from_spec(cfg["learner"])
+                   or _StoredLearner(cfg["learner"]))
         d = cfg["design"]
         study = cls(data, learner, trials=store.trials, ratio=d["ratio"], design=d["kind"], seed=d["seed"],
                     path=path, block_size=cfg["block_size"], design_block=d.get("block", 20))
@@ -178,8 +182,11 @@ class _StoredLearner(Learner):
         return self._spec
 
     def fit_predict(self, data, masks, seeds):
-        raise RuntimeError("this study was reopened without its learner; pass learner=... to "
-                           "Study.open() to train more trials.")
+        raise LearnerError(
+            f"the study's learner ({self._spec.get('learner', '?')}: {self._spec.get('model') or self._spec.get('name')}) "
+            "cannot be rebuilt from the store (it was made in Python), so no trials can be trained for it: in "
+            "Python pass it, Study.open(path, learner=...) or the analysis's learner= argument; on the command "
+            "line, studies made by `tailscope run` rebuild their learner.")
 
 
 def study_info(store: TrialStore) -> dict:

@@ -38,6 +38,28 @@ def learner_from_source(source: dict | None) -> Learner | None:
     return make_learner(source["name"], **source.get("options", {}))
 
 
+# TorchLearner settings recorded in its spec that rebuild it (the rest are execution settings)
+_TORCH_RECIPE = ("widths", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
+                 "warmup", "label_smoothing", "augment", "crop_pad", "hflip", "precision")
+
+
+def learner_from_spec(spec: dict | None) -> Learner | None:
+    """Rebuild a built-in torch learner from its stored spec (a study made in Python), else None.
+
+    Only when the rebuilt learner's spec equals the stored one, so trials it adds are
+    the same algorithm.
+    """
+    if not spec or spec.get("learner") != "torch_population" or spec.get("model") not in TORCH_MODELS:
+        return None
+    from tailscope.learners.torch_population import TorchLearner
+
+    try:
+        learner = TorchLearner(spec["model"], **{k: spec[k] for k in _TORCH_RECIPE if k in spec})
+    except (KeyError, TypeError, ValueError):
+        return None
+    return learner if learner.spec() == spec else None
+
+
 
 def _sklearn_estimator(name: str, options: dict):
     if name == "logreg":

@@ -134,11 +134,16 @@ def build_model(name: str, *, in_features: int, image_shape: Sequence[int] | Non
 
 
 def check_no_running_stats(module: nn.Module) -> None:
-    """Refuse modules that keep running statistics (BatchNorm): they cannot be vmapped per model."""
+    """Refuse BatchNorm: its running statistics cannot be kept per model, and without them
+    (``track_running_stats=False``) a prediction would depend on the other examples of its
+    evaluation batch, so the estimates would depend on ``eval_batch_size``."""
     for name, m in module.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            why = ("keeps running statistics, which the population trainer cannot keep per model"
+                   if m.track_running_stats else
+                   "normalizes with batch statistics even when evaluating, so a prediction would depend "
+                   "on the other examples of its evaluation batch")
             raise ModelError(
-                f"module {name or type(module).__name__!r} is {type(m).__name__} with running statistics, "
-                "which the population trainer cannot keep per model; replace it with nn.GroupNorm "
-                "(or nn.LayerNorm), or construct it with track_running_stats=False."
+                f"module {name or type(module).__name__!r} is {type(m).__name__}, which {why}; replace it "
+                "with nn.GroupNorm or nn.LayerNorm (per-example normalization)."
             )

@@ -37,6 +37,7 @@ images built from ``data.image_shape``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -80,8 +81,9 @@ class TorchLearner(Learner):
         picklable zero-argument callable returning an ``nn.Module`` (a module-level
         function or ``functools.partial``). A user module receives flattened rows
         ``(B, D)`` for non-image data and NCHW images for image data; it must not
-        keep running statistics (BatchNorm): use GroupNorm or
-        ``track_running_stats=False``.
+        use BatchNorm (running statistics cannot be kept per model, and batch
+        statistics make a prediction depend on its evaluation batch): use GroupNorm
+        or LayerNorm.
     widths : sequence of int, optional
         Hidden widths (``mlp``: default (128,)), channel widths (``cnn``: (32, 64);
         ``resnet``: (32, 64, 128)). Ignored by ``linear`` and callables.
@@ -123,7 +125,10 @@ class TorchLearner(Learner):
         (True) or each model with plain autograd, one after another (False). ``auto``
         vectorizes on CUDA only: on CPU, vmapped convolutions measured 2.6x slower
         to train and 2x slower to evaluate than plain modules. Both give the same
-        models (same initialisation, minibatch order, augmentation and update).
+        models (same initialisation, minibatch order, augmentation and update),
+        except for random layers inside a user module (Dropout): vectorized, they
+        draw from one stream per group, so a trial's dropout masks depend on the
+        other trials of its group (plain modules draw from each trial's own seed).
         The hand-written ``linear``/``mlp`` are always vectorized.
     num_threads : int, optional
         CPU threads for this call (restored afterwards); default: torch's setting.
@@ -133,7 +138,9 @@ class TorchLearner(Learner):
     Notes
     -----
     ``device``, ``group_size``, ``compile``, ``eval_batch_size``, ``num_threads`` and ``vectorize`` are execution
-    settings, not part of :meth:`spec`: they change results only by float rounding.
+    settings, not part of :meth:`spec`: they change results only by float rounding (and,
+    with ``vectorize``, the dropout draws noted above). Rounding also depends on the
+    number of CPU threads, so bit-identical rows need the same thread count.
     In fp32 on CPU, the same seeds give the same results run after run.
     """
 
@@ -167,15 +174,22 @@ class TorchLearner(Learner):
         if isinstance(model, str):
             if model not in MODELS:
                 raise ModelError(f"unknown model {model!r}; use one of {MODELS} or a callable returning an nn.Module.")
+        elif isinstance(model, nn.Module):
+            raise ModelError(f"model must be a function that returns a new {type(model).__name__} (each trial "
+                             "builds its own from its seed), not a module instance: pass e.g. "
+                             "`lambda: nn.Sequential(...)` or a def that builds it.")
         elif not callable(model):
             raise ModelError(f"model must be a name in {MODELS} or a callable returning an nn.Module, got {model!r}.")
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}.")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}.")
-        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v}.")
+        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                        ("num_threads", 1 if num_threads is None else num_threads)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+        _check_recipe(lr, momentum, weight_decay, label_smoothing, crop_pad)
+        widths = _check_widths(model, widths)
         if group_size is not None and int(group_size) < 1:
             raise ValueError(f"group_size must be a positive integer or None (auto), got {group_size}.")
         if not 0 <= warmup < 1:
@@ -183,9 +197,7 @@ class TorchLearner(Learner):
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
         self.model = model
-        if isinstance(widths, int | np.integer):  # --opt widths=128 means one hidden layer
-            widths = (widths,)
-        self.widths = None if widths is None else tuple(int(w) for w in widths)
+        self.widths = widths
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
         self.lr = float(lr)
@@ -214,10 +226,12 @@ class TorchLearner(Learner):
 
     def spec(self) -> dict:
         model = self.model if isinstance(self.model, str) else _callable_name(self.model)
+        source = {} if isinstance(self.model, str) else {"model_source": _source_digest(self.model)}
         return {
             "learner": "torch_population",
             "version": 1,
             "model": model,
+            **source,
             "widths": None if self.widths is None else list(self.widths),
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -341,6 +355,40 @@ class TorchLearner(Learner):
         return torch.as_tensor(idx, device=dev), torch.as_tensor(lrs, device=dev)
 
 
+def _check_recipe(lr, momentum, weight_decay, label_smoothing, crop_pad) -> None:
+    """Refuse training settings that train nothing or the wrong way (they would still give estimates)."""
+    checks = [
+        ("lr", lr, lambda v: v > 0, "> 0 (0 trains nothing, < 0 ascends the loss)"),
+        ("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("weight_decay", weight_decay, lambda v: v >= 0, ">= 0"),
+        ("label_smoothing", label_smoothing, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("crop_pad", crop_pad, lambda v: v >= 0 and float(v).is_integer(), "an integer >= 0"),
+    ]
+    for name, v, ok, want in checks:
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or not np.isfinite(v) \
+                or not ok(v):
+            raise ValueError(f"{name} must be {want}, got {v!r}.")
+
+
+def _check_widths(model, widths) -> tuple[int, ...] | None:
+    """Widths as a tuple of positive ints; ``widths=128`` means one hidden layer of 128."""
+    if widths is None:
+        return None
+    if isinstance(widths, int | np.integer) and not isinstance(widths, bool):
+        widths = (widths,)
+    if isinstance(widths, str) or not all(isinstance(w, int | np.integer) and not isinstance(w, bool)
+                                          for w in widths):
+        raise ValueError(f"widths must be positive integers, e.g. (128,) or 128, got {widths!r}.")
+    widths = tuple(int(w) for w in widths)
+    if any(w < 1 for w in widths):
+        raise ValueError(f"widths must be positive integers, got {widths}.")
+    if not widths and model in ("mlp", "cnn", "resnet"):
+        raise ValueError(f"widths=() leaves model {model!r} without layers; give widths, or use model='linear'.")
+    if widths and model == "linear":
+        raise ValueError("model 'linear' has no hidden layers: drop widths, or use model='mlp'.")
+    return widths
+
+
 def balanced_group_size(k_total: int, cap: int) -> int:
     """The size of equal groups (at most ``cap``) that cover ``k_total`` models.
 
@@ -395,6 +443,22 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was requested but CUDA is not available; use device='cpu' or 'auto'.")
     return dev
+
+
+def _source_digest(fn) -> str | None:
+    """A short hash of the factory's source code (None where Python cannot show it).
+
+    Two factories with one name (two lambdas, or a def edited between runs) build
+    different networks; the digest keeps their trials from being mixed in one store.
+    """
+    import inspect
+
+    inner = getattr(fn, "func", fn)
+    try:
+        code = inspect.getsource(inner)
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
 def _callable_name(fn) -> str:

@@ -1,0 +1,47 @@
+"""Reopening a study made in Python: built-in torch learners are rebuilt; others say how to pass them."""
+
+import numpy as np
+import pytest
+
+import tailscope as ts
+from tailscope.learners.base import LearnerError
+
+
+def _const(xtr, ytr, xev, seed):
+    return np.full(len(xev), np.bincount(ytr).argmax()), None
+
+
+def test_python_torch_study_reopens_with_its_learner(tmp_path):
+    data = ts.load_dataset("digits")
+    learner = ts.TorchLearner("mlp", widths=(16,), epochs=1, lr=0.05)
+    ts.Study(data, learner, trials=4, path=tmp_path / "s").run(progress=False)
+    back = ts.Study.open(tmp_path / "s")
+    assert isinstance(back.learner, ts.TorchLearner) and back.learner.spec() == learner.spec()
+    back.trials = 6
+    assert back.run(progress=False)["done"] == 6  # more trials train with the rebuilt learner
+
+
+def test_unrebuildable_learner_says_how_to_pass_it(tmp_path):
+    data = ts.load_dataset("digits")
+    ts.Study(data, ts.CallableLearner(_const, "const"), trials=4, path=tmp_path / "s").run(progress=False)
+    back = ts.Study.open(tmp_path / "s")
+    back.trials = 6
+    with pytest.raises(LearnerError, match="learner=..."):
+        back.run(progress=False)
+    assert ts.Study.open(tmp_path / "s", learner=ts.CallableLearner(_const, "const")).run(progress=False)["done"] == 6
+
+
+def test_memory_study_refuses_other_processes():
+    study = ts.Study(ts.load_dataset("digits"), ts.CallableLearner(_const, "const"), trials=4,
+                     path="memory://reopen-test/s")
+    with pytest.raises(ValueError, match="memory:// study lives in this process"):
+        study.run(workers=2, progress=False)
+
+
+def test_two_factories_with_one_name_are_two_configs():
+    import torch.nn as nn
+
+    a = ts.TorchLearner(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    b = ts.TorchLearner(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+    assert a.spec()["model"] == b.spec()["model"]  # both '<lambda>' of this module
+    assert a.spec()["model_source"] != b.spec()["model_source"]
