@@ -296,8 +296,8 @@ class TorchLearner(Learner):
                 xtr, xte = xtr[:], xte[:]
         else:
             xtr, xte = (x.to(dev) for x in prepare_inputs(data, images=image_layout))
-        ytr = torch.as_tensor(data.y_train, device=dev)
-        yte = torch.as_tensor(data.y_test, device=dev)
+        ytr = shared_tensor(data.y_train).to(dev)
+        yte = shared_tensor(data.y_test).to(dev)
         n_classes = data.n_classes
 
         if hand:
@@ -499,6 +499,14 @@ class ScaledRows:
         return ScaledRows(self.raw.to(where), self.mul.to(where), self.add.to(where))
 
 
+def shared_tensor(x: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` (no copy), also for the read-only arrays Ray's object store hands
+    out, without torch's warning: these tensors are only ever read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(x))
+
+
 def gather_rows(x: torch.Tensor | ScaledRows, idx: torch.Tensor) -> torch.Tensor:
     """``x[idx]`` for an integer index tensor of any shape, via ``index_select``.
 
@@ -527,7 +535,7 @@ def prepare_rows(data: Dataset) -> tuple[ScaledRows, ScaledRows]:
             x = x.astype(np.uint8)
         if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
             x = x.astype(np.float32)  # other integer types: torch gathers them, but keep it simple
-        return torch.from_numpy(np.ascontiguousarray(x))
+        return shared_tensor(np.ascontiguousarray(x))
 
     return ScaledRows(raw(data.x_train), mul, add), ScaledRows(raw(data.x_test), mul, add)
 
