@@ -45,3 +45,19 @@ def test_two_factories_with_one_name_are_two_configs():
     b = ts.TorchLearner(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
     assert a.spec()["model"] == b.spec()["model"]  # both '<lambda>' of this module
     assert a.spec()["model_source"] != b.spec()["model_source"]
+
+
+def test_wrong_types_name_the_argument(tmp_path):
+    data = ts.load_dataset("digits")
+    with pytest.raises(TypeError, match="got the class TorchLearner"):
+        ts.Study(data, ts.TorchLearner)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        ts.Study(data, ts.CallableLearner(_const, "const"), seed="a")
+    study = ts.Study(data, ts.CallableLearner(_const, "const"), trials=4, path=tmp_path / "s")
+    study.run(progress=False)
+    scores = study.estimate(save=False)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        scores.memorized("0.25")
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        scores.influence_pairs("0.3")
+    assert len(scores.memorized(0.25)) == 0  # a constant learner memorizes nothing

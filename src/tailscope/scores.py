@@ -87,6 +87,7 @@ class Scores:
         that says how to re-estimate.
         """
         kept = self.infl_threshold
+        threshold = None if threshold is None else _number(threshold, "threshold")
         if threshold is not None and kept is not None and threshold < kept - 1e-12:
             raise ValueError(f"these scores kept only pairs with infl >= {kept:g}; pairs at {threshold:g} were "
                              f"not kept. Re-estimate with infl_threshold={threshold:g} (`tailscope estimate DIR "
@@ -103,7 +104,7 @@ class Scores:
 
     def memorized(self, threshold: float = 0.25) -> np.ndarray:
         """Indices of training examples with mem >= threshold (paper: 0.25), most memorized first."""
-        idx = np.flatnonzero(self.mem >= threshold)
+        idx = np.flatnonzero(self.mem >= _number(threshold, "threshold"))
         return idx[np.argsort(-self.mem[idx], kind="stable")]
 
     def summary(self) -> dict:
@@ -218,3 +219,10 @@ class _Location:
 
     def open(self, name: str, mode: str):
         return self.fs.open(f"{self.path}/{name}", mode)
+
+
+def _number(value, name: str) -> float:
+    """``value`` as a float; a TypeError naming ``name`` for strings and other non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    return float(value)

@@ -49,9 +49,14 @@ class Study:
         if not isinstance(data, Dataset):
             raise DataError(f"data must be a tailscope Dataset, got {type(data).__name__}; "
                             "build one with ts.load_dataset(...) or ts.from_arrays(...).")
+        if isinstance(learner, type) and issubclass(learner, Learner):
+            raise TypeError(f"learner must be a Learner instance, got the class {learner.__name__}; "
+                            f"build one, e.g. ts.TorchLearner('mlp') or ts.SklearnLearner(est).")
         if not isinstance(learner, Learner):
             raise TypeError(f"learner must be a tailscope Learner, got {type(learner).__name__}; wrap a "
                             "scikit-learn estimator with ts.SklearnLearner(est).")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"seed must be an integer, got {seed!r}.")
         if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
             raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
                              f"without each example), got {trials!r}.")
