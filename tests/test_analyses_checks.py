@@ -210,7 +210,10 @@ def test_label_noise_relabel_study_follows_the_top_mem_set(tmp_path):
         second = label_noise(study, fraction=0.05, seed=0, trials=6, scores=dataclasses.replace(scores, mem=mem))
     np.testing.assert_array_equal(second.data["relabeled_top"], top_b)
     assert second.data["relabel_study"] != first.data["relabel_study"]
-    assert sorted(p.name for p in studies.iterdir()) == sorted(["flip0.05_seed0", second.data["relabel_study"]])
+    assert sorted(p.name for p in studies.iterdir()) == sorted([".replaced", "flip0.05_seed0",
+                                                                second.data["relabel_study"]])
+    # the replaced study held trained trials: moved aside, not deleted
+    assert [p.name.rsplit("-", 2)[0] for p in (studies / ".replaced").iterdir()] == [first.data["relabel_study"]]
     # a relabel study made by an earlier version under the old name (another relabeled set) is replaced too
     old = child_study(study, f"label_noise/studies/relabel_top{len(top_a)}_seed0",
                       data=ts.from_arrays(data.x_train, np.roll(data.y_train, 1), data.x_test, data.y_test),

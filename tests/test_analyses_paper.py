@@ -200,3 +200,15 @@ def test_analyses_use_the_paper_pairs_whatever_scores_were_saved(synth_study):
     assert len(saved.influence_pairs(0.6)) <= len(saved.pairs)
     with pytest.raises(ValueError, match="--any-class"):
         saved.influence_pairs(same_class=False)
+
+
+def test_analyses_below_the_paper_threshold_estimate_what_they_need(synth_study):
+    import warnings
+
+    study, _, _ = synth_study
+    low = correlation(study, infl_threshold=0.1)  # saved scores kept pairs from 0.15 only
+    study.estimate(save=True, infl_threshold=0.1)  # now saved from 0.1: used as they are, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert correlation(study, infl_threshold=0.1).summary == low.summary
+        assert correlation(study).summary["n_pairs"] <= low.summary["n_pairs"]

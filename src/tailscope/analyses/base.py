@@ -139,41 +139,59 @@ def as_study(study, learner: Learner | None = None):
     return Study.open(study, learner=learner)
 
 
-def study_scores(study):
-    """The scores of ``study`` as the analyses need them: the paper's pair selection.
+def study_scores(study, infl_threshold: float | None = None, same_class: bool = True):
+    """The scores of ``study`` with every pair an analysis needs.
 
-    Read from ``<study>/scores`` when they cover every done trial and were estimated
-    with the default pair selection (``infl_threshold`` 0.15, same class); estimated
-    and saved when there are none or they are out of date. Scores saved with other
-    options (``tailscope estimate --threshold 0.3``, ``--any-class``) are the user's
-    choice and are left alone: the analyses then estimate in memory, with a warning.
+    An analysis reads pairs at ``infl_threshold`` (default and at most the paper's 0.15)
+    and ``same_class``. Saved scores (``<study>/scores``) are used when they cover every
+    done trial and kept at least those pairs; else the scores are estimated: saved when
+    there were none, they were out of date with the default selection, or this is the
+    default selection; otherwise (the user's own saved options) estimated in memory with
+    a warning, never overwriting them.
     """
     from tailscope.estimate import EstimateOptions
     from tailscope.scores import Scores
 
-    done = int(study.store.done().sum())
     default = EstimateOptions()
-    want = {"infl_threshold": float(default.infl_threshold), "same_class": default.same_class}
+    need = min(float(default.infl_threshold if infl_threshold is None else infl_threshold),
+               float(default.infl_threshold))
+    done = int(study.store.done().sum())
     try:
-        scores = Scores.load(study.scores_dir)
+        saved = Scores.load(study.scores_dir)
     except (FileNotFoundError, OSError, KeyError, ValueError):
-        return study.estimate(save=True)
-    if all(scores.options.get(k) == v for k, v in want.items()):
-        return scores if scores.trials == done else study.estimate(save=True)
-    if scores.options:  # saved with the user's own options: keep them, estimate here
-        warnings.warn(f"the saved scores of {study.path} were estimated with "
-                      f"infl_threshold={scores.options.get('infl_threshold')}, "
-                      f"same_class={scores.options.get('same_class')}; the analysis re-estimates with the "
-                      "paper's selection (0.15, same class) without overwriting them.", stacklevel=3)
-        return study.estimate(save=False)
-    return study.estimate(save=True)  # saved before options were recorded
+        saved = None
+    if saved is not None and saved.trials == done and _keeps(saved.options, need, same_class):
+        return saved
+    options = {"infl_threshold": need, "same_class": True if same_class else False}
+    is_default = need == float(default.infl_threshold) and options["same_class"] == default.same_class
+    users_own = saved is not None and saved.options and not (
+        saved.options.get("infl_threshold") == float(default.infl_threshold)
+        and saved.options.get("same_class") == default.same_class)
+    if users_own or not is_default:
+        if users_own:
+            warnings.warn(f"the saved scores of {study.path} were estimated with "
+                          f"infl_threshold={saved.options.get('infl_threshold')}, "
+                          f"same_class={saved.options.get('same_class')}; the analysis re-estimates with "
+                          f"infl_threshold={need:g}, same_class={options['same_class']} without overwriting them.",
+                          stacklevel=3)
+        return study.estimate(save=False, **options)
+    return study.estimate(save=True)
 
 
-def open_study_scores(study, scores=None, learner: Learner | None = None):
+def _keeps(options: dict, infl_threshold: float, same_class: bool) -> bool:
+    """Whether scores estimated with ``options`` kept every pair at ``infl_threshold``/``same_class``."""
+    kept_t, kept_same = options.get("infl_threshold"), options.get("same_class")
+    if kept_t is None or kept_same is None:
+        return False
+    return float(kept_t) <= infl_threshold + 1e-12 and (same_class or kept_same is False)
+
+
+def open_study_scores(study, scores=None, learner: Learner | None = None, infl_threshold: float | None = None,
+                      same_class: bool = True):
     """``(study, scores)`` from a Study or a study directory: :func:`as_study`, then the given
     ``scores`` or :func:`study_scores` (read if they cover every done trial, else estimated)."""
     study = as_study(study, learner)
-    return study, scores if scores is not None else study_scores(study)
+    return study, scores if scores is not None else study_scores(study, infl_threshold, same_class)
 
 
 def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -219,20 +237,47 @@ def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Le
     return study
 
 
-def remove_tree(path) -> None:
-    """Delete a folder at a local path or an fsspec URL (nothing if it is absent)."""
-    from tailscope.store import local_path
+def set_aside(path) -> str:
+    """Make room at ``path`` (local or fsspec URL) without losing trained trials.
 
+    A folder whose trial store holds done trials is moved to ``<parent>/.replaced/<name>-<time>``
+    (returned, so the caller can say where); one with none is deleted ("" returned).
+    """
+    import time
+
+    from tailscope.store import StoreError, TrialStore, local_path
+
+    try:
+        keep = bool(TrialStore.open(path).done().any())
+    except StoreError:
+        keep = False
     local = local_path(path)
     if local is not None:
-        if local.exists():
+        if not local.exists():
+            return ""
+        if not keep:
             shutil.rmtree(local)
-        return
+            return ""
+        dest = local.parent / ".replaced" / f"{local.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        local.rename(dest)
+        return str(dest)
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(str(path))
-    if fs.exists(root):
+    if not fs.exists(root):
+        return ""
+    if not keep:
         fs.rm(root, recursive=True)
+        return ""
+    parent, name = str(path).rstrip("/").rsplit("/", 1)
+    dest = f"{parent}/.replaced/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fs.mv(root, fsspec.core.url_to_fs(dest)[1], recursive=True)
+    return dest
+
+
+def replaced_note(moved: str) -> str:
+    return f" (its trained trials were moved to {moved})" if moved else ""
 
 
 def settled_child_study(parent, subdir: str, *, what: str = "sub-study", **kwargs):
@@ -240,8 +285,9 @@ def settled_child_study(parent, subdir: str, *, what: str = "sub-study", **kwarg
 
     A store made with the same config (data, learner, ratio, design, seed, block size) is
     reused, and grown if more trials are asked for. One made with another config belongs
-    to an earlier run of the analysis with other settings: it is deleted, with a
-    warning that names the differences, and the study starts afresh. Trial counts are
+    to an earlier run of the analysis with other settings: it is set aside (moved under
+    ``.replaced/`` if it holds trained trials, see :func:`set_aside`), with a warning that
+    names the differences, and the study starts afresh. Trial counts are
     not part of the config; use :func:`scores_of_first` to score exactly the trials asked for.
     """
     from tailscope.store import StoreError, TrialStore, config_diff, config_hash
@@ -254,31 +300,34 @@ def settled_child_study(parent, subdir: str, *, what: str = "sub-study", **kwarg
     wanted = json.loads(json.dumps(child.config, default=str))
     if existing.group.attrs.get("config_hash") != config_hash(wanted):
         diffs = config_diff(existing.config, wanted)
+        moved = set_aside(child.path)
         warnings.warn(f"the {what} at {child.path} was made with other settings ("
-                      + "; ".join(diffs) + "); it is replaced by a new one with the settings asked for.",
-                      stacklevel=3)
-        remove_tree(child.path)
+                      + "; ".join(diffs) + "); it is replaced by a new one with the settings asked for"
+                      + replaced_note(moved) + ".", stacklevel=3)
         child = child_study(parent, subdir, **kwargs)
     return child
 
 
-def scores_of_first(child, trials: int, progress: bool = False):
+def scores_of_first(child, trials: int, progress: bool = False, infl_threshold: float | None = None):
     """Scores of the first ``trials`` trials of ``child``, training what is missing.
 
     Trial k depends only on the study config and k, so the first t trials of a study
     grown to more are exactly a t-trial study: a rerun with fewer trials reuses them
     (estimated in memory; the child's saved scores are left alone) instead of
-    reporting the larger study's numbers.
+    reporting the larger study's numbers. Pairs are kept from ``infl_threshold`` when
+    it is below the paper's 0.15 (then estimated in memory too).
     """
-    from tailscope.estimate import estimate
+    from tailscope.estimate import EstimateOptions, estimate
 
     trials = int(trials)
     store = child.store
     if store.trials < trials or not store.done()[:trials].all():
         child.run(progress=progress)
-    if store.trials == trials:
+    low = infl_threshold is not None and infl_threshold < EstimateOptions().infl_threshold
+    options = EstimateOptions(infl_threshold=float(infl_threshold)) if low else None
+    if store.trials == trials and not low:
         return child.estimate(save=True)
-    return estimate(store, first_trials=trials)
+    return estimate(store, options, first_trials=trials)
 
 
 def run_and_score(study, progress: bool = False):

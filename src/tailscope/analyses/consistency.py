@@ -6,6 +6,9 @@ sets of memorized examples (mem >= 0.25) and of the high-influence pairs (infl >
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 
 from tailscope.analyses.base import (
@@ -61,7 +64,7 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
     trials : int, optional
         Trials of the sibling study (default: the study's).
     """
-    study, a = open_study_scores(study, scores)
+    study, a = open_study_scores(study, scores, infl_threshold=infl_threshold)
     if other is not None:
         other_study = as_study(other)
         label = str(other_study.path)
@@ -76,7 +79,9 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
                 lrn, name = make_learner(learner), learner
             else:
                 lrn, name = learner, type(learner).__name__
-            tag.append(f"learner-{name}")
+            # the spec's digest: two learners of one class (other settings) are two sibling studies
+            digest = hashlib.sha256(json.dumps(lrn.spec(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+            tag.append(f"learner-{name}-{digest}")
         if seed is not None:
             tag.append(f"seed{seed}")
         label = "_".join(tag)
@@ -84,7 +89,8 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
                                           learner=lrn, seed=seed, trials=trials)
     if other_study.data.fingerprint != study.data.fingerprint:
         raise ValueError(f"{label} was made with other data than {study.path}; compare studies of the same dataset.")
-    b = scores_of_first(other_study, other_study.trials, progress) if other is None else study_scores(other_study)
+    b = (scores_of_first(other_study, other_study.trials, progress, infl_threshold) if other is None
+         else study_scores(other_study, infl_threshold))
     summary = compare_scores(a, b, mem_threshold, infl_threshold)
     summary["other"] = label
 

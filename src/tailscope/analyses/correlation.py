@@ -38,7 +38,7 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
         high-influence pairs whose training example has mem >= ``mem_threshold``, and
         the share expected if pairs picked training examples at random.
     """
-    study, scores = open_study_scores(study, scores)
+    study, scores = open_study_scores(study, scores, infl_threshold=infl_threshold)
     mem, mx = scores.mem, scores.max_infl
     ok = np.isfinite(mem) & np.isfinite(mx)
     pairs = scores.influence_pairs(infl_threshold)

@@ -20,8 +20,9 @@ from tailscope.analyses.base import (
     as_study,
     fmt,
     new_figure,
-    remove_tree,
+    replaced_note,
     scores_of_first,
+    set_aside,
     settled_child_study,
     study_scores,
 )
@@ -49,7 +50,7 @@ def relabel_tag(data: Dataset, noisy: Dataset, idx: np.ndarray) -> str:
 
 
 def _drop_stale_relabel_studies(study, keep: str, prefix: str) -> None:
-    """Delete the relabel sub-studies ``<prefix>*`` other than ``keep`` (an earlier top-mem set)."""
+    """Set aside the relabel sub-studies ``<prefix>*`` other than ``keep`` (an earlier top-mem set)."""
     from tailscope.store import child_location, local_path
 
     parent = child_location(study.path, ANALYSES_DIR, "label_noise", "studies")
@@ -63,10 +64,10 @@ def _drop_stale_relabel_studies(study, keep: str, prefix: str) -> None:
         names = [f.rstrip("/").rsplit("/", 1)[-1] for f in fs.glob(root.rstrip("/") + "/" + prefix + "*")]
     for name in sorted(names):
         if name != keep and (name == prefix or name.startswith(prefix + "_")):
+            moved = set_aside(child_location(study.path, ANALYSES_DIR, "label_noise", "studies", name))
             warnings.warn(f"the relabel study {name} was made for another set of top-mem examples (the clean "
-                          "study's scores have changed since, e.g. it grew); it is replaced by " + keep + ".",
-                          stacklevel=3)
-            remove_tree(child_location(study.path, ANALYSES_DIR, "label_noise", "studies", name))
+                          "study's scores have changed since, e.g. it grew); it is replaced by " + keep
+                          + replaced_note(moved) + ".", stacklevel=3)
 
 
 def flip_labels(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.ndarray]:

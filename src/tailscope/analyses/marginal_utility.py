@@ -79,7 +79,7 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     """
     thresholds = _check(thresholds, repeats)
     repeats = int(repeats)
-    study, scores = open_study_scores(study, scores)
+    study, scores = open_study_scores(study, scores, infl_threshold=infl_threshold)
     learner = learner or study.learner
     data = study.data
     n, y_te = data.n_train, data.y_test

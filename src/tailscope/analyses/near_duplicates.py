@@ -126,7 +126,7 @@ def near_duplicates(study, scores=None, threshold: float = 0.15, percentile: flo
     """
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must lie in (0, 100), got {percentile}.")
-    study, scores = open_study_scores(study, scores)
+    study, scores = open_study_scores(study, scores, infl_threshold=threshold)
     data = study.data
     pairs = scores.influence_pairs(threshold=threshold, same_class=True)
     tr, tt = pairs["tr_idx"].to_numpy(np.int64), pairs["tt_idx"].to_numpy(np.int64)
