@@ -61,3 +61,68 @@ def test_wrong_types_name_the_argument(tmp_path):
     with pytest.raises(TypeError, match="threshold must be a number"):
         scores.influence_pairs("0.3")
     assert np.array_equal(scores.memorized(0.25), scores.memorized(np.float32(0.25)))
+
+
+def test_store_made_before_model_source_was_recorded_reopens(tmp_path):
+    import json
+
+    import zarr
+
+    from tailscope.store import config_hash
+
+    data = ts.load_dataset("digits")
+    learner = ts.TorchLearner(_tiny_net, epochs=1)
+    assert "model_source" in learner.spec()
+    study = ts.Study(data, learner, trials=4, block_size=2, path=tmp_path / "s")
+    study.run(progress=False)
+    group = zarr.open_group(str(tmp_path / "s" / "trials.zarr"), mode="r+")  # as an older version wrote it
+    cfg = json.loads(json.dumps(group.attrs["config"]))
+    del cfg["learner"]["model_source"]
+    group.attrs.update({"config": cfg, "config_hash": config_hash(cfg)})
+    again = ts.Study(data, learner, trials=6, block_size=2, path=tmp_path / "s")
+    assert again.run(progress=False)["trained"] == 2  # resumed and grown, not refused
+
+
+def _tiny_net():
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def test_pixel_max_is_part_of_the_study(tmp_path):
+    from tailscope.store import StoreError
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 17, size=(60, 4, 4)).astype(np.uint8), y=y)
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    plain = ts.Study(ts.load_dataset(spec), ts.CallableLearner(_const, "const"), trials=4, path=tmp_path / "s")
+    plain.run(progress=False)
+    scaled = ts.Study(ts.load_dataset(spec, pixel_max=16), ts.CallableLearner(_const, "const"), trials=4,
+                      path=tmp_path / "s")
+    with pytest.raises(StoreError, match="dataset.pixel_max"):
+        scaled.run(progress=False)
+
+
+def test_npz_study_made_before_split_keys_were_honoured_reopens(tmp_path):
+    import json
+
+    import zarr
+
+    from tailscope.store import config_hash
+
+    rng = np.random.default_rng(0)
+    y = np.arange(80) % 2
+    split = np.where(np.arange(80) < 60, "train", "test")
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(80, 3)).astype(np.float32), y=y, split=split)
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    with pytest.warns(UserWarning):  # the split key is unused when ignored
+        old_data = ts.load_dataset(spec, split_key=None)  # as older versions loaded it
+    study = ts.Study(old_data, ts.CallableLearner(_const, "const"), trials=4, path=tmp_path / "s")
+    study.run(progress=False)
+    group = zarr.open_group(str(tmp_path / "s" / "trials.zarr"), mode="r+")
+    cfg = json.loads(json.dumps(group.attrs["config"]))
+    cfg["source"]["options"] = {}  # older versions recorded no split_key
+    group.attrs.update({"config": cfg, "config_hash": config_hash(cfg)})
+    back = ts.Study.open(tmp_path / "s")
+    assert back.data.fingerprint == old_data.fingerprint

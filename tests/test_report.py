@@ -186,7 +186,7 @@ def test_analyses_section(digits_report):
     # an analysis computed on fewer trials than the study now has is flagged, the others are not
     noise = _block(sec, 'id="analysis-a_noise"', "</div>")
     assert "Computed when the study had 8 done trials; it now has 12" in noise
-    assert "tailscope analyze a-noise" in noise
+    assert "tailscope analyze a-noise " in noise
     assert "Computed when" not in _block(sec, 'id="analysis-b_marginal"', "</div>")
 
 

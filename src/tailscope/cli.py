@@ -29,11 +29,13 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         from tailscope.data.dataset import DataError
         from tailscope.design import DesignError
+        from tailscope.runner import WorkerError
         from tailscope.store import StoreError
 
         try:
             return fn(*args, **kwargs)
-        except (UserError, DataError, DesignError, StoreError, ValueError, TypeError, FileNotFoundError) as e:
+        except (UserError, DataError, DesignError, StoreError, WorkerError, ValueError, TypeError,
+                FileNotFoundError) as e:
             console.print(f"[bold red]error:[/] {e}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:

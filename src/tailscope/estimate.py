@@ -147,7 +147,7 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
         acc = _InflAccumulator(tile, n_test)
         # after the first pass only test predictions are needed
         fields = None if p == 0 else ("test_pred", "test_prob")
-        for b, blk in enumerate(store.iter_blocks(fields)):
+        for b, blk in enumerate(store.iter_blocks(fields, first_trials)):
             if first_trials is not None:
                 blk = _head(blk, int(first_trials))
                 if blk is None:

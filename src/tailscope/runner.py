@@ -26,6 +26,10 @@ from tailscope.store import TrialStore
 BACKENDS = ("local", "processes", "ray")
 
 
+class WorkerError(RuntimeError):
+    """A worker process died; the message says what to check."""
+
+
 @dataclass
 class Job:
     """What a worker needs to train blocks: everything but the block index is shared."""
@@ -121,11 +125,11 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
                 _fill(pool, pending, queue, 2 * workers)
         except BrokenProcessPool as e:
             pool.shutdown(wait=False, cancel_futures=True)
-            raise RuntimeError(
-                "a worker process died before finishing its block (blocks already written are kept). "
-                "From a Python script, workers > 1 need the calling code under "
-                "`if __name__ == \"__main__\":` (each worker re-imports the main module); otherwise a "
-                "worker was killed, e.g. out of memory: try fewer workers or workers=1.") from e
+            raise WorkerError(
+                "a worker process died before finishing its block (finished blocks are kept: rerun to "
+                "resume). It was killed (e.g. out of memory: try fewer workers), or, called from a Python "
+                "script, the script lacks `if __name__ == \"__main__\":` around the calling code (each "
+                "worker re-imports it).") from e
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -119,6 +119,7 @@ class TrialStore:
         self.config: dict = dict(group.attrs["config"])
         self.block: int = int(self.config["block_size"])
         self._arrays: dict[str, zarr.Array] = {}
+        self._whole: set[tuple[int, str]] = set()  # (block, array) whose chunk file was seen to exist
 
     def array(self, name: str) -> zarr.Array:
         """A cached handle (looking an array up reads its metadata from storage each time)."""
@@ -145,14 +146,17 @@ class TrialStore:
         url = _store_url(path)
         existing = _try_open(url, mode="r")
         if (existing is not None and not _needs_growth(existing, config)
-                and existing.attrs.get("config_hash") == config_hash(config)):
+                and (existing.attrs.get("config_hash") == config_hash(config)
+                     or _same_but_newer(dict(existing.attrs["config"]), config))):
             return cls(existing, url)
         with _creation_lock(url):
             # Another process may have created or grown the store while we waited.
             existing = _try_open(url, mode="r")
             if existing is not None:
                 store = cls(existing, url)
-                if store.group.attrs.get("config_hash") != config_hash(config):
+                # (a store made before a config key was recorded is the same study)
+                if (store.group.attrs.get("config_hash") != config_hash(config)
+                        and not _same_but_newer(store.config, config)):
                     if not store._replaceable():
                         store._check_same(config)  # raises, naming the differences
                     warnings.warn(f"the store at {url} holds no done trial (an earlier run failed before "
@@ -428,7 +432,10 @@ class TrialStore:
         estimates as real predictions; every written chunk is stored (see :meth:`array`),
         so a missing one of a done block is damage.
         """
-        gone = [name for name in names if not chunk_exists(self.array(name), b)]
+        # checked once per block and array per handle: estimates read every block once per tile pass
+        todo = [name for name in names if (b, name) not in self._whole]
+        gone = [name for name in todo if not chunk_exists(self.array(name), b)]
+        self._whole.update((b, name) for name in todo if name not in gone)
         if gone:
             t = self.block_trials(b)
             raise StoreError(
@@ -437,12 +444,28 @@ class TrialStore:
                 f"`tailscope verify {self.root} --repair` to clear those trials, then rerun the study "
                 "to redo them.")
 
-    def iter_blocks(self, fields: tuple[str, ...] | None = None) -> Iterator[Block]:
-        """Done trials block by block: memory stays at one block."""
-        for b in range(self.n_blocks):
+    def iter_blocks(self, fields: tuple[str, ...] | None = None, first_trials: int | None = None) -> Iterator[Block]:
+        """Done trials block by block (only the blocks of the first ``first_trials``): memory stays at one block."""
+        n_blocks = self.n_blocks if first_trials is None else min(self.n_blocks, -(-int(first_trials) // self.block))
+        for b in range(n_blocks):
             blk = self.read_block(b, fields)
             if blk is not None:
                 yield blk
+
+
+# Config keys added by later versions: a store recorded without them is the same study
+LATER_KEYS = (("learner", "model_source"),)
+
+
+def _same_but_newer(stored: dict, config: dict) -> bool:
+    """Whether ``config`` equals ``stored`` once keys it records but ``stored`` predates are dropped."""
+    newer = json.loads(json.dumps(config, default=str))
+    dropped = False
+    for section, key in LATER_KEYS:
+        if key in newer.get(section, {}) and key not in stored.get(section, {}):
+            del newer[section][key]
+            dropped = True
+    return dropped and config_hash(newer) == config_hash(stored)
 
 
 def chunk_key(arr: zarr.Array, b: int) -> str:

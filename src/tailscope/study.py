@@ -79,7 +79,9 @@ class Study:
         return {
             "dataset": {"fingerprint": d["fingerprint"], "n_train": d["n_train"], "n_test": d["n_test"],
                         "classes": self.data.classes, "x_shape": d["x_shape"], "x_dtype": d["x_dtype"],
-                        "image_shape": d["image_shape"]},
+                        "image_shape": d["image_shape"],
+                        # a pixel_max the user set scales the inputs (built-in sets keep older hashes)
+                        **({"pixel_max": self.data.meta["pixel_max"]} if self.data.meta.get("pixel_max_set") else {})},
             "source": {"dataset": self.data.meta.get("spec", self.data.name), "name": self.data.name,
                        "options": self.data.meta.get("spec_options", {}),
                        "learner": getattr(self.learner, "source", None)},
@@ -155,8 +157,8 @@ class Study:
 
         store = TrialStore.open(path)
         cfg = store.config
-        if data is None:
-            spec = cfg["source"]["dataset"]
+        spec, loaded = cfg["source"]["dataset"], data is None
+        if loaded:
             try:
                 data = load_dataset(spec, **cfg["source"].get("options", {}))
             except (DataError, OSError) as e:
@@ -165,11 +167,20 @@ class Study:
                     "made from in-memory arrays (ts.from_arrays, from_torch, ...) or the file moved, pass the "
                     "data: Study.open(path, data=...) or write_report(path, data=...); on the command line, "
                     "--dataset SPEC.") from e
+        if (loaded and data.fingerprint != cfg["dataset"]["fingerprint"] and str(spec).startswith("npz:")
+                and "split_key" not in cfg["source"].get("options", {})):
+            # made before npz files' own "split" key was honoured: reload as it was loaded then
+            legacy = load_dataset(spec, **cfg["source"].get("options", {}), split_key=None)
+            data = legacy if legacy.fingerprint == cfg["dataset"]["fingerprint"] else data
         if data.fingerprint != cfg["dataset"]["fingerprint"]:
             raise StoreError(f"dataset {data.name!r} is not the one the study at {path} was made with "
                              "(fingerprints differ); pass the original data.")
-        learner = (learner or learner_from_source(cfg["source"].get("learner")) or learner_from_spec(cfg["learner"])
-                   or _StoredLearner(cfg["learner"]))
+        if learner is None:
+            try:  # rebuilt only to train more; estimates, reports and analyses do not need it
+                learner = learner_from_source(cfg["source"].get("learner")) or learner_from_spec(cfg["learner"])
+            except (ValueError, TypeError) as e:  # settings this version refuses (e.g. made by an older one)
+                learner = _StoredLearner(cfg["learner"], reason=str(e))
+            learner = learner or _StoredLearner(cfg["learner"])
         d = cfg["design"]
         study = cls(data, learner, trials=store.trials, ratio=d["ratio"], design=d["kind"], seed=d["seed"],
                     path=path, block_size=cfg["block_size"], design_block=d.get("block", 20))
@@ -180,8 +191,9 @@ class Study:
 class _StoredLearner(Learner):
     """Stands in for the learner of a reopened study: enough to estimate, not to train."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, reason: str = ""):
         self._spec = spec
+        self._reason = reason
 
     def spec(self) -> dict:
         return self._spec
@@ -189,7 +201,8 @@ class _StoredLearner(Learner):
     def fit_predict(self, data, masks, seeds):
         raise LearnerError(
             f"the study's learner ({self._spec.get('learner', '?')}: {self._spec.get('model') or self._spec.get('name')}) "
-            "cannot be rebuilt from the store (it was made in Python), so no trials can be trained for it: in "
+            f"cannot be rebuilt from the store ({self._reason or 'it was made in Python'}), so no trials can be "
+            "trained for it: in "
             "Python pass it, Study.open(path, learner=...) or the analysis's learner= argument; on the command "
             "line, studies made by `tailscope run` rebuild their learner.")
 

@@ -243,6 +243,8 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
         meta["pixel_max"] = _pixel_max(pixel_max, p, "option")
     elif "pixel_max" in arrays:
         meta["pixel_max"] = _pixel_max(arrays["pixel_max"], p, "key")
+    if "pixel_max" in meta:  # it scales the inputs: part of the study's identity (see Study.config)
+        meta["pixel_max_set"] = True
     if split_key is not None and not isinstance(split_key, str):
         raise DataError(f"split_key must be the name of an npz key or None, got {split_key!r}.")
 

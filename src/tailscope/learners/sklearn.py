@@ -43,8 +43,11 @@ class SklearnLearner(Learner):
 
     def spec(self) -> dict:
         params = {k: repr(v) for k, v in sorted(self.estimator.get_params(deep=True).items())}
+        # nested random_states are seeded per trial since this was recorded (older stores: unseeded)
+        nested = any(k.endswith("__random_state") for k in params)
         return {"kind": "sklearn", "estimator": type(self.estimator).__module__ + "." +
-                type(self.estimator).__qualname__, "params": params, "scale": self.scale}
+                type(self.estimator).__qualname__, "params": params, "scale": self.scale,
+                **({"seeding": "nested"} if nested else {})}
 
     def _inputs(self, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         scale = self.scale

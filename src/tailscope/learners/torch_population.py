@@ -226,7 +226,8 @@ class TorchLearner(Learner):
 
     def spec(self) -> dict:
         model = self.model if isinstance(self.model, str) else _callable_name(self.model)
-        source = {} if isinstance(self.model, str) else {"model_source": _source_digest(self.model)}
+        digest = None if isinstance(self.model, str) else _source_digest(self.model)
+        source = {} if digest is None else {"model_source": digest}
         return {
             "learner": "torch_population",
             "version": 1,
@@ -385,7 +386,8 @@ def _check_widths(model, widths) -> tuple[int, ...] | None:
     if not widths and model in ("mlp", "cnn", "resnet"):
         raise ValueError(f"widths=() leaves model {model!r} without layers; give widths, or use model='linear'.")
     if widths and model == "linear":
-        raise ValueError("model 'linear' has no hidden layers: drop widths, or use model='mlp'.")
+        warnings.warn("model 'linear' has no hidden layers: widths are ignored (use model='mlp' for hidden "
+                      "layers).", stacklevel=3)
     return widths
 
 

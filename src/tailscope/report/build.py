@@ -396,8 +396,8 @@ class _Builder:
                 continue
             if e.study_done_trials is not None and e.study_done_trials != self.s.trials:
                 parts.append(f'<p class="note warn">Computed when the study had {e.study_done_trials} done trials; '
-                             f"it now has {self.s.trials}. Rerun <code>tailscope analyze {esc(e.name.replace('_', '-'))}"
-                             "</code> to update it.</p>")
+                             f"it now has {self.s.trials}. Rerun <code>tailscope analyze {esc(e.name.replace('_', '-'))} "
+                             f"{esc(self.study.path)}</code> (with its options) to update it.</p>")
             if e.figure:
                 parts.append(figure(e.figure, e.title, f"Figure of the analysis <code>{esc(e.name)}</code>."))
             if e.reading:
