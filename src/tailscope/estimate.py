@@ -103,10 +103,22 @@ class _Moments:
         s_out, q_out = self.s_all - self.s_in, self.q_all - self.q_in
         with np.errstate(invalid="ignore", divide="ignore"):
             m_in, m_out = self.s_in / n_in, s_out / n_out
-            # a variance needs two trials on each side: NaN (not a rounding residue / 0 = inf) otherwise
-            v_in = np.where(n_in > 1, np.clip(self.q_in - n_in * m_in**2, 0, None) / (n_in - 1), np.nan)
-            v_out = np.where(n_out > 1, np.clip(q_out - n_out * m_out**2, 0, None) / (n_out - 1), np.nan)
+            v_in = _variance(self.q_in, m_in, n_in)
+            v_out = _variance(q_out, m_out, n_out)
             return m_in - m_out, np.sqrt(v_in / n_in + v_out / n_out), m_in, m_out
+
+
+def _variance(q, m, n):
+    """Sample variance from sums of squares; NaN with fewer than two trials (not a rounding residue / 0 = inf).
+
+    ``n`` is per row or per column: the NaN fix-up runs only where such counts exist.
+    """
+    v = np.clip(q - n * m**2, 0, None)
+    v /= n - 1
+    few = np.asarray(n) <= 1
+    if few.any():
+        v = np.where(few, np.nan, v)
+    return v
 
 
 def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = None,
