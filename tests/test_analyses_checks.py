@@ -298,3 +298,20 @@ def test_group_memorization_with_few_trials_reports_groups_without_se(tmp_path):
     assert s["max_group_mem"] == pytest.approx(mem[~no_se].max())
     assert s["n_groups_mem_ge_0.25"] == np.sum(mem[~no_se] >= 0.25)
     assert f"{no_se.sum()} of them were kept or dropped in fewer than two trials" in res.reading
+
+
+def test_scores_of_first_trains_only_what_the_first_trials_lack(tmp_path):
+    from tailscope.analyses.base import scores_of_first
+
+    parent = synthetic_study(tmp_path / "p", trials=8, run=False)
+    child = child_study(parent, "sub", trials=8)
+    child.run(progress=False)
+    done = TrialStore.open(child.path, mode="r+").group["done"]
+    done[2:4] = False  # missing among the first 4 ...
+    done[6:8] = False  # ... and beyond them
+    small = child_study(parent, "sub", trials=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "use another directory" advice inside an analysis
+        scores = scores_of_first(small, 4)
+    assert scores.trials == 4
+    assert TrialStore.open(child.path).done().tolist() == [True] * 6 + [False] * 2

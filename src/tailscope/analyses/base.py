@@ -321,8 +321,16 @@ def scores_of_first(child, trials: int, progress: bool = False, infl_threshold: 
 
     trials = int(trials)
     store = child.store
-    if store.trials < trials or not store.done()[:trials].all():
-        child.run(progress=progress)
+    if store.trials <= trials:
+        if not store.done()[:trials].all():
+            child.run(progress=progress)
+    elif not store.done()[:trials].all():  # a larger study: train only what the first trials lack
+        from tailscope.runner import Job, run_blocks
+
+        blocks = {b: t[t < trials] for b, t in store.missing().items() if b * store.block < trials}
+        job = Job(store_path=child.path, data=child.data, learner=child.learner, design=child.design,
+                  config_hash=store.group.attrs.get("config_hash"))
+        run_blocks(job, {b: t for b, t in blocks.items() if len(t)}, progress=progress)
     low = infl_threshold is not None and infl_threshold < EstimateOptions().infl_threshold
     options = EstimateOptions(infl_threshold=float(infl_threshold)) if low else None
     if store.trials == trials and not low:
