@@ -273,3 +273,18 @@ def test_compiled_groups_are_balanced():
             g = balanced_group_size(k, cap)
             n = -(-k // g)
             assert g <= cap and n == -(-k // cap) and n * g - k < n
+
+
+def dropout_net() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))
+
+
+def test_dropout_trials_do_not_depend_on_their_group(digits):
+    masks, seeds = _masks(digits.n_train, 3, seed=2), np.array([5, 6, 7])
+    with pytest.warns(UserWarning, match="vectorize=True with Dropout"):
+        TorchLearner(dropout_net, epochs=1, vectorize=True).fit_predict(digits, masks[:1], seeds[:1])
+    # one by one (auto on CPU, and on GPU for Dropout models): each trial draws from its own seed
+    learner = TorchLearner(dropout_net, epochs=2)
+    together = learner.fit_predict(digits, masks, seeds)
+    alone = learner.fit_predict(digits, masks[1:2], seeds[1:2])
+    np.testing.assert_array_equal(together.test_prob[1], alone.test_prob[0])

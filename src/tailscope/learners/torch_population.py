@@ -128,7 +128,9 @@ class TorchLearner(Learner):
         models (same initialisation, minibatch order, augmentation and update),
         except for random layers inside a user module (Dropout): vectorized, they
         draw from one stream per group, so a trial's dropout masks depend on the
-        other trials of its group (plain modules draw from each trial's own seed).
+        other trials of its group (plain modules draw from each trial's own seed);
+        ``auto`` therefore trains modules with ``nn.Dropout`` layers one by one, and
+        ``True`` warns. (Dropout called functionally in ``forward`` cannot be seen.)
         The hand-written ``linear``/``mlp`` are always vectorized.
     num_threads : int, optional
         CPU threads for this call (restored afterwards); default: torch's setting.
@@ -793,7 +795,14 @@ class _FuncPopulation(_Population):
             compile_ = dev.type == "cuda"
         self.compiled = bool(compile_)
         self.autocast = cfg.precision == "bf16"
-        self.vectorized = cfg.vectorize if cfg.vectorize != "auto" else dev.type == "cuda"
+        # vmap draws a group's random layers from one stream, so a trial's dropout masks would
+        # depend on its group: models with Dropout train one by one unless vectorize=True
+        dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in probe.modules())
+        self.vectorized = cfg.vectorize if cfg.vectorize != "auto" else dev.type == "cuda" and not dropout
+        if self.vectorized and dropout:
+            warnings.warn("vectorize=True with Dropout: a group draws its dropout masks from one stream, so a "
+                          "trial's model depends on the other trials of its group (vectorize='auto' trains "
+                          "such models one by one, each from its own seed).", stacklevel=3)
         if not self.vectorized:
             self.compiled = False
 
