@@ -26,6 +26,11 @@ from tailscope.store import TrialStore
 BACKENDS = ("local", "processes", "ray")
 
 
+def check_backend(backend: str) -> None:
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'local', 'processes' or 'ray'.")
+
+
 class WorkerError(RuntimeError):
     """A worker process died; the message says what to check."""
 
@@ -154,10 +159,9 @@ def run_blocks(job: Job, blocks: dict[int, np.ndarray], workers: int = 1, backen
         TimeRemainingColumn,
     )
 
+    check_backend(backend)
     if backend == "auto":
         backend = "local" if workers <= 1 else "processes"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'local', 'processes' or 'ray'.")
     if backend != "ray" and backend_options:
         raise ValueError(f"options {sorted(backend_options)} are for the Ray backend; pass backend='ray'.")
     total = int(sum(len(t) for t in blocks.values()))

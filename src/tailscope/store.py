@@ -145,18 +145,14 @@ class TrialStore:
         """
         url = _store_url(path)
         existing = _try_open(url, mode="r")
-        if (existing is not None and not _needs_growth(existing, config)
-                and (existing.attrs.get("config_hash") == config_hash(config)
-                     or _same_but_newer(dict(existing.attrs["config"]), config))):
+        if existing is not None and not _needs_growth(existing, config) and _same_study(existing, config):
             return cls(existing, url)
         with _creation_lock(url):
             # Another process may have created or grown the store while we waited.
             existing = _try_open(url, mode="r")
             if existing is not None:
                 store = cls(existing, url)
-                # (a store made before a config key was recorded is the same study)
-                if (store.group.attrs.get("config_hash") != config_hash(config)
-                        and not _same_but_newer(store.config, config)):
+                if not _same_study(existing, config):
                     if not store._replaceable():
                         store._check_same(config)  # raises, naming the differences
                     warnings.warn(f"the store at {url} holds no done trial (an earlier run failed before "
@@ -191,7 +187,7 @@ class TrialStore:
                 return False
         except StoreError:
             return False
-        return not any(not c["stale"] for c in self.claims())
+        return all(c["stale"] for c in self.claims())
 
     def _check_same(self, config: dict) -> None:
         if self.group.attrs.get("config_hash") == config_hash(config):
@@ -455,6 +451,12 @@ class TrialStore:
 
 # Config keys added by later versions: a store recorded without them is the same study
 LATER_KEYS = (("learner", "model_source"),)
+
+
+def _same_study(group: zarr.Group, config: dict) -> bool:
+    """Whether the store ``group`` holds ``config``'s study (also when made before a config key was recorded)."""
+    return group.attrs.get("config_hash") == config_hash(config) or _same_but_newer(dict(group.attrs["config"]),
+                                                                                   config)
 
 
 def _same_but_newer(stored: dict, config: dict) -> bool:

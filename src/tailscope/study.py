@@ -13,7 +13,7 @@ from tailscope.design import Design, theoretical_se_bound
 from tailscope.estimate import EstimateOptions, estimate
 from tailscope.learners.base import Learner, LearnerError
 from tailscope.learners.registry import learner_from_source, learner_from_spec
-from tailscope.runner import BACKENDS, Job, run_blocks, select_shard
+from tailscope.runner import Job, check_backend, run_blocks, select_shard
 from tailscope.scores import Scores, scores_location
 from tailscope.store import StoreError, TrialStore
 
@@ -108,13 +108,10 @@ class Study:
             raise ValueError(f"workers must be a positive integer, got {workers!r}.")
         if shard is not None:  # bad settings are refused before the store is created
             select_shard({}, shard)
-        if backend not in ("auto", *BACKENDS):
-            raise ValueError(f"unknown backend {backend!r}; use 'auto', 'local', 'processes' or 'ray'.")
+        check_backend(backend)
         if str(self.path).startswith("memory://") and (workers > 1 or backend in ("processes", "ray")):
             raise ValueError("a memory:// study lives in this process only, so other processes cannot write it; "
                              "run it with workers=1 (local backend), or use a path or URL they share.")
-        if workers > 1 and backend in ("auto", "processes"):
-            self.learner.check_picklable()
         store = self.store
         if store.trials > self.trials:
             warnings.warn(f"the study at {self.path} already holds {store.trials} trials, more than the "

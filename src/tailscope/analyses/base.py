@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -139,11 +138,11 @@ def as_study(study, learner: Learner | None = None):
     return Study.open(study, learner=learner)
 
 
-def study_scores(study, infl_threshold: float | None = None, same_class: bool = True):
+def study_scores(study, infl_threshold: float | None = None):
     """The scores of ``study`` with every pair an analysis needs.
 
-    An analysis reads pairs at ``infl_threshold`` (default and at most the paper's 0.15)
-    and ``same_class``. Saved scores (``<study>/scores``) are used when they cover every
+    An analysis reads same-class pairs at ``infl_threshold`` (default and at most the
+    paper's 0.15). Saved scores (``<study>/scores``) are used when they cover every
     done trial and kept at least those pairs; else the scores are estimated: saved when
     there were none, they were out of date with the default selection, or this is the
     default selection; otherwise (the user's own saved options) estimated in memory with
@@ -160,38 +159,32 @@ def study_scores(study, infl_threshold: float | None = None, same_class: bool = 
         saved = Scores.load(study.scores_dir)
     except (FileNotFoundError, OSError, KeyError, ValueError):
         saved = None
-    if saved is not None and saved.trials == done and _keeps(saved.options, need, same_class):
+    if saved is not None and saved.trials == done and _keeps(saved.options, need):
         return saved
-    options = {"infl_threshold": need, "same_class": True if same_class else False}
-    is_default = need == float(default.infl_threshold) and options["same_class"] == default.same_class
     users_own = saved is not None and saved.options and not (
         saved.options.get("infl_threshold") == float(default.infl_threshold)
         and saved.options.get("same_class") == default.same_class)
-    if users_own or not is_default:
+    if users_own or need < float(default.infl_threshold):
         if users_own:
             warnings.warn(f"the saved scores of {study.path} were estimated with "
                           f"infl_threshold={saved.options.get('infl_threshold')}, "
                           f"same_class={saved.options.get('same_class')}; the analysis re-estimates with "
-                          f"infl_threshold={need:g}, same_class={options['same_class']} without overwriting them.",
-                          stacklevel=3)
-        return study.estimate(save=False, **options)
+                          f"infl_threshold={need:g}, same class, without overwriting them.", stacklevel=3)
+        return study.estimate(save=False, infl_threshold=need)
     return study.estimate(save=True)
 
 
-def _keeps(options: dict, infl_threshold: float, same_class: bool) -> bool:
-    """Whether scores estimated with ``options`` kept every pair at ``infl_threshold``/``same_class``."""
-    kept_t, kept_same = options.get("infl_threshold"), options.get("same_class")
-    if kept_t is None or kept_same is None:
-        return False
-    return float(kept_t) <= infl_threshold + 1e-12 and (same_class or kept_same is False)
+def _keeps(options: dict, infl_threshold: float) -> bool:
+    """Whether scores estimated with ``options`` kept every same-class pair at ``infl_threshold``."""
+    kept = options.get("infl_threshold")
+    return kept is not None and options.get("same_class") is not None and float(kept) <= infl_threshold + 1e-12
 
 
-def open_study_scores(study, scores=None, learner: Learner | None = None, infl_threshold: float | None = None,
-                      same_class: bool = True):
+def open_study_scores(study, scores=None, learner: Learner | None = None, infl_threshold: float | None = None):
     """``(study, scores)`` from a Study or a study directory: :func:`as_study`, then the given
     ``scores`` or :func:`study_scores` (read if they cover every done trial, else estimated)."""
     study = as_study(study, learner)
-    return study, scores if scores is not None else study_scores(study, infl_threshold, same_class)
+    return study, scores if scores is not None else study_scores(study, infl_threshold)
 
 
 def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -245,33 +238,23 @@ def set_aside(path) -> str:
     """
     import time
 
-    from tailscope.store import StoreError, TrialStore, local_path
+    import fsspec
 
+    from tailscope.store import StoreError, TrialStore, study_location
+
+    fs, root = fsspec.core.url_to_fs(study_location(path))
+    if not fs.exists(root):
+        return ""
     try:
         keep = bool(TrialStore.open(path).done().any())
     except StoreError:
         keep = False
-    local = local_path(path)
-    if local is not None:
-        if not local.exists():
-            return ""
-        if not keep:
-            shutil.rmtree(local)
-            return ""
-        dest = local.parent / ".replaced" / f"{local.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        local.rename(dest)
-        return str(dest)
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(str(path))
-    if not fs.exists(root):
-        return ""
     if not keep:
         fs.rm(root, recursive=True)
         return ""
-    parent, name = str(path).rstrip("/").rsplit("/", 1)
+    parent, name = str(study_location(path)).rstrip("/").rsplit("/", 1)
     dest = f"{parent}/.replaced/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fs.makedirs(fsspec.core.url_to_fs(dest)[1].rsplit("/", 1)[0], exist_ok=True)
     fs.mv(root, fsspec.core.url_to_fs(dest)[1], recursive=True)
     return dest
 
@@ -336,12 +319,6 @@ def scores_of_first(child, trials: int, progress: bool = False, infl_threshold: 
     if store.trials == trials and not low:
         return child.estimate(save=True)
     return estimate(store, options, first_trials=trials)
-
-
-def run_and_score(study, progress: bool = False):
-    """Train the missing trials of ``study`` and return its (saved) scores."""
-    study.run(progress=progress)
-    return study.estimate(save=True)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

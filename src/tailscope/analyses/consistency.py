@@ -6,9 +6,6 @@ sets of memorized examples (mem >= 0.25) and of the high-influence pairs (infl >
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 
 from tailscope.analyses.base import (
@@ -24,6 +21,7 @@ from tailscope.analyses.base import (
     spearman,
     study_scores,
 )
+from tailscope.store import config_hash
 
 
 def compare_scores(a, b, mem_threshold: float = 0.25, infl_threshold: float = 0.15) -> dict:
@@ -80,7 +78,7 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
             else:
                 lrn, name = learner, type(learner).__name__
             # the spec's digest: two learners of one class (other settings) are two sibling studies
-            digest = hashlib.sha256(json.dumps(lrn.spec(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+            digest = config_hash({"learner": lrn.spec()})[:8]
             tag.append(f"learner-{name}-{digest}")
         if seed is not None:
             tag.append(f"seed{seed}")

@@ -71,9 +71,6 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
         child = settled_child_study(study, f"subset_ratio/studies/q{q:g}", what=f"subset-ratio study at q = {q:g}",
                                     ratio=q, trials=trials)
         res[q] = scores_of_first(child, trials, progress)
-    used = sorted({int(res[q].trials) for q in ratios})
-    if used != [trials]:  # cannot happen unless trials went missing from a store
-        raise RuntimeError(f"the subset-ratio studies hold {used} trials instead of {trials}; rerun the analysis.")
     loo = _loo_result(study.path)
     has_se = np.all([np.isfinite(res[q].mem_se) for q in ratios], axis=0)
     has_mem = np.all([np.isfinite(res[q].mem) for q in ratios], axis=0)

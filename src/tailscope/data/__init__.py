@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from tailscope.data.builtin import BUILTIN
 from tailscope.data.dataset import DataError, Dataset, stratified_split
 from tailscope.data.loaders import LOADERS, from_arrays, from_huggingface, from_torch
@@ -20,13 +22,13 @@ def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
     if isinstance(name_or_path, Dataset):
         return name_or_path
     spec = str(name_or_path)
+    fn, args = _loader(spec)
     try:
-        data = _dispatch(spec, options)
-    except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
-            raise
+        inspect.signature(fn).bind(*args, **options)
+    except TypeError:
         raise DataError(f"dataset {spec!r} does not take option(s) {sorted(options)}; "
-                        f"its loader takes: {_loader_options(spec)}.") from None
+                        f"its loader takes: {_loader_options(fn)}.") from None
+    data = fn(*args, **options)
     # Recorded so that a study can reload its data later (tailscope estimate/report),
     # from any working directory: local paths are made absolute.
     data.meta.setdefault("spec", _absolute_spec(spec))
@@ -34,19 +36,20 @@ def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
     return data
 
 
-def _loader(spec: str):
+def _loader(spec: str) -> tuple:
+    """The loader of ``spec`` and its positional arguments (the path, for ``PREFIX:PATH``)."""
     if spec in BUILTIN:
-        return BUILTIN[spec]
-    prefix, sep, _ = spec.partition(":")
-    return LOADERS.get(prefix) if sep else LOADERS["npz"] if spec.endswith(".npz") else None
+        return BUILTIN[spec], ()
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in LOADERS:
+        return LOADERS[prefix], (rest,)
+    if spec.endswith(".npz"):
+        return LOADERS["npz"], (spec,)
+    known = sorted(BUILTIN) + [f"{p}:PATH" for p in sorted(LOADERS)]
+    raise DataError(f"unknown dataset {spec!r}; use one of {', '.join(known)}.")
 
 
-def _loader_options(spec: str) -> str:
-    import inspect
-
-    fn = _loader(spec)
-    if fn is None:
-        return "none"
+def _loader_options(fn) -> str:
     params = [p for p in inspect.signature(fn).parameters.values()
               if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
     return ", ".join(p.name for p in params) or "none"
@@ -62,15 +65,3 @@ def _absolute_spec(spec: str) -> str:
     if not sep and spec.endswith(".npz"):
         return f"npz:{os.path.abspath(os.path.expanduser(spec))}"
     return spec
-
-
-def _dispatch(spec: str, options: dict) -> Dataset:
-    if spec in BUILTIN:
-        return BUILTIN[spec](**options)
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix in LOADERS:
-        return LOADERS[prefix](rest, **options)
-    if spec.endswith(".npz"):
-        return LOADERS["npz"](spec, **options)
-    known = sorted(BUILTIN) + [f"{p}:PATH" for p in sorted(LOADERS)]
-    raise DataError(f"unknown dataset {spec!r}; use one of {', '.join(known)}.")

@@ -48,7 +48,7 @@ class CallableLearner(Learner):
         """
         fix = "define it at module top level (in a .py file), or run with workers=1."
         try:
-            pickle.dumps(self.fn)
+            pickle.dumps(self)  # (the function is all it holds that may not pickle)
         except Exception as e:
             raise LearnerError(
                 f"CallableLearner's function {self._fn_name()} cannot be sent to worker processes "
@@ -59,7 +59,6 @@ class CallableLearner(Learner):
             raise LearnerError(
                 f"CallableLearner's function {self._fn_name()} was defined in an interactive "
                 "session, which worker processes cannot import; " + fix)
-        super().check_picklable()
 
     def fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
         x_eval = np.concatenate([data.x_train, data.x_test])

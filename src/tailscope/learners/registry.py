@@ -38,11 +38,6 @@ def learner_from_source(source: dict | None) -> Learner | None:
     return make_learner(source["name"], **source.get("options", {}))
 
 
-# TorchLearner settings recorded in its spec that rebuild it (the rest are execution settings)
-_TORCH_RECIPE = ("widths", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-                 "warmup", "label_smoothing", "augment", "crop_pad", "hflip", "precision")
-
-
 def learner_from_spec(spec: dict | None) -> Learner | None:
     """Rebuild a built-in torch learner from its stored spec (a study made in Python), else None.
 
@@ -51,10 +46,14 @@ def learner_from_spec(spec: dict | None) -> Learner | None:
     """
     if not spec or spec.get("learner") != "torch_population" or spec.get("model") not in TORCH_MODELS:
         return None
+    import inspect
+
     from tailscope.learners.torch_population import TorchLearner
 
+    # the spec's entries that are TorchLearner arguments (the recipe; execution settings are not recorded)
+    args = inspect.signature(TorchLearner).parameters.keys() - {"model"}
     try:
-        learner = TorchLearner(spec["model"], **{k: spec[k] for k in _TORCH_RECIPE if k in spec})
+        learner = TorchLearner(spec["model"], **{k: v for k, v in spec.items() if k in args})
     except (KeyError, TypeError, ValueError):
         return None
     return learner if learner.spec() == spec else None
