@@ -633,6 +633,29 @@ def test_from_huggingface_duck_typed():
         from_huggingface(tr, image_key="pixels")
 
 
+def test_from_torch_and_huggingface_labels_get_the_array_checks():
+    import torch
+
+    names = FakeHF([{"img": np.full((2, 2), i, np.uint8), "target": ["dog", "cat"][i % 2], "id": i}
+                    for i in range(6)])
+    names.features["target"] = object()  # a plain string column, not a ClassLabel
+    ds = from_huggingface(names, names, label_key="target")
+    assert ds.classes == ["cat", "dog"] and ds.y_train.tolist() == [1, 0, 1, 0, 1, 0]
+    mixed = FakeHF([{"img": np.zeros((2, 2), np.uint8), "target": ["cat", 1][i % 2], "id": i} for i in range(4)])
+    mixed.features["target"] = object()
+    with pytest.raises(DataError, match="mixes class names and numbers"):
+        from_huggingface(mixed, mixed, label_key="target")
+    nan = torch.utils.data.TensorDataset(torch.zeros(4, 3), torch.tensor([0.0, 1.0, float("nan"), 1.0]))
+    with pytest.raises(DataError, match="example 2 has non-integer label"):
+        from_torch(nan)
+    labels = torch.utils.data.TensorDataset(torch.zeros(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
+    with pytest.raises(DataError, match="label"):
+        from_torch(labels, labels, classes=["a", "b"])  # label 2 has no name
+    negative = torch.utils.data.TensorDataset(torch.zeros(4, 3), torch.tensor([0, -1, 0, 1]))
+    with pytest.raises(DataError, match="label"):
+        from_torch(negative, negative)
+
+
 def test_loaders_registry_and_dispatch(tmp_path):
     assert {"npz", "idx", "cifar", "folder", "fashion-mnist"} <= set(LOADERS)
     with pytest.raises(DataError, match="unknown dataset"):

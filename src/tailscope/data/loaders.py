@@ -338,22 +338,27 @@ def _to_numpy(x, channels: str):
     return arr
 
 
-def _to_label(y, i: int) -> int:
+def _to_label(y, i: int) -> int | str:
+    """One item's label: an integer class index, or a class name (str, e.g. a Hugging Face string column)."""
     if hasattr(y, "item") and (getattr(y, "ndim", None) == 0 or getattr(y, "size", None) == 1
                                or (hasattr(y, "numel") and y.numel() == 1)):
         y = y.item()
+    if isinstance(y, (str, np.str_)):
+        return str(y)
     if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer, float, np.floating)):
-        raise DataError(f"example {i} has label {y!r} ({type(y).__name__}); labels must be integers 0..C-1.")
-    if float(y) != int(y):
+        raise DataError(f"example {i} has label {y!r} ({type(y).__name__}); labels must be integers 0..C-1 "
+                        "or class names (strings).")
+    if not np.isfinite(y) or float(y) != int(y):
         raise DataError(f"example {i} has non-integer label {y!r}; labels must be integers 0..C-1.")
     return int(y)
 
 
 def _stack(pairs, n: int | None, channels: str, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Stack (x, y) pairs into preallocated arrays (one copy of the data, no list of arrays)."""
-    x_out = y_out = None
+    """Stack (x, y) pairs into a preallocated array (one copy of the data, no list of arrays)
+    and their labels (int64, or an object array when any label is a class name)."""
+    x_out = None
     chunks: list[np.ndarray] = []  # used only when the length is unknown (iterable datasets)
-    labels: list[int] = []
+    labels: list[int | str] = []
     first_shape = first_dtype = None
     count = 0
     for i, (x, y) in enumerate(pairs):
@@ -362,7 +367,6 @@ def _stack(pairs, n: int | None, channels: str, what: str) -> tuple[np.ndarray, 
             first_shape, first_dtype = arr.shape, arr.dtype
             if n is not None:
                 x_out = np.empty((n, *arr.shape), dtype=arr.dtype)
-                y_out = np.empty(n, dtype=np.int64)
         elif arr.shape != first_shape:
             raise DataError(f"{what} example {i} has shape {arr.shape} but example 0 has {first_shape}; "
                             "resize them to one size first (e.g. a Resize transform).")
@@ -370,18 +374,17 @@ def _stack(pairs, n: int | None, channels: str, what: str) -> tuple[np.ndarray, 
             if i >= n:
                 raise DataError(f"{what} yielded more than its len() = {n} examples.")
             x_out[i] = arr
-            y_out[i] = _to_label(y, i)
         else:
             chunks.append(np.asarray(arr, dtype=first_dtype))
-            labels.append(_to_label(y, i))
+        labels.append(_to_label(y, i))
         count = i + 1
     if count == 0:
         raise DataError(f"{what} is empty; it needs at least one example.")
-    if n is None:
-        return np.stack(chunks), np.asarray(labels, dtype=np.int64)
-    if count != n:
+    if n is not None and count != n:
         raise DataError(f"{what} yielded {count} examples but its len() is {n}.")
-    return x_out, y_out
+    names = any(isinstance(v, str) for v in labels)  # prepare_labels sorts out names, and names mixed with numbers
+    y_out = np.array(labels, dtype=object) if names else np.asarray(labels, dtype=np.int64)
+    return (np.stack(chunks) if n is None else x_out), y_out
 
 
 def _pairs_torch(ds):
@@ -406,18 +409,19 @@ def _torch_classes(ds):
     return None
 
 
-def _finish(x_tr, y_tr, x_te, y_te, classes, name, test_fraction, split_seed, meta) -> Dataset:
+def _finish(x_tr, y_tr, x_te, y_te, classes, name, channels, test_fraction, split_seed, meta) -> Dataset:
+    """The stacked examples through :func:`from_arrays` (the same label, split and image checks).
+
+    After ``_to_numpy`` the examples are (H, W[, C]); only ``channels="auto"`` leaves the
+    layout of plain arrays to ``from_arrays``' inference (which also reads (C, H, W)).
+    """
     if x_te is None:
-        tr, te = stratified_split(y_tr, test_fraction, split_seed)
-        x_tr, x_te, y_tr, y_te = x_tr[tr], x_tr[te], y_tr[tr], y_tr[te]
         meta["options"].update(test_fraction=test_fraction, split_seed=split_seed)
-    elif x_tr.shape[1:] != x_te.shape[1:]:
-        raise DataError(f"train examples have shape {x_tr.shape[1:]} but test examples {x_te.shape[1:]}; "
-                        "they must match.")
-    if classes is None:
-        classes = [str(c) for c in range(int(max(y_tr.max(), y_te.max())) + 1)]
-    return Dataset(x_tr, y_tr, x_te, y_te, list(classes), name=name,
-                   image_shape=_infer_image_shape(x_tr), meta=meta)
+    image_shape = None
+    if channels != "auto" and x_tr.ndim in (3, 4):
+        image_shape = _infer_image_shape(x_tr) if x_tr.ndim == 4 else (*x_tr.shape[1:], 1)
+    return from_arrays(x_tr, y_tr, x_te, y_te, classes=classes, name=name, image_shape=image_shape,
+                       test_fraction=test_fraction, split_seed=split_seed, meta=meta)
 
 
 def from_torch(dataset_train, dataset_test=None, *, classes=None, name: str = "torch",
@@ -435,8 +439,12 @@ def from_torch(dataset_train, dataset_test=None, *, classes=None, name: str = "t
         Default: the dataset's ``.classes`` (torchvision sets it), else ``"0".."C-1"``.
     channels : {"auto", "first", "last"}
         Layout of 3-D examples. ``"auto"`` treats tensors shaped ``(1|3, H, W)`` as
-        channels-first (torch's convention) and moves channels last; PIL images and
-        arrays are taken as ``(H, W[, C])``. Single-channel images become ``(H, W)``.
+        channels-first (torch's convention) and moves channels last; PIL images are
+        ``(H, W[, C])`` and arrays are read as :func:`from_arrays` reads them (``(1|3, H, W)``
+        channels-first, else channels last). Single-channel images become ``(H, W)``.
+
+    Labels may be integers ``0..C-1`` or class names (strings); they get the checks of
+    :func:`from_arrays`.
 
     Returns
     -------
@@ -456,7 +464,7 @@ def from_torch(dataset_train, dataset_test=None, *, classes=None, name: str = "t
             continue
         n = len(ds) if hasattr(ds, "__len__") and hasattr(ds, "__getitem__") else None
         parts += list(_stack(_pairs_torch(ds), n, channels, what))
-    return _finish(*parts, classes, name, test_fraction, split_seed, meta)
+    return _finish(*parts, classes, name, channels, test_fraction, split_seed, meta)
 
 
 def _hf_columns(ds) -> list[str]:
@@ -536,7 +544,7 @@ def from_huggingface(ds_train, ds_test=None, *, image_key: str | None = None,
                 raise DataError(f"{what} lacks the columns {sorted(missing)} that ds_train uses.")
         n = len(ds) if hasattr(ds, "__len__") else None
         parts += list(_stack(_hf_rows(ds, image_key, label_key), n, channels, what))
-    return _finish(*parts, classes, name, test_fraction, split_seed, meta)
+    return _finish(*parts, classes, name, channels, test_fraction, split_seed, meta)
 
 
 #: prefix -> loader(path, **options); load_dataset dispatches "PREFIX:PATH" strings here.
