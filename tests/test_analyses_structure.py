@@ -229,7 +229,10 @@ class CountingGroupLearner(GroupEffectLearner):
         return super().fit_predict(data, masks, seeds)
 
 
-def test_group_trials_resume_after_a_crash_and_grow(tmp_path):
+def test_group_trials_resume_after_a_crash_and_grow(tmp_path, monkeypatch):
+    import tailscope.analyses.groups as groups_module
+
+    monkeypatch.setattr(groups_module, "SAVE_EVERY_S", 0.0)  # write after every block
     rng = np.random.default_rng(4)
     y = np.repeat(np.arange(2), 30)
     groups = np.concatenate([c * 5 + rng.integers(0, 5, 30) for c in range(2)])
@@ -251,6 +254,14 @@ def test_group_trials_resume_after_a_crash_and_grow(tmp_path):
     grown = CountingGroupLearner(*args)
     _, more = run_group_trials(grown, data, design, 60, store=store)
     assert grown.trained == 15 and np.array_equal(more[:45], ref_correct)
+
+    monkeypatch.setattr(groups_module, "SAVE_EVERY_S", 3600.0)  # writes are throttled: only the end is written
+    late = tmp_path / "late.npz"
+    with pytest.raises(_Crash):
+        run_group_trials(CountingGroupLearner(*args, fail_on_call=4), data, design, 45, store=late)
+    assert not late.exists()
+    run_group_trials(CountingGroupLearner(*args), data, design, 45, store=late)
+    assert late.exists()
 
     other = CountingGroupLearner(*args)  # another seed: stored trials are not reused, and it says so
     with pytest.warns(UserWarning, match="other settings"):

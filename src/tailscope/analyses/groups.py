@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,14 +202,18 @@ def group_mem_estimate(correct: np.ndarray, group_in: np.ndarray, groups: np.nda
             "acc_in": m_in, "acc_out": m_out, "t_in": t_in, "t_out": t_out, "size": size}
 
 
+SAVE_EVERY_S = 30.0  # how often run_group_trials rewrites its npz of trials done
+
+
 def run_group_trials(learner: Learner, data: Dataset, design: GroupDesign, trials: int,
                      store: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Train ``trials`` models on the group design; returns ``(group_in (T, G), correct (T, n))``.
 
     With ``store`` (a local path or an fsspec URL) the trials done so far are written
-    there as an npz after every block of the learner, and a later call with the same
+    there as an npz (after the last block, and after a block when ``SAVE_EVERY_S``
+    seconds have passed since the last write), and a later call with the same
     groups, q, seed and learner resumes from them: after a crash only the unfinished
-    block is trained again, and asking for more trials trains only the new ones.
+    blocks are trained again, and asking for more trials trains only the new ones.
     Trial k's mask and model seed depend only on (design, k), so resumed and
     uninterrupted runs give the same arrays.
     """
@@ -221,11 +226,15 @@ def run_group_trials(learner: Learner, data: Dataset, design: GroupDesign, trial
     correct = np.zeros((trials, data.n_train), dtype=bool)
     k = _stored_trials(store, design, key, correct) if store is not None else 0
     block = max(1, int(learner.preferred_block))
+    saved = time.monotonic()
     for a in range(k, trials, block):
         b = min(a + block, trials)
         preds = learner.fit_predict(data, masks[a:b], seeds[a:b])
         correct[a:b] = preds.train_pred == data.y_train
-        if store is not None:
+        # the whole file is rewritten each time: at most every SAVE_EVERY_S seconds (a crash
+        # loses at most that much work), else many small blocks would make the writing quadratic
+        if store is not None and (b == trials or time.monotonic() - saved >= SAVE_EVERY_S):
+            saved = time.monotonic()
             buf = io.BytesIO()
             np.savez_compressed(buf, group_in=gin[:b], correct=correct[:b], groups=design.groups, q=design.q,
                                 seed=design.seed, masks=masks[:b], key=np.array(key))
