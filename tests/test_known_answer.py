@@ -90,8 +90,9 @@ def test_outputs_written_in_paper_format(synthetic, tmp_path):
     assert back.summary() == s.summary()
     # the estimation options travel with the scores
     assert back.options == s.options == {"infl_threshold": 0.15, "same_class": True, "top_k": 10,
-                                         "max_pairs": 1_000_000}
+                                         "max_pairs": 1_000_000, "pairs_found": len(s.pairs)}
     assert s.summary()["infl_threshold"] == back.infl_threshold == 0.15
     other = study.estimate(save=False, infl_threshold=0.3, same_class=False, top_k=3)
-    assert other.options == {"infl_threshold": 0.3, "same_class": False, "top_k": 3, "max_pairs": 1_000_000}
+    assert other.options == {"infl_threshold": 0.3, "same_class": False, "top_k": 3, "max_pairs": 1_000_000,
+                             "pairs_found": len(other.pairs)}
     assert other.summary()["infl_threshold"] == 0.3

@@ -74,6 +74,10 @@ def test_half_written_block_is_not_done(synthetic, tmp_path):
 
 def test_estimate_needs_trials(synthetic, tmp_path):
     s = small_study(synthetic, tmp_path / "s")
+    with pytest.raises(StoreError, match="no tailscope study"):
+        s.estimate()  # reading creates nothing
+    assert not (tmp_path / "s").exists()
+    assert s.store.trials == s.trials  # created (as a first run that failed would leave it), no trial done
     with pytest.raises(ValueError, match="only 0 trials"):
         s.estimate()
 

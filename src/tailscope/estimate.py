@@ -15,6 +15,7 @@ The "soft" versions use the probability of the true label instead of 0/1 correct
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,17 @@ class EstimateOptions:
             if v < low:
                 raise ValueError(f"{name} must be >= {low}, got {v}"
                                  + (" (0 keeps no top-k list)." if name == "top_k" else "."))
-        if not np.isfinite(float(self.infl_threshold)):
-            raise ValueError(f"infl_threshold must be a finite number, got {self.infl_threshold!r}.")
+        if self.memory_budget is not None and (isinstance(self.memory_budget, bool)
+                                               or not isinstance(self.memory_budget, int | np.integer)
+                                               or self.memory_budget <= 0):
+            raise ValueError(f"memory_budget must be a positive number of bytes, got {self.memory_budget!r}.")
+        t = self.infl_threshold
+        if isinstance(t, bool) or not isinstance(t, int | float | np.integer | np.floating) or not np.isfinite(t):
+            raise ValueError(f"infl_threshold must be a finite number, got {t!r}.")
+        if not isinstance(self.same_class, bool | np.bool_):
+            raise ValueError(f"same_class must be True or False, got {self.same_class!r}.")
+        if self.full_matrix_path is not None and not isinstance(self.full_matrix_path, str | os.PathLike):
+            raise ValueError(f"full_matrix_path must be a folder path or URL, got {self.full_matrix_path!r}.")
 
 
 def _as_store(store) -> TrialStore:
@@ -155,11 +165,15 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     tiles = _tiles(n, n_test, opt.memory_budget)
     infl = _InfluenceCollector(y_tr, y_te, opt)
     passes = len(tiles)
+    # one snapshot of the done flags: every pass reads the same trials, even while shards
+    # finish, the study grows or a repair clears blocks (the counts must match the sums)
+    done = store.done()
+    n_blocks = -(-len(done) // store.block)
     for p, tile in enumerate(tiles):
         acc = _InflAccumulator(tile, n_test)
         # after the first pass only test predictions are needed
         fields = None if p == 0 else ("test_pred", "test_prob")
-        for b, blk in enumerate(store.iter_blocks(fields, first_trials)):
+        for b, blk in enumerate(store.iter_blocks(fields, first_trials, done)):
             if first_trials is not None:
                 blk = _head(blk, int(first_trials))
                 if blk is None:
@@ -170,7 +184,7 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
                 mem.add(blk, y_tr, c_te)
             acc.add(blk.mask[:, tile], c_te, p_te)
             if progress:
-                progress(p * store.n_blocks + b + 1, passes * store.n_blocks)
+                progress(p * n_blocks + b + 1, passes * n_blocks)
         acc.flush()
         if mem.trials < 2:
             raise ValueError(f"only {mem.trials} trials are done in {store.path}; run the study first "
@@ -179,7 +193,12 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     infl.finish()
     scores = mem.scores(y_tr, y_te, infl, store.config)
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
-                      "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs)}
+                      "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs), "pairs_found": int(infl.found)}
+    if infl.found > opt.max_pairs:
+        warnings.warn(f"{infl.found:,} pairs have influence >= {opt.infl_threshold:g}, more than max_pairs="
+                      f"{opt.max_pairs:,}; only the {opt.max_pairs:,} largest are kept (Scores.pairs is cut "
+                      "below its smallest value). Raise max_pairs or infl_threshold to keep a complete set.",
+                      stacklevel=2)
     return scores
 
 
@@ -194,6 +213,41 @@ def _head(blk: Block, limit: int) -> Block | None:
     return Block(trials=blk.trials[keep], mask=blk.mask[keep], seed=blk.seed[keep],
                  preds=Predictions(*(a[keep] if a.shape[0] == len(keep) else a
                                      for a in (p.train_pred, p.train_prob, p.test_pred, p.test_prob))))
+
+
+MATRIX_MARK = "tailscope_influence_matrix"  # attribute of a full_matrix_path group this module wrote
+
+
+def _open_matrix(path: str, n: int, n_test: int):
+    """A fresh zarr group at ``path`` for the full influence matrix.
+
+    Refuses (before anything is written) a path that holds anything but an influence
+    matrix of an earlier estimate: opening it for writing would delete what is there,
+    a study included.
+    """
+    import fsspec
+    import zarr
+
+    fs, root = fsspec.core.url_to_fs(path)
+    if fs.exists(root):
+        names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)] if fs.isdir(root) else None
+        if names is None or (names and not _is_matrix(path)):
+            what = "is a file" if names is None else f"holds other files ({', '.join(sorted(names)[:5])})"
+            raise ValueError(f"full_matrix_path {path} {what}; writing the influence matrix there would delete "
+                             "them. Pass a new folder (an influence matrix of an earlier estimate may be "
+                             "replaced).")
+    g = zarr.open_group(path, mode="w")
+    g.attrs[MATRIX_MARK] = {"n_train": n, "n_test": n_test}
+    return g
+
+
+def _is_matrix(path: str) -> bool:
+    import zarr
+
+    try:
+        return MATRIX_MARK in zarr.open_group(path, mode="r").attrs
+    except Exception:  # not a zarr group at all
+        return False
 
 
 def _tiles(n: int, n_test: int, budget: int) -> list[np.ndarray]:
@@ -269,8 +323,9 @@ class _InflAccumulator:
 
     Blocks are buffered until ``flush_trials`` trials are waiting, then one float32
     matrix product over [hard, soft, soft^2] updates the float64 sums: fewer, larger
-    products run near the BLAS peak, and float32 partial sums of a few hundred
-    values in [0, 1] lose nothing that matters.
+    products run near the BLAS peak. Hard values are 0/1 (exact in float32 sums of a
+    few hundred); soft values are shifted first (see ``add``), which leaves contrasts
+    and variances unchanged but keeps their float32 sums accurate.
     """
 
     def __init__(self, tile: np.ndarray, n_test: int, flush_trials: int = 256):
@@ -279,9 +334,15 @@ class _InflAccumulator:
         self.masks: list[np.ndarray] = []
         self.values: list[np.ndarray] = []
         self.waiting = 0
+        self.shift: np.ndarray | None = None  # (n_test,), see add
 
     def add(self, m_tile: np.ndarray, c_te: np.ndarray, p_te: np.ndarray) -> None:
-        p_te = p_te.astype(np.float32)
+        # probabilities are summed shifted by each test example's mean in the first block:
+        # the SE then comes from small numbers, not from sum(p^2) - n mean^2 of two
+        # nearly equal float32 sums (p near 1 with a tiny spread lost all its digits)
+        if self.shift is None:
+            self.shift = p_te.mean(0, dtype=np.float64).astype(np.float32)
+        p_te = p_te.astype(np.float32) - self.shift
         self.masks.append(m_tile)
         self.values.append(np.concatenate([c_te, p_te, p_te * p_te], axis=1))
         self.waiting += len(m_tile)
@@ -341,11 +402,10 @@ class _InfluenceCollector:
         self.topk_se = np.full((n_test, k), np.nan)
         self.max_infl = np.full(n, np.nan)
         self.max_infl_arg = np.full(n, -1, dtype=np.int64)
+        self.found = 0  # pairs at or above the threshold, also those max_pairs drops
         self.full = None
         if opt.full_matrix_path:
-            import zarr
-
-            g = zarr.open_group(opt.full_matrix_path, mode="w")
+            g = _open_matrix(str(opt.full_matrix_path), n, n_test)
             self.full = {name: g.create_array(name, shape=(n, n_test), chunks=(min(n, 1024), n_test),
                                               dtype="float32") for name in ("infl", "infl_se")}
 
@@ -374,6 +434,7 @@ class _InfluenceCollector:
             self.parts.append({"tr_idx": tile[ii], "tt_idx": jj, "infl": infl[ii, jj], "infl_se": se[ii, jj],
                                "soft_infl": sinfl[ii, jj], "soft_infl_se": sse[ii, jj]})
             self.kept += len(ii)
+            self.found += len(ii)
             if self.kept > 2 * self.opt.max_pairs:
                 self._truncate()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -98,6 +99,11 @@ class Scores:
         df = self.pairs
         if threshold is not None:
             df = df[df["infl"] >= threshold]
+        found = int(self.options.get("pairs_found", len(self.pairs)))
+        if found > len(self.pairs) and len(df) and df["infl"].min() <= self.pairs["infl"].min():
+            warnings.warn(f"these scores kept only the {len(self.pairs):,} largest of {found:,} pairs (max_pairs); "
+                          f"pairs below infl {self.pairs['infl'].min():.4g} are missing. Re-estimate with a "
+                          "larger max_pairs for all of them.", stacklevel=2)
         if same_class:
             df = df[df["tr_label"] == df["tt_label"]]
         return df.reset_index(drop=True)

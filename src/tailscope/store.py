@@ -189,6 +189,11 @@ class TrialStore:
             return False
         return all(c["stale"] for c in self.claims())
 
+    def check_study(self, config: dict) -> None:
+        """Raise a StoreError naming the differences unless this store holds ``config``'s study."""
+        if not _same_study(self.group, config):
+            self._check_same(config)
+
     def _check_same(self, config: dict) -> None:
         if self.group.attrs.get("config_hash") == config_hash(config):
             return
@@ -401,15 +406,22 @@ class TrialStore:
                                  for c in claims if c["stale"]]}
 
     # ----------------------------------------------------------------- reading
-    def read_block(self, b: int, fields: tuple[str, ...] | None = None) -> Block | None:
+    def read_block(self, b: int, fields: tuple[str, ...] | None = None,
+                   done: np.ndarray | None = None) -> Block | None:
         """The done trials of block ``b`` (None if none are done).
 
         ``fields`` limits which prediction arrays are read (the others come back empty),
         so a pass that needs only test predictions does not decompress the rest.
+        ``done`` (a snapshot of :meth:`done`) says which trials count instead of the
+        flags stored now.
         """
         t = self.block_trials(b)
+        if done is not None:
+            t = t[t < len(done)]
+            if not len(t):
+                return None
         with self._chunk_errors(b):
-            done = self.array("done")[t[0]: t[-1] + 1]
+            done = self.array("done")[t[0]: t[-1] + 1] if done is None else done[t[0]: t[-1] + 1]
             if not done.any():
                 return None
             rows = slice(t[0], t[-1] + 1)
@@ -440,11 +452,18 @@ class TrialStore:
                 f"`tailscope verify {self.root} --repair` to clear those trials, then rerun the study "
                 "to redo them.")
 
-    def iter_blocks(self, fields: tuple[str, ...] | None = None, first_trials: int | None = None) -> Iterator[Block]:
-        """Done trials block by block (only the blocks of the first ``first_trials``): memory stays at one block."""
-        n_blocks = self.n_blocks if first_trials is None else min(self.n_blocks, -(-int(first_trials) // self.block))
-        for b in range(n_blocks):
-            blk = self.read_block(b, fields)
+    def iter_blocks(self, fields: tuple[str, ...] | None = None, first_trials: int | None = None,
+                    done: np.ndarray | None = None) -> Iterator[Block]:
+        """Done trials block by block (only the blocks of the first ``first_trials``): memory stays at one block.
+
+        ``done``: a snapshot of :meth:`done` taken once, so that several passes over the
+        store read the same trials while other processes finish, grow or repair it.
+        """
+        total = self.trials if done is None else len(done)
+        if first_trials is not None:
+            total = min(total, int(first_trials))
+        for b in range(-(-total // self.block)):
+            blk = self.read_block(b, fields, done)
             if blk is not None:
                 yield blk
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -57,6 +58,11 @@ class Study:
                             "scikit-learn estimator with ts.SklearnLearner(est).")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise TypeError(f"seed must be an integer, got {seed!r}.")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0 (it seeds numpy's generators), got {seed}.")
+        for name, value in (("block_size", block_size), ("design_block", design_block)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)):
+                raise TypeError(f"{name} must be an integer, got {value!r}.")
         if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
             raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
                              f"without each example), got {trials!r}.")
@@ -104,8 +110,9 @@ class Study:
     def run(self, workers: int = 1, backend: str = "auto", progress: bool = True,
             shard: tuple[int, int] | None = None, **backend_options) -> dict:
         """Train every trial not yet done (of this shard); returns a summary dict."""
-        if not isinstance(workers, int) or workers < 1:
+        if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+        workers = int(workers)
         if shard is not None:  # bad settings are refused before the store is created
             select_shard({}, shard)
         check_backend(backend)
@@ -138,14 +145,24 @@ class Study:
         Keyword arguments are fields of :class:`EstimateOptions` (``infl_threshold``,
         ``top_k``, ``full_matrix_path``, ...).
         """
+        if options is not None and kwargs:  # both: the keywords change the given options
+            options = dataclasses.replace(options, **kwargs)
         options = options or EstimateOptions(**kwargs)
-        scores = estimate(self.store, options)
+        scores = estimate(self._existing_store(), options)
         if save:
             scores.save(self.scores_dir)
         return scores
 
     def info(self) -> dict:
-        return study_info(self.store)
+        return study_info(self._existing_store())
+
+    def _existing_store(self) -> TrialStore:
+        """The store as it is, for reading: not created, grown or rewritten (unlike :attr:`store`)."""
+        if self._store is not None:
+            return self._store
+        store = TrialStore.open(self.path)
+        store.check_study(json.loads(json.dumps(self.config, default=str)))
+        return store
 
     @classmethod
     def open(cls, path: str | Path, data: Dataset | None = None, learner: Learner | None = None) -> Study:

@@ -177,7 +177,9 @@ def study_scores(study, infl_threshold: float | None = None):
 def _keeps(options: dict, infl_threshold: float) -> bool:
     """Whether scores estimated with ``options`` kept every same-class pair at ``infl_threshold``."""
     kept = options.get("infl_threshold")
-    return kept is not None and options.get("same_class") is not None and float(kept) <= infl_threshold + 1e-12
+    cut = options.get("pairs_found", 0) > options.get("max_pairs", float("inf"))  # max_pairs dropped some
+    return (kept is not None and options.get("same_class") is not None and not cut
+            and float(kept) <= infl_threshold + 1e-12)
 
 
 def open_study_scores(study, scores=None, learner: Learner | None = None, infl_threshold: float | None = None):

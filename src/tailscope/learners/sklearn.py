@@ -76,12 +76,13 @@ class SklearnLearner(Learner):
 
     @staticmethod
     def _predict(est, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the hard prediction is the estimator's own decision: predict() may differ from the
+        # argmax of predict_proba (SVC's Platt scaling, a tuned decision threshold)
+        pred = est.predict(x)
         if hasattr(est, "predict_proba"):
             proba = est.predict_proba(x)
             # columns are est.classes_, which lacks the classes its subset lacked
-            classes = np.asarray(est.classes_)
-            return classes[proba.argmax(axis=1)], true_label_prob(proba, classes, y)
-        pred = est.predict(x)
+            return pred, true_label_prob(proba, np.asarray(est.classes_), y)
         return pred, (pred == y).astype(np.float32)
 
 

@@ -48,6 +48,7 @@ class SyntheticLearner(Learner):
         return self.effect - (total - self.effect) / (n - 1)
 
     def fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
+        self._check_shapes(data.n_train, data.n_test)
         C = data.n_classes
         tr_p = np.where(masks, self.p_in, self.p_out)
         te_p = np.clip(self.base + masks.astype(np.float64) @ self.effect, 0, 1)
@@ -58,3 +59,11 @@ class SyntheticLearner(Learner):
             np.where(tr_ok, data.y_train, (data.y_train + 1) % C), tr_ok.astype(np.float32),
             np.where(te_ok, data.y_test, (data.y_test + 1) % C), te_ok.astype(np.float32),
         )
+
+    def _check_shapes(self, n: int, n_test: int) -> None:
+        wanted = {"p_in": (n,), "p_out": (n,), "base": (n_test,), "effect": (n, n_test)}
+        for name, shape in wanted.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise ValueError(f"SyntheticLearner.{name} has shape {got}, but this dataset needs {shape} "
+                                 f"(n_train={n}, n_test={n_test}); build the learner for this dataset.")

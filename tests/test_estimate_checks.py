@@ -1,0 +1,170 @@
+"""The estimator against brute force where float32 sums and concurrent writers could bite,
+and its options: validation, truncation warnings, and a full matrix path that must not
+delete what is there."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import tailscope as ts
+from tailscope.store import StoreError, TrialStore
+
+
+def _two_blobs(n=30, n_test=10, seed=0):
+    rng = np.random.default_rng(seed)
+    y, yt = np.arange(n) % 2, np.arange(n_test) % 2
+    return ts.from_arrays(rng.normal(size=(n, 2)) + y[:, None], y, rng.normal(size=(n_test, 2)) + yt[:, None], yt)
+
+
+def _synthetic(data, effect_at=(0, 0)):
+    eff = np.zeros((data.n_train, data.n_test))
+    eff[effect_at] = 0.4
+    return ts.SyntheticLearner(np.full(data.n_train, 0.9), np.full(data.n_train, 0.4),
+                               np.full(data.n_test, 0.3), eff)
+
+
+def _brute_infl(store, trials):
+    """(n, n_test) influence from the stored masks and test predictions of ``trials``."""
+    blocks = list(store.iter_blocks())
+    keep = np.isin(np.concatenate([b.trials for b in blocks]), trials)
+    m = np.concatenate([b.mask for b in blocks])[keep]
+    c = (np.concatenate([b.preds.test_pred for b in blocks])[keep] == store.y_test).astype(float)
+    return np.array([[c[m[:, i], j].mean() - c[~m[:, i], j].mean() for j in range(c.shape[1])]
+                     for i in range(m.shape[1])])
+
+
+def test_every_tile_counts_the_trials_done_when_the_estimate_started(tmp_path):
+    data = _two_blobs()
+    learner = _synthetic(data)
+    path = tmp_path / "s"
+
+    def study():
+        return ts.Study(data, learner, trials=200, seed=0, path=path, block_size=20)
+
+    study().run(progress=False, shard=(0, 2))
+    first = np.flatnonzero(TrialStore.open(path).done())
+    fired = []
+
+    def other_shard_finishes(done, total):  # e.g. a Slurm shard finishing mid-estimate
+        if not fired:
+            fired.append(done)
+            study().run(progress=False, shard=(1, 2))
+
+    opt = ts.EstimateOptions(top_k=0, infl_threshold=-2.0, same_class=False,
+                             memory_budget=36 * data.n_test * 10)  # 3 tiles of 10 rows
+    s = ts.estimate(TrialStore.open(path), opt, progress=other_shard_finishes)
+    assert fired and TrialStore.open(path).done().all()
+    assert s.trials == len(first) == 100 and (s.n_in + s.n_out == 100).all()
+    got = np.full((data.n_train, data.n_test), np.nan)
+    got[s.pairs["tr_idx"], s.pairs["tt_idx"]] = s.pairs["infl"]
+    np.testing.assert_allclose(got, _brute_infl(TrialStore.open(path), first), atol=1e-6)
+
+
+def confident(x_train, y_train, x_eval, seed):
+    """Always class 0, with probability 0.999 +- 1e-4: a tiny spread on a large mean."""
+    p0 = 0.999 + 1e-4 * np.random.default_rng(seed).standard_normal(len(x_eval))
+    return np.zeros(len(x_eval), dtype=np.int64), np.stack([p0, 1 - p0], 1)
+
+
+def test_soft_influence_se_is_accurate_for_confident_models(tmp_path):
+    data = ts.from_arrays(np.zeros((20, 2)), np.arange(20) % 2, np.zeros((6, 2)), np.zeros(6, dtype=int))
+    study = ts.Study(data, ts.CallableLearner(confident, "confident", block=100), trials=300, path=tmp_path / "c")
+    study.run(progress=False)
+    s = study.estimate(save=False, top_k=0, infl_threshold=-1.0, same_class=False)
+    blocks = list(study.store.iter_blocks())
+    m = np.concatenate([b.mask for b in blocks])
+    p = np.concatenate([b.preds.test_prob for b in blocks]).astype(np.float64)
+    for r in s.pairs.itertuples():
+        i, j = r.tr_idx, r.tt_idx
+        a, b = p[m[:, i], j], p[~m[:, i], j]
+        se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+        assert r.soft_infl_se == pytest.approx(se, rel=1e-4)
+        assert r.soft_infl == pytest.approx(a.mean() - b.mean(), abs=1e-7)
+
+
+def test_full_matrix_path_never_deletes_what_is_there(tmp_path, synthetic):
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=20, path=tmp_path / "s")
+    study.run(progress=False)
+    for taken in (tmp_path / "s", tmp_path / "notes"):
+        if taken.name == "notes":
+            taken.mkdir()
+            (taken / "keep.txt").write_text("mine")
+        before = sorted(p.name for p in taken.iterdir())
+        with pytest.raises(ValueError, match="would delete them"):
+            study.estimate(save=False, full_matrix_path=str(taken))
+        assert sorted(p.name for p in taken.iterdir()) == before
+    assert TrialStore.open(tmp_path / "s").done().all()
+    matrix = tmp_path / "matrix"
+    s = study.estimate(save=False, full_matrix_path=str(matrix), infl_threshold=-2.0, same_class=False)
+    again = study.estimate(save=False, full_matrix_path=str(matrix))  # its own matrix: replaced
+    import zarr
+
+    infl = zarr.open_group(str(matrix), mode="r")["infl"][:]
+    np.testing.assert_allclose(infl[s.pairs["tr_idx"], s.pairs["tt_idx"]], s.pairs["infl"], rtol=1e-6)
+    assert again.trials == s.trials
+
+
+def test_max_pairs_truncation_is_said_and_recorded(tmp_path, synthetic):
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=30, path=tmp_path / "s")
+    study.run(progress=False)
+    full = study.estimate(save=False, infl_threshold=-2.0, same_class=False)
+    assert full.options["pairs_found"] == len(full.pairs) == data.n_train * data.n_test
+    with pytest.warns(UserWarning, match="only the 10 largest are kept"):
+        cut = study.estimate(save=False, infl_threshold=-2.0, same_class=False, max_pairs=10)
+    assert len(cut.pairs) == 10 and cut.options["pairs_found"] == len(full.pairs)
+    with pytest.warns(UserWarning, match="largest of"):
+        cut.influence_pairs(-2.0, same_class=False)
+
+
+@pytest.mark.parametrize("bad", [dict(infl_threshold="0.1"), dict(infl_threshold=True), dict(same_class="no"),
+                                 dict(memory_budget=0), dict(memory_budget=-5), dict(full_matrix_path=3)])
+def test_estimate_options_refuse_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ts.EstimateOptions(**bad)
+
+
+def test_study_estimate_merges_options_and_keywords_and_writes_nothing(tmp_path, synthetic):
+    data, learner = synthetic
+    path = tmp_path / "s"
+    ts.Study(data, learner, trials=20, path=path).run(progress=False)
+    bigger = ts.Study(data, learner, trials=100, path=path)  # asks for more, but only reads here
+    s = bigger.estimate(ts.EstimateOptions(top_k=2), save=False, infl_threshold=0.0)
+    assert s.options["infl_threshold"] == 0.0 and s.options["top_k"] == 2
+    assert TrialStore.open(path).trials == 20 == s.trials
+    with pytest.raises(StoreError, match="different study config"):
+        ts.Study(data, learner, trials=20, seed=5, path=path).estimate(save=False)
+    with pytest.raises(StoreError, match="no tailscope study"):
+        ts.Study(data, learner, path=tmp_path / "typo").estimate()
+    assert not (tmp_path / "typo").exists()
+
+
+def test_study_settings_checked_before_anything_is_written(tmp_path, synthetic):
+    data, learner = synthetic
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        ts.Study(data, learner, seed=-1, path=tmp_path / "a")
+    for name in ("block_size", "design_block"):
+        with pytest.raises(TypeError, match=name):
+            ts.Study(data, learner, path=tmp_path / "a", **{name: 2.5})
+    assert not (tmp_path / "a").exists()
+    study = ts.Study(data, learner, trials=4, path=tmp_path / "b")
+    assert study.run(workers=np.int64(1), progress=False)["done"] == 4
+    with pytest.raises(ValueError, match="shape"):
+        ts.Study(data, ts.SyntheticLearner([0.9], [0.4], [0.3], [[0.0]]), trials=4, path=tmp_path / "c").run(
+            progress=False)
+
+
+class ConfidentOnly(LogisticRegression):
+    """A classifier whose predict() is not the argmax of predict_proba: class 1 only above 0.9."""
+
+    def predict(self, x):
+        return (self.predict_proba(x)[:, 1] > 0.9).astype(np.int64)
+
+
+def test_sklearn_hard_predictions_are_the_estimators_own():
+    data = _two_blobs(n=60, n_test=40, seed=1)
+    preds = ts.SklearnLearner(ConfidentOnly()).fit_predict(data, np.ones((1, data.n_train), bool), np.zeros(1))
+    est = ConfidentOnly().fit(data.x_train, data.y_train)
+    np.testing.assert_array_equal(preds.test_pred[0], est.predict(data.x_test))
+    assert (preds.test_pred[0] != est.predict_proba(data.x_test).argmax(1)).any()
