@@ -55,3 +55,34 @@ def test_in_memory_study_reports_with_its_data(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=y)  # the same arrays, now as a file
     r = runner.invoke(app, ["report", str(tmp_path / "s"), "--dataset", f"npz:{tmp_path / 'd.npz'}"])
     assert r.exit_code == 0 and (tmp_path / "s/report/index.html").exists(), r.output
+
+
+def test_errors_keep_brackets_and_warnings_are_one_line(tmp_path):
+    y = np.arange(40, dtype=float) % 2
+    y[3] = np.nan
+    np.savez(tmp_path / "nan.npz", x=np.zeros((40, 3), np.float32), y=y)
+    r = runner.invoke(app, ["run", "-d", f"npz:{tmp_path / 'nan.npz'}", "-o", str(tmp_path / "n"), "-l", "logreg"])
+    assert r.exit_code == 2 and "x, y = x[keep], y[keep]" in _one_line(r), r.output  # not eaten as markup
+    args = ["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--block-size", "4", "--no-estimate"]
+    assert runner.invoke(app, [*args, "--trials", "8"]).exit_code == 0
+    r = runner.invoke(app, [*args, "--trials", "4"])  # fewer than stored: a warning, as one line
+    assert r.exit_code == 0 and "warning: the study at" in _one_line(r), r.output
+    assert ".py:" not in r.output and "study.run(" not in r.output, r.output
+
+
+def test_a_path_to_the_store_means_its_study_folder(tmp_path):
+    study = tmp_path / "s"
+    assert runner.invoke(app, ["run", "-o", str(study), "-l", "logreg", "--trials", "6", "--no-estimate"]).exit_code == 0
+    for args in (["estimate", str(study / "trials.zarr")], ["report", str(study / "trials.zarr")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    assert (study / "scores" / "summary.json").exists() and (study / "report" / "index.html").exists()
+    assert sorted(p.name for p in (study / "trials.zarr").iterdir() if p.name in ("scores", "report")) == []
+
+
+def test_a_learner_that_cannot_use_the_data_writes_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "vec.npz", x=rng.normal(size=(40, 5)).astype(np.float32), y=np.arange(40) % 2)
+    r = runner.invoke(app, ["run", "-d", f"npz:{tmp_path / 'vec.npz'}", "-o", str(tmp_path / "c"), "-l", "cnn"])
+    assert r.exit_code == 2 and "needs images" in _one_line(r), r.output
+    assert not (tmp_path / "c").exists()

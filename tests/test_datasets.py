@@ -41,7 +41,7 @@ def test_integer_valued_float_labels_are_accepted():
     (lambda a: (a[0], a[1], np.full(a[2].shape, np.inf), a[3]), r"x_test contains NaN or inf in 6 rows"),
     (lambda a: (a[0], a[1] + 0.5, a[2], a[3]), r"y_train must hold integer class labels"),
     (lambda a: (a[0], a[1].astype(str), a[2], a[3]), r"y_train has dtype <U\d+; labels must be integers"),
-    (lambda a: (a[0], a[1], a[2], a[3] + 1), r"y_test has labels in \[1, 3\] but there are 3 classes"),
+    (lambda a: (a[0], a[1], a[2], a[3] + 1), r"y_test has labels \[3\] that no training example has"),
     (lambda a: (a[0], a[1] - 1, a[2], a[3]), r"y_train has labels in \[-1, 1\]"),
     (lambda a: (a[0], np.where(a[1] == 1, 0, a[1]), a[2], a[3]), r"classes \[1\] have no training examples"),
     (lambda a: (a[0][:, 0, 0], a[1], a[2], a[3]), r"x_train must have one row per example \(at least 2-D\)"),

@@ -168,3 +168,37 @@ def test_sklearn_hard_predictions_are_the_estimators_own():
     est = ConfidentOnly().fit(data.x_train, data.y_train)
     np.testing.assert_array_equal(preds.test_pred[0], est.predict(data.x_test))
     assert (preds.test_pred[0] != est.predict_proba(data.x_test).argmax(1)).any()
+
+
+def test_scores_save_is_all_or_nothing_and_damage_is_named(tmp_path, synthetic, monkeypatch):
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=20, path=tmp_path / "s")
+    study.run(progress=False)
+    first = study.estimate()  # saved
+    folder = study.scores_dir
+    (folder / "influence.zarr").mkdir()  # a full matrix: not the save's to touch
+    study.trials = 40
+    study.run(progress=False)
+    later = study.estimate(save=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ts.Scores, "export_paper_format", killed)
+    with pytest.raises(KeyboardInterrupt):
+        later.save(folder)
+    assert ts.Scores.load(folder).trials == 20  # the previous scores, whole
+    monkeypatch.undo()
+    later.save(folder)
+    assert ts.Scores.load(folder).trials == 40
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporaries left
+    assert (folder / "influence.zarr").is_dir()
+
+    first_dir = tmp_path / "first"
+    first.save(first_dir)
+    (folder / "influence_topk.npz").write_bytes((first_dir / "influence_topk.npz").read_bytes())  # 20 of 40
+    with pytest.raises(ts.ScoresUnreadable, match="mix files of different estimates"):
+        ts.Scores.load(folder)
+    (folder / "influence_topk.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(FileNotFoundError, match="cannot be read"):  # callers that re-estimate on missing do here
+        ts.Scores.load(folder)

@@ -26,7 +26,7 @@ from tailscope.learners import (
     SklearnLearner,
     SyntheticLearner,
 )
-from tailscope.scores import Scores
+from tailscope.scores import Scores, ScoresUnreadable
 from tailscope.store import StoreError, TrialStore
 from tailscope.study import Study
 
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "__version__", "CallableLearner", "DataError", "Dataset", "Design", "EstimateOptions", "Learner",
-    "LearnerError", "Predictions", "Scores", "SklearnLearner", "StoreError", "Study", "SyntheticLearner",
-    "TorchLearner", "TrialStore",
+    "LearnerError", "Predictions", "Scores", "ScoresUnreadable", "SklearnLearner", "StoreError", "Study",
+    "SyntheticLearner", "TorchLearner", "TrialStore",
     "estimate", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
     "theoretical_se_bound",
 ]

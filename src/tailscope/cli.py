@@ -6,11 +6,13 @@ import ast
 import functools
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -33,16 +35,24 @@ def friendly(fn):
         from tailscope.store import StoreError
 
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except (UserError, DataError, DesignError, StoreError, WorkerError, ValueError, TypeError,
                 FileNotFoundError) as e:
-            console.print(f"[bold red]error:[/] {e}")
+            console.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "x[keep]" is not markup
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: finished blocks are stored; run the same command to resume.[/]")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line for people at a terminal, not Python's file:line and source."""
+    label = "warning" if issubclass(category, UserWarning) else category.__name__
+    console.print(f"[yellow]{label}:[/] {escape(str(message))}", highlight=False)
 
 
 def parse_options(pairs: list[str] | None) -> dict:
@@ -128,7 +138,7 @@ def _estimate_and_print(study, **options) -> None:
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for k, v in s.items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else "n/a" if v is None else str(v))
     console.print(table)
 
 
@@ -153,7 +163,9 @@ def estimate_cmd(
     t0 = time.perf_counter()
     scores = estimate(store, opts)
     scores.save(scores_dir)
-    console.print(f"estimated from {scores.trials} trials in {time.perf_counter() - t0:.1f} s -> {scores_dir}")
+    planned = f" (of {store.trials} planned: the rest are not done yet)" if scores.trials < store.trials else ""
+    console.print(f"estimated from {scores.trials} trials{planned} in {time.perf_counter() - t0:.1f} s -> "
+                  f"{scores_dir}")
     console.print_json(json.dumps(scores.summary()))
 
 
@@ -235,5 +247,24 @@ def report(
     if out is not None:
         _check_out_dir(out)
     data = ts.load_dataset(dataset, **parse_options(data_opt)) if dataset else None
+    _warn_if_stale(study_dir)
     index = write_report(study_dir, out_dir=out, data=data)
     console.print(f"report: {index}")
+
+
+def _warn_if_stale(study_dir: Path) -> None:
+    """Say on the terminal (the report says it too) when saved scores predate trials done since."""
+    from tailscope.scores import SUMMARY_FILE, scores_location
+    from tailscope.store import StoreError, TrialStore, child_location
+
+    try:
+        import fsspec
+
+        with fsspec.open(str(child_location(scores_location(study_dir), SUMMARY_FILE)), "rb") as f:
+            saved = int(json.loads(f.read().decode())["trials"])
+        done = int(TrialStore.open(study_dir).done().sum())
+    except (OSError, ValueError, KeyError, StoreError):  # no or unreadable scores: the report estimates anew
+        return
+    if done != saved:
+        console.print(f"[yellow]warning:[/] the saved scores come from {saved} trials but {done} are done now; "
+                      f"run `tailscope estimate {study_dir}` to update them.", highlight=False)

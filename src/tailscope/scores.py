@@ -144,22 +144,38 @@ class Scores:
         ``directory`` is a local folder, a ``file://`` URL or any fsspec URL (``s3://``,
         ``memory://``, ...; ``storage_options`` go to fsspec). Returns the local folder as
         a Path, or the URL.
+
+        The files are written into a temporary subfolder, then moved into place with
+        ``summary.json`` removed first and moved in last: a save killed at any moment
+        leaves either the previous scores or none (which :meth:`load` reports as
+        missing), never old and new files mixed. Other files in the folder (e.g. a full
+        influence matrix) are left alone.
         """
+        import uuid
+
         loc = _Location(directory, storage_options)
         loc.makedirs()
-        with loc.open(MEMORIZATION_FILE, "wb") as f:
+        loc.remove_temporaries()  # of saves killed earlier
+        tmp = _Location(loc.join(f"{_TMP_PREFIX}{uuid.uuid4().hex[:12]}"), storage_options)
+        tmp.makedirs()
+        with tmp.open(MEMORIZATION_FILE, "wb") as f:
             self.memorization_frame().to_parquet(f, index=False)
-        with loc.open(PAIRS_FILE, "wb") as f:
+        with tmp.open(PAIRS_FILE, "wb") as f:
             self.pairs.to_parquet(f, index=False)
         arrays = {f.name: getattr(self, f.name) for f in fields(self)
                   if isinstance(getattr(self, f.name), np.ndarray)}
-        with loc.open(TOPK_FILE, "wb") as f:
+        with tmp.open(TOPK_FILE, "wb") as f:
             np.savez_compressed(f, **arrays)
         meta = {"summary": self.summary(), "classes": self.classes, "trials": self.trials,
                 "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config, "options": self.options}
-        with loc.open(SUMMARY_FILE, "wb") as f:
+        with tmp.open(SUMMARY_FILE, "wb") as f:
             f.write(json.dumps(meta, indent=2, default=str).encode())
-        self.export_paper_format(loc.join(PAPER_FILE), storage_options)
+        self.export_paper_format(tmp.join(PAPER_FILE), storage_options)
+        if loc.isfile(SUMMARY_FILE):
+            loc.fs.rm(f"{loc.path}/{SUMMARY_FILE}")
+        for name in (MEMORIZATION_FILE, PAIRS_FILE, TOPK_FILE, PAPER_FILE, SUMMARY_FILE):
+            loc.fs.mv(f"{tmp.path}/{name}", f"{loc.path}/{name}")
+        loc.fs.rm(tmp.path, recursive=True)
         return loc.root
 
     def export_paper_format(self, path: str | Path, storage_options: dict | None = None) -> None:
@@ -172,19 +188,41 @@ class Scores:
 
     @classmethod
     def load(cls, directory: str | Path, storage_options: dict | None = None) -> Scores:
-        """Read scores written by :meth:`save` from a local folder or an fsspec URL."""
+        """Read scores written by :meth:`save` from a local folder or an fsspec URL.
+
+        Raises FileNotFoundError when there are none, and :class:`ScoresUnreadable` (a
+        FileNotFoundError too, so callers that re-estimate on missing scores also do on
+        damaged ones) when the files cannot be read or do not fit together.
+        """
         loc = _Location(directory, storage_options)
         if not loc.isfile(SUMMARY_FILE):
             raise FileNotFoundError(f"no scores in {loc.root}; run `tailscope estimate` first.")
-        with loc.open(SUMMARY_FILE, "rb") as f:
-            meta = json.loads(f.read().decode())
-        with loc.open(TOPK_FILE, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        with loc.open(PAIRS_FILE, "rb") as f:
-            pairs = pd.read_parquet(f)
-        return cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
-                   se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
-                   **arrays)
+        try:
+            with loc.open(SUMMARY_FILE, "rb") as f:
+                meta = json.loads(f.read().decode())
+            with loc.open(TOPK_FILE, "rb") as f, np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            with loc.open(PAIRS_FILE, "rb") as f:
+                pairs = pd.read_parquet(f)
+            scores = cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
+                         se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
+                         **arrays)
+        except Exception as e:  # truncated or missing files, a JSON cut short, files of another version
+            raise ScoresUnreadable(f"the scores in {loc.root} cannot be read ({type(e).__name__}: {e}); rerun "
+                                   f"`tailscope estimate` on the study to write them again.") from e
+        # every trial either holds an example or not: counts that disagree are files of two estimates
+        if not np.array_equal(scores.n_in + scores.n_out, np.full(len(scores.n_in), scores.trials)):
+            raise ScoresUnreadable(f"the scores in {loc.root} mix files of different estimates (their trial "
+                                   "counts disagree), e.g. after a save was interrupted; rerun "
+                                   "`tailscope estimate` on the study to write them again.")
+        return scores
+
+
+class ScoresUnreadable(FileNotFoundError):
+    """A scores folder whose files cannot be read or do not belong together."""
+
+
+_TMP_PREFIX = ".saving-"
 
 
 def scores_location(study_path: str | Path) -> Path | str:
@@ -225,6 +263,11 @@ class _Location:
 
     def open(self, name: str, mode: str):
         return self.fs.open(f"{self.path}/{name}", mode)
+
+    def remove_temporaries(self) -> None:
+        for entry in self.fs.ls(self.path, detail=False):
+            if str(entry).rstrip("/").rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
+                self.fs.rm(entry, recursive=True)
 
 
 def _number(value, name: str) -> float:

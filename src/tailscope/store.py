@@ -79,6 +79,7 @@ class StoreError(RuntimeError):
 # Config keys that do not change what the trials are: a study can grow (trials) and its
 # data can be reloaded from another path (source) without changing identity.
 VOLATILE_KEYS = ("trials", "source")
+STORE_DIR = "trials.zarr"  # the store inside a study folder
 
 
 def config_hash(config: dict) -> str:
@@ -384,7 +385,7 @@ class TrialStore:
             except (OSError, ValueError):
                 continue
             stale = now - float(c.get("time", 0)) > CLAIM_STALE_S
-            if c.get("host") == host and not _pid_alive(int(c.get("pid", -1))):
+            if c.get("host") == host and not pid_alive(int(c.get("pid", -1))):
                 stale = True
             c["stale"] = stale
             c["age_s"] = round(now - float(c.get("time", now)), 1)
@@ -593,7 +594,7 @@ def _creation_lock(url: str, timeout: float = 300.0):
             except ValueError:  # being written right now
                 owner = {}
             dead = (owner.get("host") == socket.gethostname()
-                    and not _pid_alive(int(owner.get("pid", -1))))
+                    and not pid_alive(int(owner.get("pid", -1))))
             if age > LOCK_STALE_S or dead:
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
@@ -619,7 +620,7 @@ def _whoami() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -649,8 +650,17 @@ def study_location(path: str | Path) -> str:
     if s.startswith("file://"):
         s = s[len("file://"):]
     if "://" in s:
-        return s.rstrip("/")
-    return str(Path(s).expanduser())
+        return _without_store_dir(s.rstrip("/"))
+    return _without_store_dir(str(Path(s).expanduser()))
+
+
+def _without_store_dir(loc: str) -> str:
+    """The study folder for a path to its ``trials.zarr`` (scores, reports and analyses go
+    next to the store, never inside it)."""
+    for sep in {"/", os.sep}:
+        if loc.endswith(sep + STORE_DIR):
+            return loc[: -len(sep + STORE_DIR)]
+    return loc
 
 
 def local_path(path: str | Path) -> Path | None:
@@ -683,16 +693,6 @@ def put_dir(local_dir: str | Path, url: str) -> None:
             target = root + "/" + f.relative_to(local_dir).as_posix()
             fs.makedirs(posixpath.dirname(target), exist_ok=True)
             fs.put_file(str(f), target)
-
-
-def remove_files(url: str, patterns: list[str]) -> None:
-    """Delete the files matching glob ``patterns`` (relative to ``url``, an fsspec URL)."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
-    for pattern in patterns:
-        for f in fs.glob(root.rstrip("/") + "/" + pattern):
-            fs.rm_file(f)
 
 
 def get_dir(url: str, local_dir: str | Path) -> None:
@@ -738,9 +738,7 @@ def _as_selection(trials: np.ndarray):
 
 def _store_url(path: str | Path) -> str:
     loc = study_location(path)
-    if loc.endswith("/trials.zarr") or loc.endswith(os.sep + "trials.zarr"):
-        return loc
-    return loc + "/trials.zarr" if "://" in loc else str(Path(loc) / "trials.zarr")
+    return f"{loc}/{STORE_DIR}" if "://" in loc else str(Path(loc) / STORE_DIR)
 
 
 def _try_open(url: str, mode: str) -> zarr.Group | None:

@@ -116,6 +116,7 @@ class Study:
         if shard is not None:  # bad settings are refused before the store is created
             select_shard({}, shard)
         check_backend(backend)
+        self.learner.check_data(self.data)
         if str(self.path).startswith("memory://") and (workers > 1 or backend in ("processes", "ray")):
             raise ValueError("a memory:// study lives in this process only, so other processes cannot write it; "
                              "run it with workers=1 (local backend), or use a path or URL they share.")

@@ -227,7 +227,7 @@ def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
     empty = np.flatnonzero(np.bincount(y_train.astype(np.int64), minlength=n_classes) == 0)
     if len(empty):
         raise DataError(
-            f"classes {empty.tolist()} have no training examples; drop them and renumber labels to 0..C-1 "
+            f"classes {_rows_text(empty)} have no training examples; drop them and renumber labels to 0..C-1 "
             "(np.unique(y, return_inverse=True) does this)."
         )
 
@@ -272,6 +272,13 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> No
             "(map names to integers with np.unique(y, return_inverse=True))."
         )
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        if split == "test" and y.min() >= 0:
+            extra = np.unique(y[y >= n_classes]).astype(np.int64)
+            raise DataError(
+                f"y_test has labels {_rows_text(extra)} that no training example has (the training labels "
+                f"give {n_classes} classes, 0..{n_classes - 1}); every test class needs training examples: "
+                "drop those test rows or add training examples of those classes."
+            )
         raise DataError(
             f"y_{split} has labels in [{int(y.min())}, {int(y.max())}] but there are {n_classes} classes; "
             f"labels must lie in 0..{n_classes - 1}."

@@ -120,6 +120,13 @@ class Learner(ABC):
     def spec(self) -> dict:
         """A JSON-able description; part of the study config, so changing it refuses an old store."""
 
+    def check_data(self, data: Dataset) -> None:
+        """Raise if this learner cannot train on ``data`` at all (called before a study writes anything).
+
+        The default accepts every dataset; learners with requirements (image models) override it.
+        """
+        return None
+
     def check_picklable(self) -> None:
         """Raise :class:`LearnerError` if this learner cannot be sent to worker processes.
 

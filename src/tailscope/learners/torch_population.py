@@ -264,6 +264,17 @@ class TorchLearner(Learner):
         finally:
             torch.set_num_threads(old)
 
+    def check_data(self, data: Dataset) -> None:
+        hand = self.model in ("linear", "mlp")
+        if isinstance(self.model, str) and not hand and not data.is_image:
+            raise ModelError(
+                f"model {self.model!r} needs images, but dataset {data.name!r} has image_shape=None; "
+                "use model='mlp' or 'linear' for feature vectors."
+            )
+        if self.augment and (hand or not data.is_image):
+            raise ModelError("augment=True needs image data and an image model (cnn, resnet or an image-input "
+                             "module); set augment=False.")
+
     def _fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
         masks = np.asarray(masks)
         seeds = np.asarray(seeds)
@@ -280,18 +291,9 @@ class TorchLearner(Learner):
         dev = _resolve_device(self.device)
         if dev.type == "cpu":
             _raise_malloc_threshold()
-        if self.augment and not data.is_image:
-            raise ModelError("augment=True needs image data (data.image_shape is None); set augment=False.")
-
+        self.check_data(data)
         hand = self.model in ("linear", "mlp")
         image_layout = (not hand) and data.is_image
-        if isinstance(self.model, str) and not hand and not data.is_image:
-            raise ModelError(
-                f"model {self.model!r} needs images, but dataset {data.name!r} has image_shape=None; "
-                "use model='mlp' or 'linear' for feature vectors."
-            )
-        if self.augment and not image_layout:
-            raise ModelError("augment=True needs an image model (cnn, resnet or an image-input module).")
         if hand:
             xtr, xte = (rows.to(dev) for rows in prepare_rows(data))
             if 4 * data.x_train.size <= DENSE_INPUT_BYTES:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import posixpath
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from tailscope.report.html import (
     url,
 )
 from tailscope.scores import Scores
-from tailscope.store import child_location, put_dir, remove_files
+from tailscope.store import child_location, pid_alive, put_dir
 from tailscope.study import Study
 
 MEMORIZED_CAP = 48
@@ -34,6 +39,7 @@ N_FEATURES_SHOWN = 5
 
 
 _IMAGE_DIRS = ("img", "figures", "analyses")
+_REPORT_ENTRIES = {"index.html", *_IMAGE_DIRS}  # all a report folder holds
 
 
 def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None = None,
@@ -48,7 +54,9 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
     out_dir : path, optional
         Where to write; default ``<study>/report``. The folder holds ``index.html``,
         ``figures/``, ``img/`` (thumbnails of the examples shown) and ``analyses/``;
-        it opens from disk with no network.
+        it opens from disk with no network. The new report is rendered beside it and
+        replaces the whole folder once complete (an interrupted run leaves the old one);
+        a folder holding anything else is refused.
     data : Dataset, optional
         The study's dataset (needed when it cannot be reloaded from its source).
     scores : Scores, optional
@@ -79,19 +87,97 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
     dest = Path(out_dir) if out_dir is not None else child_location(study.path, "report")
     if isinstance(dest, str):  # a study on an fsspec URL: build locally, then copy it there
         with tempfile.TemporaryDirectory() as tmp:
-            _write(study, data, scores, Path(tmp))
-            remove_files(dest, [f"{sub}/*.png" for sub in _IMAGE_DIRS])  # an earlier report's images
-            put_dir(tmp, dest)
+            local = Path(tmp, "report")
+            _write(study, data, scores, local)
+            _publish(local, Path(tmp, "index.html"), dest)
         return dest + "/index.html"
-    return _write(study, data, scores, dest)
+    _check_replaceable(dest)
+    # rendered beside the old report and swapped in whole once complete, so that an
+    # interrupted run leaves the old report intact (its page never points at deleted images)
+    real = dest.resolve()  # a symlinked folder is replaced where it points
+    real.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(real)
+    tmp = real.with_name(f"{real.name}.tmp-{_owner()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # ours from a reused pid
+    try:
+        _write(study, data, scores, tmp)
+        _swap(tmp, real)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest / "index.html"
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse (before rendering) a folder holding anything but a report: it is replaced whole."""
+    with contextlib.suppress(OSError):
+        if dest.resolve() in (Path.cwd(), *Path.cwd().parents):  # moving it away would strand the shell
+            raise ValueError(f"report folder {dest} is (or holds) the current directory; pass another folder.")
+    if not dest.exists():
+        return
+    names = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else None
+    if names is None or not set(names) <= _REPORT_ENTRIES:
+        other = [n for n in names or () if n not in _REPORT_ENTRIES]
+        what = "is a file" if names is None else f"holds other files ({', '.join(other[:5])})"
+        raise ValueError(f"report folder {dest} {what}; the report replaces the whole folder, which would "
+                         "delete them. Pass a new folder (an earlier report may be replaced).")
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_leftovers(real: Path) -> None:
+    """Delete temporary folders of killed runs on this host (those of running ones are kept)."""
+    host = socket.gethostname()
+    for kind in ("tmp", "old"):
+        for p in real.parent.glob(f"{real.name}.{kind}-{host}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap(new: Path, dest: Path) -> None:
+    """Put the folder ``new`` in the place of ``dest``: the old one is moved aside, then deleted."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f"{dest.name}.old-{_owner()}")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+    try:
+        new.rename(dest)
+    except BaseException:
+        if old is not None:  # put the old report back
+            old.rename(dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish(local: Path, index_aside: Path, url: str) -> None:
+    """Copy a report built in ``local`` to ``url``: images, then index.html, then delete stale images.
+
+    Object stores cannot swap a folder, so the order keeps every image the remote page
+    references present if the copy is interrupted.
+    """
+    import fsspec
+
+    (local / "index.html").rename(index_aside)
+    put_dir(local, url)
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    fs.put_file(str(index_aside), root + "/index.html")
+    for sub in _IMAGE_DIRS:
+        keep = {p.name for p in (local / sub).glob("*.png")}
+        for f in fs.glob(f"{root}/{sub}/*.png"):
+            if posixpath.basename(f) not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(f)
 
 
 def _write(study: Study, data: Dataset, scores: Scores, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in _IMAGE_DIRS:  # drop images of an earlier report
-        for old in (out / sub).glob("*.png") if (out / sub).is_dir() else ():
-            old.unlink()
-    (out / "figures").mkdir(exist_ok=True)
+    out.mkdir(parents=True)
+    (out / "figures").mkdir()
     done = int(study.store.done().sum())
     builder = _Builder(study, data, scores, out, done)
     index = out / "index.html"
