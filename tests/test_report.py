@@ -114,6 +114,8 @@ def test_numbers_match_scores(digits_report):
     assert f'<span class="b">{fmt(scores.se_bound, 4)}</span>' in se_row
     finite = np.isfinite(scores.mem_se)
     assert _row(page, "max_mem_se").startswith(fmt(float(scores.mem_se[finite].max()), 4))
+    coverage = "every example's estimate" if finite.all() else f"{fmt(int((~finite).sum()))} have none"
+    assert coverage in html.unescape(_row(page, "max_mem_se"))
     assert _row(page, "mean_acc_in") == pct(np.nanmean(scores.trial_in_acc), 2)
     assert _row(page, "mean_acc_out") == pct(np.nanmean(scores.trial_out_acc), 2)
     assert _row(page, "mean_test_acc") == pct(np.mean(scores.trial_test_acc), 2)

@@ -211,6 +211,14 @@ class _Builder:
         self.thumbs = gallery.Thumbnails(data, out) if self.images else None
 
     # ------------------------------------------------------------- helpers
+    def se_coverage_text(self) -> str:
+        """What the largest SE covers: every example, or only those with an SE."""
+        missing = int((~np.isfinite(self.s.mem_se)).sum())
+        if not missing:
+            return "every example's estimate has an SE at most this"
+        return (f"over the examples with an SE; {fmt(missing)} have none (n/a: in every or no trial, or in or "
+                "out of fewer than 2)")
+
     def infl_threshold_text(self) -> str:
         """The influence threshold these scores were estimated with, in words (HTML)."""
         t = self.s.infl_threshold
@@ -304,8 +312,8 @@ class _Builder:
              f"<span class=\"v\">{fmt(s['median_mem_se'], 4)}</span> (theoretical bound "
              f"<span class=\"b\">{fmt(s['se_bound'], 4)}</span>)"),
             ("max_mem_se", "Largest standard error of mem",
-             f"{fmt(s.get('max_mem_se'), 4)} (every example's estimate has an SE at most this; "
-             "examples every model gets right have SE 0, which pulls the median down)"),
+             f"{fmt(s.get('max_mem_se'), 4)} (" + self.se_coverage_text()
+             + "; examples every model gets right have SE 0, which pulls the median down)"),
             ("n_mem", "Memorized examples (mem \u2265 0.25)",
              f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s['n_train'])} ({pct(s['frac_mem_ge_0.25'], 2)})"),
             ("n_pairs", "High-influence pairs kept", f"{fmt(s['n_pairs'])} ({self.infl_threshold_text()})"),
