@@ -5,11 +5,18 @@ Backends: ``local`` (this process), ``processes`` (local worker processes) and `
 is the unit of work: its trials are rebuilt from the design (masks and seeds are pure
 functions of the trial index), trained in one learner call and written by the worker
 that trained them. Killing a run loses at most the blocks in flight.
+
+Worker processes exit on their own once their parent is gone (however it died), ignore
+Ctrl-C (the parent handles it) and are stopped by the parent on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,6 +40,10 @@ def check_backend(backend: str) -> None:
 
 class WorkerError(RuntimeError):
     """A worker process died; the message says what to check."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm preemption) while worker processes train: handled like Ctrl-C."""
 
 
 @dataclass
@@ -90,9 +101,13 @@ def run_local(job: Job, blocks: dict[int, np.ndarray], on_done: Callable[[int], 
 _WORKER_JOB: Job | None = None
 
 
-def _init_worker(job: Job, threads: int) -> None:
+def _init_worker(job: Job, threads: int, parent_pid: int | None = None) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
+    # Ctrl-C reaches the whole process group: the parent stops the pool, workers print nothing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:
         import torch
 
@@ -102,6 +117,25 @@ def _init_worker(job: Job, threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit soon after the parent dies: a SIGKILLed parent cannot stop its workers, which would
+    otherwise run on forever (re-parented to init). Safe mid-block: done flags are written last."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            # PR_SET_PDEATHSIG (1): the kernel kills us when the spawning thread ends, even if our
+            # threads hold the GIL; that thread is the one running run_processes.
+            ctypes.CDLL(None).prctl(ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL))
+
+    def watch() -> None:  # portable fallback; also covers a parent that died before prctl
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tailscope-parent-watch", daemon=True).start()
 
 
 def _worker_train(trials: np.ndarray) -> int:
@@ -117,17 +151,20 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn: forking a process that already runs torch/BLAS threads can deadlock.
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(job, threads)) as pool:
+    with _SigtermAsInterrupt() as sigterm, \
+            ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                initargs=(job, threads, os.getpid())) as pool:
         pending: set[Future] = set()
         queue = iter(blocks.values())
         try:
-            _fill(pool, pending, queue, 2 * workers)
+            with sigterm.held():
+                _fill(pool, pending, queue, 2 * workers)
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     on_done(f.result())
-                _fill(pool, pending, queue, 2 * workers)
+                with sigterm.held():
+                    _fill(pool, pending, queue, 2 * workers)
         except BrokenProcessPool as e:
             pool.shutdown(wait=False, cancel_futures=True)
             raise WorkerError(
@@ -135,9 +172,66 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
                 "resume). It was killed (e.g. out of memory: try fewer workers), or, called from a Python "
                 "script, the script lacks `if __name__ == \"__main__\":` around the calling code (each "
                 "worker re-imports it).") from e
+        except (KeyboardInterrupt, SystemExit):
+            _stop_workers(pool)
+            raise
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+class _SigtermAsInterrupt:
+    """While the pool runs, SIGTERM raises :class:`Terminated` so the pool is stopped like on Ctrl-C
+    (the default action would kill this process alone). Installed only from the main thread (where
+    Python runs handlers) and only over the default action: a handler of the caller's is kept."""
+
+    def __init__(self) -> None:
+        self.previous = None
+        self.holding = self.pending = False
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def _handler(self, signum, frame) -> None:
+        if self.holding:
+            self.pending = True
+        else:
+            raise Terminated("terminated by SIGTERM: finished blocks are stored; rerun to resume.")
+
+    @contextlib.contextmanager
+    def held(self):
+        """Raise only after the block: submit() may be starting a worker, and raising inside
+        Process.start() would lose its pid (so it could not be stopped)."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self._handler(signal.SIGTERM, None)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued blocks and end the workers now rather than after their blocks: a block killed
+    half-way never counts as done (its claim is left, stale once the worker is gone)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):  # already exited or reaped
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
 
 
 def _fill(pool, pending: set, queue: Iterable, limit: int) -> None:
