@@ -315,3 +315,41 @@ def test_scores_of_first_trains_only_what_the_first_trials_lack(tmp_path):
         scores = scores_of_first(small, 4)
     assert scores.trials == 4
     assert TrialStore.open(child.path).done().tolist() == [True] * 6 + [False] * 2
+
+
+def test_group_design_never_draws_an_empty_trial():
+    from tailscope.analyses.groups import _GROUP_STREAM, GroupDesign
+
+    groups = np.repeat(np.arange(10), 5)  # every example grouped: an empty draw has probability 0.7**10
+    design = GroupDesign(groups, q=0.3, seed=0)
+    masks, gin = design.masks(np.arange(300)), design.group_in(np.arange(300))
+    assert masks.any(1).all() and np.array_equal(masks[:, ::5], gin)
+    first = np.random.default_rng([0, _GROUP_STREAM, 0]).random(10) < 0.3
+    assert first.any() and np.array_equal(gin[0], first)  # non-empty draws are as before
+    assert 0.25 < gin.mean() < 0.35
+
+
+def test_label_noise_reading_follows_its_numbers():
+    from tailscope.analyses.label_noise import _noise_comparison
+
+    assert "barely fit the random labels" in _noise_comparison(0.34, 0.06)
+    assert "close to that of noise" in _noise_comparison(0.55, 0.6)
+    assert "well below that of noise" in _noise_comparison(0.2, 0.6)
+    assert "noise does not explain it" in _noise_comparison(0.9, 0.5)
+
+
+def test_subset_ratios_equal_to_display_precision_are_one(tmp_path):
+    study = synthetic_study(tmp_path / "s", trials=6)
+    res = subset_ratio(study, ratios=(0.7, 0.7000001), trials=4)
+    assert [r["ratio"] for r in res.data["rows"]] == [0.7]
+    assert sorted(p.name for p in (tmp_path / "s/analyses/subset_ratio/studies").iterdir()) == ["q0.7"]
+
+
+def test_diverged_training_is_named(tmp_path):
+    from tailscope.learners.torch_models import ModelError
+    from tailscope.learners.torch_population import TorchLearner
+
+    data = ts.load_dataset("digits")
+    with pytest.raises(ModelError, match="training diverged.*Lower the learning rate"):
+        TorchLearner("mlp", widths=(8,), epochs=1, lr=1e6).fit_predict(data, np.ones((2, data.n_train), bool),
+                                                                       np.arange(2))

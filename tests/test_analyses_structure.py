@@ -162,6 +162,21 @@ def test_last_layer_features_and_counts(tmp_path):
     out = res.save(tmp_path / "s")
     assert (out / "figure.png").is_file()
     assert (tmp_path / "s" / "analyses" / "last_layer" / "k1" / "scores").is_dir()
+    with pytest.raises(ValueError, match="nothing is frozen"):  # k = every layer: the study itself again
+        last_layer_memorization(study, ks=(3,), seed=0)
+
+
+def test_last_layer_verdict_only_when_the_counts_compare():
+    from tailscope.analyses.last_layer import _verdict
+
+    def row(n_mem, trials=40):
+        return {"k": 1, "n_mem": n_mem, "trials": trials}
+
+    assert "do not compare" in _verdict(row(10, trials=8), row(50))
+    assert "as in the paper" in _verdict(row(2), row(50)) and "25.0 times fewer" in _verdict(row(2), row(50))
+    assert "somewhat fewer" in _verdict(row(40), row(50))
+    assert "as many examples as" in _verdict(row(50), row(50))
+    assert "no examples than" in _verdict(row(0), row(5))
 
 
 def test_last_layer_shapes_cnn_and_errors():

@@ -46,6 +46,7 @@ NAME = "groups"
 _GROUP_STREAM = 0x67727570  # "grup"
 _LOOSE_STREAM = 0x6C6F6F73  # "loos"
 _SEED_STREAM = 0x67736564
+_REDRAW_STREAM = 0x72647277  # "rdrw"
 
 
 # ----------------------------------------------------------------------------- groups
@@ -149,22 +150,38 @@ class GroupDesign:
     def n_groups(self) -> int:
         return int(self.groups.max()) + 1
 
+    def _draw(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(groups kept (G,), ungrouped examples kept) by trial ``t``: a pure function of seed and t.
+
+        A draw that keeps no example at all (likely with few groups, a small q and every
+        example grouped) is redrawn from its own stream until it keeps one: a model needs
+        training data. This conditions on a non-empty trial, a negligible change where
+        empty draws are rare and the only possible design where they are not.
+        """
+        n_loose = int((self.groups < 0).sum())
+        kept = np.random.default_rng([self.seed, _GROUP_STREAM, t]).random(self.n_groups) < self.q
+        loose = np.random.default_rng([self.seed, _LOOSE_STREAM, t]).random(n_loose) < self.q
+        attempt = 0
+        while not kept.any() and not loose.any():
+            attempt += 1
+            rng = np.random.default_rng([self.seed, _REDRAW_STREAM, t, attempt])
+            kept, loose = rng.random(self.n_groups) < self.q, rng.random(n_loose) < self.q
+        return kept, loose
+
     def group_in(self, trials) -> np.ndarray:
         """(T, G) bool: which groups each trial keeps (a pure function of seed and trial)."""
-        rows = [np.random.default_rng([self.seed, _GROUP_STREAM, int(t)]).random(self.n_groups) < self.q
-                for t in np.asarray(trials)]
+        rows = [self._draw(int(t))[0] for t in np.asarray(trials)]
         return np.stack(rows) if rows else np.zeros((0, self.n_groups), bool)
 
     def masks(self, trials) -> np.ndarray:
         """(T, n) bool training masks: members follow their group, loose examples their own coin."""
         trials = np.asarray(trials)
-        gin = self.group_in(trials)
-        loose = self.groups < 0
+        grouped = self.groups >= 0
         out = np.zeros((len(trials), len(self.groups)), dtype=bool)
         for r, t in enumerate(trials):
-            out[r, ~loose] = gin[r, self.groups[~loose]]
-            if loose.any():
-                out[r, loose] = np.random.default_rng([self.seed, _LOOSE_STREAM, int(t)]).random(loose.sum()) < self.q
+            kept, loose = self._draw(int(t))
+            out[r, grouped] = kept[self.groups[grouped]]
+            out[r, ~grouped] = loose
         return out
 
 

@@ -215,8 +215,11 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
     if ks is None:
         ks = [k for k in range(1, mk + 1) if k < n_layers] or [1]
     ks = sorted({int(k) for k in ks})
-    for k in ks:
-        top_architecture(model, k)  # validate all before training anything
+    for k in ks:  # validate all before training anything
+        top_architecture(model, k)
+        if k >= n_layers:
+            raise ValueError(f"k={k} would retrain all {n_layers} layers of this network on its raw inputs: nothing "
+                             f"is frozen, so it is the study itself again. Use k <= {n_layers - 1}.")
     import torch
 
     with torch.no_grad():
@@ -257,21 +260,30 @@ def _reading(rows: list[dict], full: dict, s: dict) -> str:
     parts = [f"k={r['k']} ({r['layers']} on {r['feature_dim']} frozen features): {r['n_mem']} examples with "
              f"mem >= {s['threshold']}, mean mem {r['mean_mem']:.4f}, test accuracy {r['test_acc']:.3f}"
              for r in rows]
-    k1 = rows[0]
-    ratio = full["n_mem"] / k1["n_mem"] if k1["n_mem"] else float("inf")
-    verdict = (f"Retraining only the top {k1['k']} layer(s) memorizes "
-               + (f"{ratio:.1f} times fewer examples than the full network" if np.isfinite(ratio) and ratio >= 1
-                  else ("no examples at all" if not k1["n_mem"] else "about as many examples as the full network"))
-               + ": as in the paper (38 vs 18,099 on CIFAR-100), what a network memorizes lives mostly below its "
-                 "last layer, in the learned representation."
-               if full["n_mem"] > k1["n_mem"] else
-               "Here the top layers memorize as much as the full network, unlike the paper's CIFAR-100 finding; "
-               "with few trials the count can be dominated by estimation noise.")
+    verdict = _verdict(rows[0], full)
     return (f"A {s['model']} trained on all {s['n_train']} training examples (train accuracy "
             f"{s['frozen_train_acc']:.3f}, test {s['frozen_test_acc']:.3f}) was frozen, and memorization was "
             f"re-estimated training only its last k layers from scratch on its activations. "
             + "; ".join(parts) + f". The full network (the study, {full['trials']} trials): {full['n_mem']} "
             f"examples, mean mem {full['mean_mem']:.4f}. " + verdict)
+
+
+def _verdict(k1: dict, full: dict) -> str:
+    """How the top-k count compares with the full network's, said only when the counts compare."""
+    if k1["trials"] != full["trials"]:
+        return (f"The counts do not compare: the k studies have {k1['trials']} trials and the full network "
+                f"{full['trials']}, and with fewer trials more examples are never held out (no estimate); rerun "
+                f"with trials={full['trials']}.")
+    top = f"Retraining only the top {k1['k']} layer(s)"
+    if k1["n_mem"] >= full["n_mem"]:
+        return (f"{top} memorizes as many examples as the full network, unlike the paper's CIFAR-100 finding; "
+                "with few trials the count can be dominated by estimation noise.")
+    if k1["n_mem"] and full["n_mem"] < 1.5 * k1["n_mem"]:
+        return (f"{top} memorizes somewhat fewer examples ({k1['n_mem']} vs {full['n_mem']}), far from the paper's "
+                "38 vs 18,099 on CIFAR-100: here much of what is memorized is reachable from the frozen features.")
+    fewer = f"{full['n_mem'] / k1['n_mem']:.1f} times fewer examples" if k1["n_mem"] else "no examples"
+    return (f"{top} memorizes {fewer} than the full network: as in the paper (38 vs 18,099 on CIFAR-100), what a "
+            "network memorizes lives mostly below its last layer, in the learned representation.")
 
 
 def _figure(rows: list[dict], full: dict, threshold: float, model: str):

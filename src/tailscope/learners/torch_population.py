@@ -331,10 +331,21 @@ class TorchLearner(Learner):
                 out[f"{split}_pred"].append(pred[:keep])
                 out[f"{split}_prob"].append(prob[:keep])
         preds = Predictions(*(np.concatenate(out[k]) for k in ("train_pred", "train_prob", "test_pred", "test_prob")))
+        self._check_diverged(preds, seeds)
         preds.check(k_total, data.n_train, data.n_test, n_classes)
         return preds
 
     # ------------------------------------------------------------- helpers
+
+    def _check_diverged(self, preds: Predictions, seeds: np.ndarray) -> None:
+        """Name diverged training (NaN probabilities: NaN or infinite weights) instead of a bad-output error."""
+        bad = ~(np.isfinite(preds.train_prob).all(1) & np.isfinite(preds.test_prob).all(1))
+        if bad.any():
+            raise ModelError(f"training diverged: {int(bad.sum())} of {len(bad)} models (seeds "
+                             f"{[int(s) for s in seeds[bad][:5]]}) ended with NaN or infinite outputs. Lower "
+                             f"the learning rate (lr={self.lr:g}) or add warmup; "
+                             "inputs of very large magnitude do the same.")
+
 
     def _schedule(self, masks: np.ndarray, seeds: np.ndarray, n_total: int, dev: torch.device):
         """Per-model minibatch indices (T, G, B), learning rates (T, G) and aug streams."""
