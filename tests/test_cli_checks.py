@@ -86,3 +86,11 @@ def test_a_learner_that_cannot_use_the_data_writes_nothing(tmp_path):
     r = runner.invoke(app, ["run", "-d", f"npz:{tmp_path / 'vec.npz'}", "-o", str(tmp_path / "c"), "-l", "cnn"])
     assert r.exit_code == 2 and "needs images" in _one_line(r), r.output
     assert not (tmp_path / "c").exists()
+
+
+def test_resume_without_repeating_the_block_size(tmp_path):
+    args = ["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--no-estimate"]
+    assert runner.invoke(app, [*args, "--trials", "8", "--block-size", "4"]).exit_code == 0
+    r = runner.invoke(app, [*args, "--trials", "12"])  # grows the study; block size 4 comes from the store
+    assert r.exit_code == 0, r.output
+    assert ts.TrialStore.open(tmp_path / "s").done().sum() == 12

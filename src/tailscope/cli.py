@@ -101,7 +101,7 @@ def run(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (backend ray)")] = None,
     gpus_per_block: Annotated[float, typer.Option(help="GPUs per Ray task (backend ray)")] = 0.0,
     shard: Annotated[str | None, typer.Option(help="run only shard i/N of the blocks (Slurm arrays)")] = None,
-    block_size: Annotated[int | None, typer.Option(help="trials per block (default: the learner's)")] = None,
+    block_size: Annotated[int | None, typer.Option(help="trials per block (default: the stored study's, else the learner's)")] = None,
     estimate: Annotated[bool, typer.Option(help="estimate scores when all trials are done")] = True,
 ):
     """Train the trials of a study (resuming any that are done) and estimate its scores."""

@@ -108,12 +108,11 @@ def _init_worker(job: Job, threads: int, parent_pid: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
-    try:
-        import torch
-
+    # torch only where the learner brought it in (unpickling the job imports its module): importing
+    # it just to set a thread count costs every scikit-learn worker seconds and hundreds of MB
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
-    except ImportError:
-        pass
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)

@@ -39,7 +39,8 @@ class Study:
         Study directory; the trial store lives in ``path/trials.zarr`` and scores in
         ``path/scores``.
     block_size : int or None
-        Trials per unit of work and per store chunk (default: the learner's preference).
+        Trials per unit of work and per store chunk (default: the block size of the study already
+        stored at ``path``, else the learner's preference).
     design_block : int
         Trials per block of the balanced design.
     """
@@ -66,7 +67,9 @@ class Study:
         if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
             raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
                              f"without each example), got {trials!r}.")
-        block_size = int(learner.preferred_block if block_size is None else block_size)
+        if block_size is None:  # resuming: the store's own block size, so it need not be repeated
+            block_size = _stored_block(path) or learner.preferred_block
+        block_size = int(block_size)
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}.")
         self.data = data
@@ -201,6 +204,14 @@ class Study:
                     path=path, block_size=cfg["block_size"], design_block=d.get("block", 20))
         study._store = store
         return study
+
+
+def _stored_block(path) -> int | None:
+    """The block size of the study stored at ``path``, or None when there is none (yet)."""
+    try:
+        return TrialStore.open(path).block
+    except StoreError:
+        return None
 
 
 class _StoredLearner(Learner):
