@@ -188,7 +188,9 @@ class Study:
         if (loaded and data.fingerprint != cfg["dataset"]["fingerprint"] and str(spec).startswith("npz:")
                 and "split_key" not in cfg["source"].get("options", {})):
             # made before npz files' own "split" key was honoured: reload as it was loaded then
-            legacy = load_dataset(spec, **cfg["source"].get("options", {}), split_key=None)
+            with warnings.catch_warnings():  # the split key is ignored on purpose here
+                warnings.filterwarnings("ignore", message=".*npz keys .* were not used")
+                legacy = load_dataset(spec, **cfg["source"].get("options", {}), split_key=None)
             data = legacy if legacy.fingerprint == cfg["dataset"]["fingerprint"] else data
         if data.fingerprint != cfg["dataset"]["fingerprint"]:
             raise StoreError(f"dataset {data.name!r} is not the one the study at {path} was made with "
