@@ -4,6 +4,7 @@ delete what is there."""
 
 import numpy as np
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from sklearn.linear_model import LogisticRegression
 
 import tailscope as ts
@@ -116,10 +117,18 @@ def test_max_pairs_truncation_is_said_and_recorded(tmp_path, synthetic):
     assert len(cut.pairs) == 10 and cut.options["pairs_found"] == len(full.pairs)
     with pytest.warns(UserWarning, match="largest of"):
         cut.influence_pairs(-2.0, same_class=False)
+    # analyses reuse saved scores that max_pairs cut (estimating again would cut them alike), and say so
+    from tailscope.analyses.base import study_scores
+
+    saved = study.estimate(max_pairs=10)
+    with pytest.warns(UserWarning, match="keep only the 10 largest"):
+        again = study_scores(study)
+    assert again.options == saved.options and len(again.pairs) == 10
 
 
 @pytest.mark.parametrize("bad", [dict(infl_threshold="0.1"), dict(infl_threshold=True), dict(same_class="no"),
-                                 dict(memory_budget=0), dict(memory_budget=-5), dict(full_matrix_path=3)])
+                                 dict(memory_budget=0), dict(memory_budget=-5), dict(memory_budget=None),
+                                 dict(full_matrix_path=3)])
 def test_estimate_options_refuse_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ts.EstimateOptions(**bad)
@@ -197,8 +206,60 @@ def test_scores_save_is_all_or_nothing_and_damage_is_named(tmp_path, synthetic, 
     first_dir = tmp_path / "first"
     first.save(first_dir)
     (folder / "influence_topk.npz").write_bytes((first_dir / "influence_topk.npz").read_bytes())  # 20 of 40
-    with pytest.raises(ts.ScoresUnreadable, match="mix files of different estimates"):
+    with pytest.raises(ts.ScoresUnreadable, match="mix files of"):
         ts.Scores.load(folder)
     (folder / "influence_topk.npz").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(FileNotFoundError, match="cannot be read"):  # callers that re-estimate on missing do here
         ts.Scores.load(folder)
+
+
+class _NoFolders(MemoryFileSystem):
+    """Like an object store: no folder entries, and a prefix exists only while files are under it."""
+
+    protocol = "nofolders"
+    store: dict = {}
+    pseudo_dirs = [""]
+
+    def makedirs(self, path, exist_ok=False):
+        pass
+
+    def mkdir(self, path, create_parents=True, **kwargs):
+        pass
+
+    def rm(self, path, recursive=False, maxdepth=None):
+        if not self.exists(self._strip_protocol(path)):
+            raise FileNotFoundError(path)
+        return super().rm(path, recursive=recursive, maxdepth=maxdepth)
+
+
+def test_scores_save_on_a_store_without_folders_and_saves_that_collide(tmp_path, synthetic):
+    import fsspec
+
+    fsspec.register_implementation("nofolders", _NoFolders, clobber=True)
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=12, path=tmp_path / "s")
+    study.run(progress=False)
+    s = study.estimate(save=False)
+    for _ in range(2):  # the second save replaces the first
+        s.save("nofolders://bucket/scores")
+    assert ts.Scores.load("nofolders://bucket/scores").trials == 12
+
+    folder = tmp_path / "scores"
+    s.save(folder)
+    other = study.estimate(save=False, top_k=3)  # same trials, another save
+    other.save(tmp_path / "other")
+    (folder / "influence_topk.npz").write_bytes((tmp_path / "other" / "influence_topk.npz").read_bytes())
+    with pytest.raises(ts.ScoresUnreadable, match="mix files of two saves"):
+        ts.Scores.load(folder)
+
+    import os
+    import socket
+
+    live = folder / f".saving-{socket.gethostname()}-{os.getppid()}-aaaaaaaaaaaa"  # a save still running
+    dead = folder / f".saving-{socket.gethostname()}-999999999-bbbbbbbbbbbb"
+    for d in (live, dead):
+        d.mkdir()
+        (d / "summary.json").write_text("{}")
+    s.save(folder)
+    assert live.is_dir() and not dead.exists()
+    assert ts.Scores.load(folder).trials == 12

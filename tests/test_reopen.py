@@ -64,23 +64,41 @@ def test_wrong_types_name_the_argument(tmp_path):
 
 
 def test_store_made_before_model_source_was_recorded_reopens(tmp_path):
+    data = ts.load_dataset("digits")
+    learner = ts.TorchLearner(_tiny_net, epochs=1)
+    assert "model_source" in learner.spec()
+    study = ts.Study(data, learner, trials=4, block_size=2, path=tmp_path / "s")
+    study.run(progress=False)
+    _drop_config_key(tmp_path / "s", "model_source")
+    again = ts.Study(data, learner, trials=6, block_size=2, path=tmp_path / "s")
+    assert again.run(progress=False)["trained"] == 2  # resumed and grown, not refused
+
+
+def test_sklearn_store_made_before_hard_predictions_were_recorded_reopens(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    data = ts.load_dataset("digits")
+    learner = ts.SklearnLearner(LogisticRegression(max_iter=50))
+    assert learner.spec()["hard"] == "predict"
+    ts.Study(data, learner, trials=4, block_size=2, path=tmp_path / "s").run(progress=False)
+    _drop_config_key(tmp_path / "s", "hard")
+    again = ts.Study(data, learner, trials=6, block_size=2, path=tmp_path / "s")
+    assert again.run(progress=False)["trained"] == 2  # resumed and grown, not refused
+    assert again.estimate(save=False).trials == 6
+
+
+def _drop_config_key(study_dir, key: str) -> None:
+    """Rewrite a store's config without learner[key], as a version before that key wrote it."""
     import json
 
     import zarr
 
     from tailscope.store import config_hash
 
-    data = ts.load_dataset("digits")
-    learner = ts.TorchLearner(_tiny_net, epochs=1)
-    assert "model_source" in learner.spec()
-    study = ts.Study(data, learner, trials=4, block_size=2, path=tmp_path / "s")
-    study.run(progress=False)
-    group = zarr.open_group(str(tmp_path / "s" / "trials.zarr"), mode="r+")  # as an older version wrote it
+    group = zarr.open_group(str(study_dir / "trials.zarr"), mode="r+")
     cfg = json.loads(json.dumps(group.attrs["config"]))
-    del cfg["learner"]["model_source"]
+    del cfg["learner"][key]
     group.attrs.update({"config": cfg, "config_hash": config_hash(cfg)})
-    again = ts.Study(data, learner, trials=6, block_size=2, path=tmp_path / "s")
-    assert again.run(progress=False)["trained"] == 2  # resumed and grown, not refused
 
 
 def _tiny_net():

@@ -114,6 +114,13 @@ def test_a_folder_holding_other_files_is_refused(image_study, tmp_path, monkeypa
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         write_report(image_study, out_dir=tmp_path / "file")
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "index.html").unlink()
+    (tmp_path / ".DS_Store").write_bytes(b"\0")  # left by a file browser: replaced with the folder
+    (tmp_path / "Thumbs.db").write_bytes(b"\0")
+    assert write_report(image_study, out_dir=tmp_path / "r").is_file()
+    (tmp_path / "r" / ".DS_Store").write_bytes(b"\0")
+    assert write_report(image_study, out_dir=tmp_path / "r").is_file()
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")
     with pytest.raises(ValueError, match="current directory"):

@@ -66,9 +66,8 @@ class EstimateOptions:
             if v < low:
                 raise ValueError(f"{name} must be >= {low}, got {v}"
                                  + (" (0 keeps no top-k list)." if name == "top_k" else "."))
-        if self.memory_budget is not None and (isinstance(self.memory_budget, bool)
-                                               or not isinstance(self.memory_budget, int | np.integer)
-                                               or self.memory_budget <= 0):
+        if (isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int | np.integer)
+                or self.memory_budget <= 0):
             raise ValueError(f"memory_budget must be a positive number of bytes, got {self.memory_budget!r}.")
         t = self.infl_threshold
         if isinstance(t, bool) or not isinstance(t, int | float | np.integer | np.floating) or not np.isfinite(t):

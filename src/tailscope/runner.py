@@ -28,7 +28,7 @@ import numpy as np
 from tailscope.data.dataset import Dataset
 from tailscope.design import Design
 from tailscope.learners.base import Learner
-from tailscope.store import TrialStore
+from tailscope.store import TrialStore, pid_alive
 
 BACKENDS = ("local", "processes", "ray")
 
@@ -113,6 +113,9 @@ def _init_worker(job: Job, threads: int, parent_pid: int | None = None) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+    else:  # a learner that imports torch (or another OpenMP library) later reads these at its import
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
@@ -130,7 +133,8 @@ def _exit_with_parent(parent_pid: int) -> None:
             ctypes.CDLL(None).prctl(ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL))
 
     def watch() -> None:  # portable fallback; also covers a parent that died before prctl
-        while os.getppid() == parent_pid:
+        # POSIX re-parents an orphan (getppid changes); Windows does not, so ask whether it lives
+        while os.getppid() == parent_pid if os.name != "nt" else pid_alive(parent_pid):
             time.sleep(0.5)
         os._exit(1)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -156,27 +159,39 @@ class Scores:
         loc = _Location(directory, storage_options)
         loc.makedirs()
         loc.remove_temporaries()  # of saves killed earlier
-        tmp = _Location(loc.join(f"{_TMP_PREFIX}{uuid.uuid4().hex[:12]}"), storage_options)
+        write_id = uuid.uuid4().hex[:12]  # in every file: load refuses files of two saves
+        tmp = _Location(loc.join(f"{_TMP_PREFIX}{_owner()}-{write_id}"), storage_options)
         tmp.makedirs()
-        with tmp.open(MEMORIZATION_FILE, "wb") as f:
-            self.memorization_frame().to_parquet(f, index=False)
-        with tmp.open(PAIRS_FILE, "wb") as f:
-            self.pairs.to_parquet(f, index=False)
-        arrays = {f.name: getattr(self, f.name) for f in fields(self)
-                  if isinstance(getattr(self, f.name), np.ndarray)}
-        with tmp.open(TOPK_FILE, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        meta = {"summary": self.summary(), "classes": self.classes, "trials": self.trials,
-                "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config, "options": self.options}
-        with tmp.open(SUMMARY_FILE, "wb") as f:
-            f.write(json.dumps(meta, indent=2, default=str).encode())
-        self.export_paper_format(tmp.join(PAPER_FILE), storage_options)
+        try:
+            self._write_files(tmp, write_id, storage_options)
+        except BaseException:  # interrupted or failed here: nothing of ours is left behind
+            with contextlib.suppress(Exception):
+                tmp.fs.rm(tmp.path, recursive=True)
+            raise
         if loc.isfile(SUMMARY_FILE):
             loc.fs.rm(f"{loc.path}/{SUMMARY_FILE}")
         for name in (MEMORIZATION_FILE, PAIRS_FILE, TOPK_FILE, PAPER_FILE, SUMMARY_FILE):
             loc.fs.mv(f"{tmp.path}/{name}", f"{loc.path}/{name}")
-        loc.fs.rm(tmp.path, recursive=True)
+        with contextlib.suppress(FileNotFoundError):  # object stores drop an emptied prefix by themselves
+            loc.fs.rm(tmp.path, recursive=True)
         return loc.root
+
+    def _write_files(self, tmp: _Location, write_id: str, storage_options: dict | None) -> None:
+        """Every file of a save into ``tmp``, each marked with ``write_id``."""
+        for name, frame in ((MEMORIZATION_FILE, self.memorization_frame()), (PAIRS_FILE, self.pairs.copy())):
+            frame.attrs["write_id"] = write_id
+            with tmp.open(name, "wb") as f:
+                frame.to_parquet(f, index=False)
+        arrays = {f.name: getattr(self, f.name) for f in fields(self)
+                  if isinstance(getattr(self, f.name), np.ndarray)}
+        with tmp.open(TOPK_FILE, "wb") as f:
+            np.savez_compressed(f, **arrays, write_id=np.array(write_id))
+        meta = {"summary": self.summary(), "classes": self.classes, "trials": self.trials,
+                "ratio": self.ratio, "se_bound": self.se_bound, "config": self.config, "options": self.options,
+                "write_id": write_id}
+        with tmp.open(SUMMARY_FILE, "wb") as f:
+            f.write(json.dumps(meta, indent=2, default=str).encode())
+        self.export_paper_format(tmp.join(PAPER_FILE), storage_options)
 
     def export_paper_format(self, path: str | Path, storage_options: dict | None = None) -> None:
         """The paper's published layout: tr_idx, tt_idx, infl (kept pairs) and mem (per train example)."""
@@ -204,9 +219,16 @@ class Scores:
                 arrays = {k: z[k] for k in z.files}
             with loc.open(PAIRS_FILE, "rb") as f:
                 pairs = pd.read_parquet(f)
+            ids = {meta.get("write_id"), str(arrays.pop("write_id", meta.get("write_id"))),
+                   pairs.attrs.get("write_id", meta.get("write_id"))}  # absent in files of older versions
+            if len(ids) > 1:
+                raise ScoresUnreadable(f"the scores in {loc.root} mix files of two saves (e.g. two estimates "
+                                       "saved at once); rerun `tailscope estimate` on the study to write them again.")
             scores = cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
                          se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
                          **arrays)
+        except ScoresUnreadable:
+            raise
         except Exception as e:  # truncated or missing files, a JSON cut short, files of another version
             raise ScoresUnreadable(f"the scores in {loc.root} cannot be read ({type(e).__name__}: {e}); rerun "
                                    f"`tailscope estimate` on the study to write them again.") from e
@@ -216,6 +238,21 @@ class Scores:
                                    "counts disagree), e.g. after a save was interrupted; rerun "
                                    "`tailscope estimate` on the study to write them again.")
         return scores
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _age_s(fs, entry: dict) -> float:
+    """Seconds since ``entry`` (an fsspec ls entry) was modified; 0 when the filesystem cannot say."""
+    import time
+
+    try:
+        stamp = fs.modified(entry["name"])
+    except Exception:  # folders on object stores, filesystems without modification times
+        return 0.0
+    return time.time() - stamp.timestamp()
 
 
 class ScoresUnreadable(FileNotFoundError):
@@ -265,9 +302,24 @@ class _Location:
         return self.fs.open(f"{self.path}/{name}", mode)
 
     def remove_temporaries(self) -> None:
-        for entry in self.fs.ls(self.path, detail=False):
-            if str(entry).rstrip("/").rsplit("/", 1)[-1].startswith(_TMP_PREFIX):
-                self.fs.rm(entry, recursive=True)
+        """Delete temporary folders of saves that died: this host's dead processes, or older than a day."""
+        from tailscope.store import pid_alive
+
+        try:
+            entries = self.fs.ls(self.path, detail=True)
+        except FileNotFoundError:  # an object-store prefix with nothing in it yet
+            return
+        host = socket.gethostname()
+        for e in entries:
+            name = str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if not name.startswith(_TMP_PREFIX):
+                continue
+            owner_host, _, rest = name[len(_TMP_PREFIX):].rpartition("-")[0].rpartition("-")
+            pid = rest if rest.isdigit() else ""
+            dead = owner_host == host and pid and not pid_alive(int(pid))
+            if dead or _age_s(self.fs, e) > 86400:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(e["name"], recursive=True)
 
 
 def _number(value, name: str) -> float:

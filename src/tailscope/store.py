@@ -190,9 +190,13 @@ class TrialStore:
             return False
         return all(c["stale"] for c in self.claims())
 
+    def holds(self, config: dict) -> bool:
+        """Whether this store holds ``config``'s study (also one recorded before a later config key)."""
+        return _same_study(self.group, config)
+
     def check_study(self, config: dict) -> None:
         """Raise a StoreError naming the differences unless this store holds ``config``'s study."""
-        if not _same_study(self.group, config):
+        if not self.holds(config):
             self._check_same(config)
 
     def _check_same(self, config: dict) -> None:
@@ -470,7 +474,7 @@ class TrialStore:
 
 
 # Config keys added by later versions: a store recorded without them is the same study
-LATER_KEYS = (("learner", "model_source"),)
+LATER_KEYS = (("learner", "model_source"), ("learner", "hard"))
 
 
 def _same_study(group: zarr.Group, config: dict) -> bool:
@@ -621,8 +625,11 @@ def _whoami() -> dict:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (True when it cannot be told)."""
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -630,6 +637,21 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - Windows only
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.GetLastError() == 5  # access denied: it exists
+    try:
+        code = ctypes.c_ulong()
+        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        return not ok or code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 # ------------------------------------------------------------------ locations

@@ -160,6 +160,11 @@ def study_scores(study, infl_threshold: float | None = None):
     except (FileNotFoundError, OSError, KeyError, ValueError):
         saved = None
     if saved is not None and saved.trials == done and _keeps(saved.options, need):
+        if saved.options.get("pairs_found", 0) > saved.options.get("max_pairs", float("inf")):
+            # estimating again would cut them the same way: use them, and say so
+            warnings.warn(f"the saved scores of {study.path} keep only the {len(saved.pairs):,} largest of "
+                          f"{saved.options['pairs_found']:,} influence pairs (max_pairs); the analysis uses "
+                          "those. Re-estimate with a larger max_pairs for all of them.", stacklevel=3)
         return saved
     users_own = saved is not None and saved.options and not (
         saved.options.get("infl_threshold") == float(default.infl_threshold)
@@ -177,9 +182,7 @@ def study_scores(study, infl_threshold: float | None = None):
 def _keeps(options: dict, infl_threshold: float) -> bool:
     """Whether scores estimated with ``options`` kept every same-class pair at ``infl_threshold``."""
     kept = options.get("infl_threshold")
-    cut = options.get("pairs_found", 0) > options.get("max_pairs", float("inf"))  # max_pairs dropped some
-    return (kept is not None and options.get("same_class") is not None and not cut
-            and float(kept) <= infl_threshold + 1e-12)
+    return kept is not None and options.get("same_class") is not None and float(kept) <= infl_threshold + 1e-12
 
 
 def open_study_scores(study, scores=None, learner: Learner | None = None, infl_threshold: float | None = None):
@@ -275,7 +278,7 @@ def settled_child_study(parent, subdir: str, *, what: str = "sub-study", **kwarg
     names the differences, and the study starts afresh. Trial counts are
     not part of the config; use :func:`scores_of_first` to score exactly the trials asked for.
     """
-    from tailscope.store import StoreError, TrialStore, config_diff, config_hash
+    from tailscope.store import StoreError, TrialStore, config_diff
 
     child = child_study(parent, subdir, **kwargs)
     try:
@@ -283,7 +286,7 @@ def settled_child_study(parent, subdir: str, *, what: str = "sub-study", **kwarg
     except StoreError:  # none yet
         return child
     wanted = json.loads(json.dumps(child.config, default=str))
-    if existing.group.attrs.get("config_hash") != config_hash(wanted):
+    if not existing.holds(wanted):
         diffs = config_diff(existing.config, wanted)
         moved = set_aside(child.path)
         warnings.warn(f"the {what} at {child.path} was made with other settings ("

@@ -275,8 +275,8 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> No
         if split == "test" and y.min() >= 0:
             extra = np.unique(y[y >= n_classes]).astype(np.int64)
             raise DataError(
-                f"y_test has labels {_rows_text(extra)} that no training example has (the training labels "
-                f"give {n_classes} classes, 0..{n_classes - 1}); every test class needs training examples: "
+                f"y_test has labels {_rows_text(extra)} that no training example has (there are {n_classes} "
+                f"classes, 0..{n_classes - 1}); every test class needs training examples: "
                 "drop those test rows or add training examples of those classes."
             )
         raise DataError(

@@ -412,8 +412,9 @@ def _torch_classes(ds):
 def _finish(x_tr, y_tr, x_te, y_te, classes, name, channels, test_fraction, split_seed, meta) -> Dataset:
     """The stacked examples through :func:`from_arrays` (the same label, split and image checks).
 
-    After ``_to_numpy`` the examples are (H, W[, C]); only ``channels="auto"`` leaves the
-    layout of plain arrays to ``from_arrays``' inference (which also reads (C, H, W)).
+    After ``_to_numpy`` the examples are (H, W[, C]) and that layout is passed on; where it is
+    not an image tailscope reads ((N, H, W, C) with C outside 1, 3, 4), and with
+    ``channels="auto"``, ``from_arrays`` infers the layout (it also reads (C, H, W)).
     """
     if x_te is None:
         meta["options"].update(test_fraction=test_fraction, split_seed=split_seed)

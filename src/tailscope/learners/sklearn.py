@@ -45,9 +45,11 @@ class SklearnLearner(Learner):
         params = {k: repr(v) for k, v in sorted(self.estimator.get_params(deep=True).items())}
         # nested random_states are seeded per trial since this was recorded (older stores: unseeded)
         nested = any(k.endswith("__random_state") for k in params)
+        # hard predictions are predict()'s since this was recorded (older stores: argmax of predict_proba)
+        hard = {"hard": "predict"} if hasattr(self.estimator, "predict_proba") else {}
         return {"kind": "sklearn", "estimator": type(self.estimator).__module__ + "." +
                 type(self.estimator).__qualname__, "params": params, "scale": self.scale,
-                **({"seeding": "nested"} if nested else {})}
+                **({"seeding": "nested"} if nested else {}), **hard}
 
     def _inputs(self, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         scale = self.scale

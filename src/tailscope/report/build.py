@@ -115,12 +115,17 @@ def _check_replaceable(dest: Path) -> None:
             raise ValueError(f"report folder {dest} is (or holds) the current directory; pass another folder.")
     if not dest.exists():
         return
-    names = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else None
+    # files a file browser leaves (.DS_Store, Thumbs.db, desktop.ini) go with the folder
+    names = sorted(p.name for p in dest.iterdir() if not _browser_litter(p.name)) if dest.is_dir() else None
     if names is None or not set(names) <= _REPORT_ENTRIES:
         other = [n for n in names or () if n not in _REPORT_ENTRIES]
         what = "is a file" if names is None else f"holds other files ({', '.join(other[:5])})"
         raise ValueError(f"report folder {dest} {what}; the report replaces the whole folder, which would "
                          "delete them. Pass a new folder (an earlier report may be replaced).")
+
+
+def _browser_litter(name: str) -> bool:
+    return name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini")
 
 
 def _owner() -> str:
