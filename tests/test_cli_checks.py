@@ -94,3 +94,25 @@ def test_resume_without_repeating_the_block_size(tmp_path):
     r = runner.invoke(app, [*args, "--trials", "12"])  # grows the study; block size 4 comes from the store
     assert r.exit_code == 0, r.output
     assert ts.TrialStore.open(tmp_path / "s").done().sum() == 12
+
+
+def test_ray_options_name_their_backend(tmp_path):
+    r = runner.invoke(app, ["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--backend", "processes",
+                            "--address", "10.0.0.1:6379"])
+    assert r.exit_code == 2 and "options of the Ray backend" in _one_line(r), r.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_failed_ray_task_is_one_line_with_its_own_error():
+    from tailscope.backends.ray import _task_error
+    from tailscope.runner import WorkerError
+
+    class RayTaskError(Exception):  # shaped like ray.exceptions.RayTaskError
+        def __init__(self):
+            super().__init__("\x1b[36mray::_train_block()\x1b[39m long remote traceback")
+            self.cause = ValueError("fitting LogisticRegression failed: C must be > 0")
+
+    err = _task_error(RayTaskError(), np.arange(4, 8), retried=False)
+    assert isinstance(err, WorkerError) and "\n" not in str(err) and "\x1b" not in str(err)
+    assert "trials 4..7 failed: ValueError: fitting LogisticRegression failed" in str(err)
+    assert "after retries" not in str(err)

@@ -64,8 +64,24 @@ def test_raising_trials_on_the_same_study_object_grows_it(tmp_path):
 
 def test_bad_shard_or_backend_creates_no_store(tmp_path):
     study = ts.Study(_data(), ts.CallableLearner(_constant, "constant"), trials=8, block_size=4, path=tmp_path / "s")
-    with pytest.raises(ValueError, match="shard must be i/N"):
+    with pytest.raises(ValueError, match="shard must be two integers i/N"):
         study.run(progress=False, shard=(3, 3))
     with pytest.raises(ValueError, match="unknown backend"):
         study.run(progress=False, backend="foo")
     assert not (tmp_path / "s").exists()
+
+
+def test_study_paths_are_absolute_and_urls_repaired(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    study = ts.Study(_data(), ts.CallableLearner(_constant, "constant"), trials=4, path="runs/x")
+    assert study.path == str(tmp_path / "runs" / "x")  # Ray tasks and workers may start elsewhere
+    mem = ts.Study(_data(), ts.CallableLearner(_constant, "constant"), trials=4, path=Path("memory://t/p"))
+    assert mem.path == "memory://t/p"
+    with pytest.raises(ValueError, match="lives in this process only"):
+        mem.run(workers=2, progress=False)
+    for bad in ((0.5, 2), (True, 2), (0, 2.0)):
+        with pytest.raises(ValueError, match="two integers"):
+            study.run(progress=False, shard=bad)
+    assert not (tmp_path / "runs").exists()

@@ -98,8 +98,8 @@ def run(
     seed: int = 0,
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
     backend: Annotated[str, typer.Option(help="auto, local, processes or ray")] = "auto",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (backend ray)")] = None,
-    gpus_per_block: Annotated[float, typer.Option(help="GPUs per Ray task (backend ray)")] = 0.0,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --backend ray)")] = None,
+    gpus_per_block: Annotated[float, typer.Option(help="GPUs per Ray task (implies --backend ray)")] = 0.0,
     shard: Annotated[str | None, typer.Option(help="run only shard i/N of the blocks (Slurm arrays)")] = None,
     block_size: Annotated[int | None, typer.Option(help="trials per block (default: the stored study's, else the learner's)")] = None,
     estimate: Annotated[bool, typer.Option(help="estimate scores when all trials are done")] = True,
@@ -114,6 +114,11 @@ def run(
     study = ts.Study(data, lrn, trials=trials, ratio=ratio, design=design, seed=seed, path=out,
                      block_size=block_size)
     backend_options = {}
+    if address is not None or gpus_per_block:  # Ray's options: they say which backend is meant
+        if backend not in ("auto", "ray"):
+            raise UserError(f"--address and --gpus-per-block are options of the Ray backend; drop them or use "
+                            f"--backend ray (not {backend}).")
+        backend = "ray"
     if backend == "ray":
         backend_options = {"address": address, "gpus_per_block": gpus_per_block}
     res = study.run(workers=workers, backend=backend, shard=parse_shard(shard), **backend_options)

@@ -86,8 +86,9 @@ def select_shard(blocks: dict[int, np.ndarray], shard: tuple[int, int] | None) -
     if shard is None:
         return blocks
     i, n = shard
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard must be i/N with 0 <= i < N, got {i}/{n}.")
+    integers = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (i, n))
+    if not (integers and n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard must be two integers i/N with 0 <= i < N, got {i!r}/{n!r}.")
     return {b: t for b, t in blocks.items() if b % n == i}
 
 

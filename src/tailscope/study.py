@@ -16,7 +16,7 @@ from tailscope.learners.base import Learner, LearnerError
 from tailscope.learners.registry import learner_from_source, learner_from_spec
 from tailscope.runner import Job, check_backend, run_blocks, select_shard
 from tailscope.scores import Scores, scores_location
-from tailscope.store import StoreError, TrialStore
+from tailscope.store import StoreError, TrialStore, is_remote, study_location
 
 
 class Study:
@@ -78,7 +78,9 @@ class Study:
                              block=int(design_block))
         self.trials = int(trials)
         self.block_size = block_size
-        self.path = str(path)
+        # absolute (local) or a repaired URL: workers and Ray tasks may run in other directories
+        loc = study_location(path)
+        self.path = loc if is_remote(loc) else str(Path(loc).absolute())
         self._store: TrialStore | None = None
 
     # ------------------------------------------------------------- config
@@ -120,7 +122,7 @@ class Study:
             select_shard({}, shard)
         check_backend(backend)
         self.learner.check_data(self.data)
-        if str(self.path).startswith("memory://") and (workers > 1 or backend in ("processes", "ray")):
+        if self.path.startswith("memory://") and (workers > 1 or backend in ("processes", "ray")):
             raise ValueError("a memory:// study lives in this process only, so other processes cannot write it; "
                              "run it with workers=1 (local backend), or use a path or URL they share.")
         store = self.store

@@ -84,7 +84,14 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
         opts = {"include_dashboard": False, "log_to_driver": True,
                 "ignore_reinit_error": True, **(init_options or {})}
         if address:
-            ray.init(address=address, **opts)
+            try:
+                ray.init(address=address, **opts)
+            except ConnectionError as e:
+                from tailscope.runner import WorkerError
+
+                raise WorkerError(f"cannot reach the Ray cluster at {address} ({e}); check the address (`ray status` "
+                                  "on the head node), or leave the address out for a private instance on this "
+                                  "machine.") from e
         else:
             opts.setdefault("num_cpus", num_cpus or min(2, os.cpu_count() or 1))
             # A private single-machine instance: bind to loopback, no network needed.
@@ -111,9 +118,7 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
                     try:
                         _, k = ray.get(ref)
                     except Exception as e:
-                        raise RuntimeError(
-                            f"Ray task for trials {trials[0]}..{trials[-1]} failed after retries: {e}. "
-                            "Finished blocks are stored; rerun to resume.") from e
+                        raise _task_error(e, trials, retry_exceptions) from e
                     written += k
                     on_done(k)
         except BaseException:
@@ -124,3 +129,16 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
     finally:
         if started:
             ray.shutdown()  # stops a local instance; from a cluster it only disconnects
+
+
+def _task_error(e: Exception, trials: np.ndarray, retried: bool) -> Exception:
+    """A one-line WorkerError naming the task's own error (Ray wraps it with a remote traceback)."""
+    import re
+
+    from tailscope.runner import WorkerError
+
+    cause = getattr(e, "cause", None)  # RayTaskError: the exception raised inside the task
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    again = " (after retries)" if retried else ""
+    return WorkerError(f"the Ray task for trials {trials[0]}..{trials[-1]} failed{again}: {what} Finished blocks "
+                       "are stored; fix the cause and rerun to resume.")
