@@ -116,3 +116,39 @@ def test_a_failed_ray_task_is_one_line_with_its_own_error():
     assert isinstance(err, WorkerError) and "\n" not in str(err) and "\x1b" not in str(err)
     assert "trials 4..7 failed: ValueError: fitting LogisticRegression failed" in str(err)
     assert "after retries" not in str(err)
+
+
+def test_an_unreachable_ray_address_fails_fast():
+    import time
+
+    import pytest
+
+    from tailscope.backends.ray import _check_reachable
+    from tailscope.runner import WorkerError
+
+    t0 = time.perf_counter()
+    with pytest.raises(WorkerError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        _check_reachable("127.0.0.1:1", timeout_s=2.0)
+    assert time.perf_counter() - t0 < 5
+    _check_reachable("auto")  # left to ray.init, which fails fast itself
+
+
+def test_a_moved_data_file_is_given_to_report_and_analyses_with_the_recorded_options(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez("d.npz", x=rng.integers(0, 17, (90, 8, 8)).astype(np.uint8), y=np.arange(90) % 3)
+    r = runner.invoke(app, ["run", "-d", "npz:d.npz", "--data-opt", "pixel_max=16", "--data-opt", "split_seed=1",
+                            "-l", "logreg", "--trials", "6", "-o", "s"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "d.npz").rename(tmp_path / "moved.npz")
+    r = runner.invoke(app, ["analyze", "correlation", "s"])
+    assert r.exit_code == 2 and "tailscope analyze --dataset SPEC NAME DIR" in _one_line(r), r.output
+    r = runner.invoke(app, ["analyze", "--dataset", "npz:moved.npz", "correlation", "s"])
+    assert r.exit_code == 0 and (tmp_path / "s/analyses/correlation/result.json").exists(), r.output
+    r = runner.invoke(app, ["report", "s", "--dataset", "npz:moved.npz"])  # pixel_max, split_seed as recorded
+    assert r.exit_code == 0 and (tmp_path / "s/report/index.html").exists(), r.output
+    r = runner.invoke(app, ["report", "s", "--dataset", "npz:moved.npz", "--data-opt", "split_seed=2"])
+    assert r.exit_code == 2 and "recorded options" in _one_line(r), r.output
+    from tailscope import study as study_module
+
+    assert study_module._DATA_OVERRIDE is None  # a command's --dataset does not outlive it

@@ -118,12 +118,24 @@ def test_max_pairs_truncation_is_said_and_recorded(tmp_path, synthetic):
     with pytest.warns(UserWarning, match="largest of"):
         cut.influence_pairs(-2.0, same_class=False)
     # analyses reuse saved scores that max_pairs cut (estimating again would cut them alike), and say so
-    from tailscope.analyses.base import study_scores
+    import json
 
-    saved = study.estimate(max_pairs=10)
+    from tailscope.analyses.base import study_scores
+    from tailscope.estimate import EstimateOptions
+
+    small = study.estimate(max_pairs=10)  # the user's own small cap: analyses estimate afresh, in memory
+    fresh = study_scores(study)
+    assert len(fresh.pairs) == fresh.options["pairs_found"] > 10
+    assert ts.Scores.load(study.scores_dir).options == small.options  # the user's scores are kept
+    # scores the default cap cut (as on a huge study): estimating again would cut them alike, so they
+    # are reused, with a warning
+    summary = study.scores_dir / "summary.json"
+    meta = json.loads(summary.read_text())
+    meta["options"].update(max_pairs=EstimateOptions().max_pairs, pairs_found=EstimateOptions().max_pairs + 1)
+    summary.write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="keep only the 10 largest"):
         again = study_scores(study)
-    assert again.options == saved.options and len(again.pairs) == 10
+    assert len(again.pairs) == 10
 
 
 @pytest.mark.parametrize("bad", [dict(infl_threshold="0.1"), dict(infl_threshold=True), dict(same_class="no"),
@@ -263,3 +275,27 @@ def test_scores_save_on_a_store_without_folders_and_saves_that_collide(tmp_path,
     s.save(folder)
     assert live.is_dir() and not dead.exists()
     assert ts.Scores.load(folder).trials == 12
+
+
+def test_scores_saved_by_an_older_version_load(tmp_path, synthetic):
+    """Files written before write ids existed: nothing to compare, so they load."""
+    import json
+
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=10, path=tmp_path / "s")
+    study.run(progress=False)
+    s = study.estimate()
+    folder = study.scores_dir
+    meta = json.loads((folder / "summary.json").read_text())
+    del meta["write_id"]
+    (folder / "summary.json").write_text(json.dumps(meta))
+    with np.load(folder / "influence_topk.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "write_id"}
+    np.savez_compressed(folder / "influence_topk.npz", **arrays)
+    import pandas as pd
+
+    for name in ("influence_pairs.parquet", "memorization.parquet"):
+        frame = pd.read_parquet(folder / name)
+        frame.attrs = {}
+        frame.to_parquet(folder / name, index=False)
+    assert ts.Scores.load(folder).trials == s.trials

@@ -121,6 +121,10 @@ def test_a_folder_holding_other_files_is_refused(image_study, tmp_path, monkeypa
     assert write_report(image_study, out_dir=tmp_path / "r").is_file()
     (tmp_path / "r" / ".DS_Store").write_bytes(b"\0")
     assert write_report(image_study, out_dir=tmp_path / "r").is_file()
+    (tmp_path / "r" / ".git").mkdir()  # other dotfiles are the user's: refused, not deleted
+    with pytest.raises(ValueError, match=r"holds other files \(.git\)"):
+        write_report(image_study, out_dir=tmp_path / "r")
+    assert (tmp_path / "r" / ".git").is_dir()
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")
     with pytest.raises(ValueError, match="current directory"):

@@ -123,7 +123,7 @@ def run(
         backend_options = {"address": address, "gpus_per_block": gpus_per_block}
     res = study.run(workers=workers, backend=backend, shard=parse_shard(shard), **backend_options)
     console.print(f"trained {res['trained']} trials in {res['seconds']:.1f} s; "
-                  f"{res['done']}/{res['trials']} done in {out}")
+                  f"{res['done']}/{res['trials']} done in {out}", soft_wrap=True)
     if estimate and res["done"] == res["trials"]:
         _estimate_and_print(study)
     elif estimate:
@@ -139,12 +139,13 @@ def _estimate_and_print(study, **options) -> None:
     t0 = time.perf_counter()
     scores = study.estimate(**options)
     s = scores.summary()
-    table = Table(title=f"scores ({time.perf_counter() - t0:.1f} s) -> {study.scores_dir}")
+    table = Table(title=f"scores ({time.perf_counter() - t0:.1f} s)")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for k, v in s.items():
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else "n/a" if v is None else str(v))
     console.print(table)
+    console.print(f"scores: {study.scores_dir}", soft_wrap=True, highlight=False)  # one line, to copy
 
 
 @app.command("estimate")
@@ -170,7 +171,7 @@ def estimate_cmd(
     scores.save(scores_dir)
     planned = f" (of {store.trials} planned: the rest are not done yet)" if scores.trials < store.trials else ""
     console.print(f"estimated from {scores.trials} trials{planned} in {time.perf_counter() - t0:.1f} s -> "
-                  f"{scores_dir}")
+                  f"{scores_dir}", soft_wrap=True)
     console.print_json(json.dumps(scores.summary()))
 
 
@@ -224,7 +225,7 @@ def demo(
         from tailscope.report import write_report
 
         index = write_report(study)
-        console.print(f"report: {index}")
+        console.print(f"report: {index}", soft_wrap=True)
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
@@ -246,15 +247,18 @@ def report(
     data_opt: Annotated[list[str] | None, typer.Option("--data-opt", help="dataset loader option key=value (repeatable)")] = None,
 ):
     """Write the static HTML report of a study (estimating its scores first if there are none)."""
-    import tailscope as ts
     from tailscope.report import write_report
+    from tailscope.study import use_data
 
     if out is not None:
         _check_out_dir(out)
-    data = ts.load_dataset(dataset, **parse_options(data_opt)) if dataset else None
-    _warn_if_stale(study_dir)
-    index = write_report(study_dir, out_dir=out, data=data)
-    console.print(f"report: {index}")
+    use_data(dataset, parse_options(data_opt))  # loaded with the study's recorded loader options
+    try:
+        _warn_if_stale(study_dir)
+        index = write_report(study_dir, out_dir=out)
+    finally:
+        use_data(None)
+    console.print(f"report: {index}", soft_wrap=True)
 
 
 def _warn_if_stale(study_dir: Path) -> None:

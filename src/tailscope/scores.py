@@ -219,8 +219,11 @@ class Scores:
                 arrays = {k: z[k] for k in z.files}
             with loc.open(PAIRS_FILE, "rb") as f:
                 pairs = pd.read_parquet(f)
-            ids = {meta.get("write_id"), str(arrays.pop("write_id", meta.get("write_id"))),
-                   pairs.attrs.get("write_id", meta.get("write_id"))}  # absent in files of older versions
+            with loc.open(MEMORIZATION_FILE, "rb") as f:
+                mem_id = pd.read_parquet(f, columns=["index"]).attrs.get("write_id")
+            npz_id = arrays.pop("write_id", None)
+            found = (meta.get("write_id"), None if npz_id is None else str(npz_id), pairs.attrs.get("write_id"), mem_id)
+            ids = {i for i in found if i is not None}  # files of older versions carry none
             if len(ids) > 1:
                 raise ScoresUnreadable(f"the scores in {loc.root} mix files of two saves (e.g. two estimates "
                                        "saved at once); rerun `tailscope estimate` on the study to write them again.")

@@ -477,6 +477,13 @@ class TrialStore:
 LATER_KEYS = (("learner", "model_source"), ("learner", "hard"))
 
 
+def stable_spec(spec: dict) -> dict:
+    """A learner spec without the keys later versions added (see LATER_KEYS): for digests and
+    comparisons that must stay what they were when an analysis first stored its results."""
+    later = {key for section, key in LATER_KEYS if section == "learner"}
+    return {k: v for k, v in spec.items() if k not in later}
+
+
 def _same_study(group: zarr.Group, config: dict) -> bool:
     """Whether the store ``group`` holds ``config``'s study (also when made before a config key was recorded)."""
     return group.attrs.get("config_hash") == config_hash(config) or _same_but_newer(dict(group.attrs["config"]),

@@ -178,25 +178,32 @@ class Study:
         store = TrialStore.open(path)
         cfg = store.config
         spec, loaded = cfg["source"]["dataset"], data is None
+        # the recorded loader options (split, pixel_max, ...) also apply to data given by spec
+        options = dict(cfg["source"].get("options", {}))
+        if loaded and _DATA_OVERRIDE is not None:
+            same_loader = str(spec).split(":", 1)[0] == str(_DATA_OVERRIDE[0]).split(":", 1)[0]
+            spec, options = _DATA_OVERRIDE[0], {**(options if same_loader else {}), **_DATA_OVERRIDE[1]}
         if loaded:
             try:
-                data = load_dataset(spec, **cfg["source"].get("options", {}))
-            except (DataError, OSError) as e:
+                data = load_dataset(spec, **options)
+            except (DataError, OSError, TypeError) as e:
                 raise StoreError(
                     f"cannot reload the dataset of the study at {path} (recorded as {spec!r}): {e} If it was "
                     "made from in-memory arrays (ts.from_arrays, from_torch, ...) or the file moved, pass the "
                     "data: Study.open(path, data=...) or write_report(path, data=...); on the command line, "
-                    "--dataset SPEC.") from e
+                    "`tailscope report DIR --dataset SPEC` or `tailscope analyze --dataset SPEC NAME DIR`.") from e
         if (loaded and data.fingerprint != cfg["dataset"]["fingerprint"] and str(spec).startswith("npz:")
-                and "split_key" not in cfg["source"].get("options", {})):
+                and "split_key" not in options):
             # made before npz files' own "split" key was honoured: reload as it was loaded then
             with warnings.catch_warnings():  # the split key is ignored on purpose here
                 warnings.filterwarnings("ignore", message=".*npz keys .* were not used")
-                legacy = load_dataset(spec, **cfg["source"].get("options", {}), split_key=None)
+                legacy = load_dataset(spec, **options, split_key=None)
             data = legacy if legacy.fingerprint == cfg["dataset"]["fingerprint"] else data
         if data.fingerprint != cfg["dataset"]["fingerprint"]:
+            recorded = cfg["source"].get("options") or {}
             raise StoreError(f"dataset {data.name!r} is not the one the study at {path} was made with "
-                             "(fingerprints differ); pass the original data.")
+                             "(fingerprints differ); pass the original data"
+                             + (f" (loaded with the study's recorded options {recorded})" if recorded else "") + ".")
         if learner is None:
             try:  # rebuilt only to train more; estimates, reports and analyses do not need it
                 learner = learner_from_source(cfg["source"].get("learner")) or learner_from_spec(cfg["learner"])
@@ -208,6 +215,19 @@ class Study:
                     path=path, block_size=cfg["block_size"], design_block=d.get("block", 20))
         study._store = store
         return study
+
+
+_DATA_OVERRIDE: tuple[str, dict] | None = None
+
+
+def use_data(spec: str | None, options: dict | None = None) -> None:
+    """Make :meth:`Study.open` load a study's data from ``spec`` instead of its recorded source
+    (a moved file), with the study's recorded loader options updated by ``options``; None clears it.
+
+    The fingerprint check still applies: only the study's own data is accepted.
+    """
+    global _DATA_OVERRIDE
+    _DATA_OVERRIDE = None if spec is None else (spec, dict(options or {}))
 
 
 def _stored_block(path) -> int | None:

@@ -159,13 +159,17 @@ def study_scores(study, infl_threshold: float | None = None):
         saved = Scores.load(study.scores_dir)
     except (FileNotFoundError, OSError, KeyError, ValueError):
         saved = None
+    cut = saved is not None and saved.options.get("pairs_found", 0) > saved.options.get("max_pairs", float("inf"))
     if saved is not None and saved.trials == done and _keeps(saved.options, need):
-        if saved.options.get("pairs_found", 0) > saved.options.get("max_pairs", float("inf")):
-            # estimating again would cut them the same way: use them, and say so
+        if not cut:
+            return saved
+        if saved.options["max_pairs"] >= default.max_pairs:
+            # estimating again with the default cap would cut them alike: use them, and say so
             warnings.warn(f"the saved scores of {study.path} keep only the {len(saved.pairs):,} largest of "
                           f"{saved.options['pairs_found']:,} influence pairs (max_pairs); the analysis uses "
                           "those. Re-estimate with a larger max_pairs for all of them.", stacklevel=3)
-        return saved
+            return saved
+        return study.estimate(save=False, infl_threshold=need)  # the user's smaller cap: theirs to keep
     users_own = saved is not None and saved.options and not (
         saved.options.get("infl_threshold") == float(default.infl_threshold)
         and saved.options.get("same_class") == default.same_class)

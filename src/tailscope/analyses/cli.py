@@ -16,6 +16,20 @@ analyze_app = typer.Typer(no_args_is_help=True,
 COMMAND_MODULES = ("tailscope.analyses.commands_paper", "tailscope.analyses.commands_structure")
 
 
+@analyze_app.callback()
+def _data_options(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="the study's data, when it cannot be reloaded from where it was recorded (moved file, in-memory arrays); give it before the analysis name")] = None,
+    data_opt: Annotated[list[str] | None, typer.Option("--data-opt", help="dataset loader option key=value (repeatable); the study's recorded options apply too")] = None,
+) -> None:
+    """The paper's experiments and its reviewers' questions, on any study."""
+    from tailscope.cli import parse_options
+    from tailscope.study import use_data
+
+    use_data(dataset, parse_options(data_opt))
+    ctx.call_on_close(lambda: use_data(None))  # for this command only (tests run many in one process)
+
+
 def load_commands() -> typer.Typer:
     for name in COMMAND_MODULES:
         importlib.import_module(name)
@@ -33,4 +47,4 @@ def save_and_show(result, study_dir: Path) -> None:
     out = result.save(study_dir)
     console.print_json(json.dumps(_jsonable(result.summary)))
     console.print(result.reading)
-    console.print(f"saved -> {out}")
+    console.print(f"saved -> {out}", soft_wrap=True)

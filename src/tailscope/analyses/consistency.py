@@ -21,7 +21,7 @@ from tailscope.analyses.base import (
     spearman,
     study_scores,
 )
-from tailscope.store import config_hash
+from tailscope.store import config_hash, stable_spec
 
 
 def compare_scores(a, b, mem_threshold: float = 0.25, infl_threshold: float = 0.15) -> dict:
@@ -78,7 +78,7 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
             else:
                 lrn, name = learner, type(learner).__name__
             # the spec's digest: two learners of one class (other settings) are two sibling studies
-            digest = config_hash({"learner": lrn.spec()})[:8]
+            digest = config_hash({"learner": stable_spec(lrn.spec())})[:8]
             tag.append(f"learner-{name}-{digest}")
         if seed is not None:
             tag.append(f"seed{seed}")

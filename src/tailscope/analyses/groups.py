@@ -40,7 +40,7 @@ from tailscope.analyses.base import (
 )
 from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner
-from tailscope.store import child_location, read_bytes, write_bytes
+from tailscope.store import child_location, read_bytes, stable_spec, write_bytes
 
 NAME = "groups"
 _GROUP_STREAM = 0x67727570  # "grup"
@@ -239,7 +239,8 @@ def run_group_trials(learner: Learner, data: Dataset, design: GroupDesign, trial
     t = np.arange(trials)
     masks, gin = design.masks(t), design.group_in(t)
     seeds = mask_seeds(int(np.random.default_rng([design.seed, _SEED_STREAM]).integers(2**31 - 1)), trials)
-    key = json.dumps({"learner": learner.spec(), "q": design.q, "seed": design.seed}, sort_keys=True, default=str)
+    key = json.dumps({"learner": stable_spec(learner.spec()), "q": design.q, "seed": design.seed}, sort_keys=True,
+                     default=str)
     correct = np.zeros((trials, data.n_train), dtype=bool)
     k = _stored_trials(store, design, key, correct) if store is not None else 0
     block = max(1, int(learner.preferred_block))

@@ -59,9 +59,9 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
         raise ValueError(f"trials must be an integer >= 2 (estimates need trials with and without each "
                          f"example), got {trials!r}.")
     trials = int(trials)
-    # ratios equal to 6 significant digits are one ratio (the first given): they would share a folder
-    # and summary keys
-    ratios = sorted({f"{float(r):g}": float(r) for r in reversed(list(ratios))}.values())
+    # ratios as shown (6 significant digits) are what is trained, named and reported: 0.7999999999999999
+    # from np.arange is 0.8, and two ratios that print alike are one
+    ratios = sorted({float(f"{float(r):g}") for r in ratios})
     if not ratios:
         raise ValueError("give at least one subset ratio, e.g. ratios=(0.5, 0.7, 0.9).")
     bad = [r for r in ratios if not 0 < r < 1]

@@ -84,6 +84,7 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
         opts = {"include_dashboard": False, "log_to_driver": True,
                 "ignore_reinit_error": True, **(init_options or {})}
         if address:
+            _check_reachable(address)
             try:
                 ray.init(address=address, **opts)
             except ConnectionError as e:
@@ -140,5 +141,23 @@ def _task_error(e: Exception, trials: np.ndarray, retried: bool) -> Exception:
     cause = getattr(e, "cause", None)  # RayTaskError: the exception raised inside the task
     what = f"{type(cause).__name__}: {cause}" if cause is not None else re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     again = " (after retries)" if retried else ""
-    return WorkerError(f"the Ray task for trials {trials[0]}..{trials[-1]} failed{again}: {what} Finished blocks "
-                       "are stored; fix the cause and rerun to resume.")
+    return WorkerError(f"the Ray task for trials {trials[0]}..{trials[-1]} failed{again}: {what.rstrip('.')}. "
+                       "Finished blocks are stored; fix the cause and rerun to resume.")
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` no Ray head answers on (ray.init would retry for minutes)."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return  # ray.init resolves these itself and fails fast
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        from tailscope.runner import WorkerError
+
+        raise WorkerError(f"cannot reach the Ray cluster at {address} ({e}); check the address (`ray status` on the "
+                          "head node), or leave the address out for a private instance on this machine.") from e

@@ -125,7 +125,8 @@ def _check_replaceable(dest: Path) -> None:
 
 
 def _browser_litter(name: str) -> bool:
-    return name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini")
+    """Files a file browser leaves in a folder it showed (other dotfiles, e.g. .git, are the user's)."""
+    return name in (".DS_Store", ".localized") or name.startswith("._") or name.lower() in ("thumbs.db", "desktop.ini")
 
 
 def _owner() -> str:
