@@ -649,10 +649,10 @@ def pid_alive(pid: int) -> bool:
 def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - Windows only
     import ctypes
 
-    kernel32 = ctypes.windll.kernel32
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
-        return ctypes.GetLastError() == 5  # access denied: it exists
+        return ctypes.get_last_error() == 5  # access denied: it exists
     try:
         code = ctypes.c_ulong()
         ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
