@@ -252,3 +252,46 @@ def test_any_unpicklable_learner_is_refused_clearly():
     lrn.hook = lambda: None
     with pytest.raises(LearnerError, match="Holder cannot be sent to worker processes.*workers=1"):
         lrn.check_picklable()
+
+
+def test_sklearn_configs_are_the_same_in_every_process_and_inputs_keep_their_precision(tmp_path):
+    import subprocess
+    import sys
+
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from tailscope.learners.sklearn import input_dtype
+
+    script = (
+        "import json, numpy as np, tailscope as ts\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import FunctionTransformer\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "est = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression())\n"
+        "print(json.dumps(ts.SklearnLearner(est).spec(), sort_keys=True))\n")
+    specs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+             for _ in range(2)}
+    assert len(specs) == 1 and " at 0x" not in specs.pop()  # no memory address: a study resumes elsewhere
+    p1 = np.full(1200, 1 / 1200)
+    p2 = p1.copy()
+    p2[500] += 0.1
+    p2[501] -= 0.1
+    assert ts.SklearnLearner(GaussianNB(priors=p1)).spec() != ts.SklearnLearner(GaussianNB(priors=p2)).spec()
+    ts.SklearnLearner(StackingClassifier([("lr", LogisticRegression()), ("knn", KNeighborsClassifier())]))
+    with pytest.raises(TypeError, match=r"instance of LogisticRegression \(e.g. LogisticRegression\(\)\)"):
+        ts.SklearnLearner(LogisticRegression)
+    for bad in (0, -1.0, float("nan"), "16"):
+        with pytest.raises(ValueError, match="scale must be a positive number"):
+            ts.SklearnLearner(LogisticRegression(), scale=bad)
+    assert input_dtype(np.random.default_rng(0).normal(size=(20, 3))) is np.float32
+    assert input_dtype(1.7e9 + np.arange(120.0)[:, None]) is np.float64  # timestamps: float32 would merge them
+
+
+def test_sparse_inputs_are_named():
+    import scipy.sparse
+
+    with pytest.raises(ts.DataError, match=r"sparse matrix.*toarray\(\)"):
+        ts.from_arrays(scipy.sparse.csr_matrix(np.eye(6)), np.arange(6) % 2)

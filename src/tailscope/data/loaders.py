@@ -120,6 +120,10 @@ def from_arrays(
         Default: inferred for ``(N, H, W)``, ``(N, H, W, C)`` with C in 1, 3, 4 and
         channels-first ``(N, C, H, W)`` with C in 1, 3 (moved to channels last).
     """
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if hasattr(x, "toarray") and hasattr(x, "nnz"):  # scipy.sparse: np.asarray makes a 0-d object array
+            raise DataError(f"{name} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
+                            f"({name}.toarray()), reducing its width first if it does not fit in memory.")
     x_train = np.asarray(x_train)
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither (then a stratified split is made).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import zlib
 
 import numpy as np
@@ -24,7 +26,8 @@ class SklearnLearner(Learner):
         for a Pipeline, its final step): regressors and clusterers are refused. Every
         ``random_state`` parameter, nested ones included (a Pipeline's steps, a
         meta-estimator's base estimator), is set from the trial seed; see
-        :func:`seed_params`. Inputs are flattened to (N, D) and cast to float32.
+        :func:`seed_params`. Inputs are flattened to (N, D) and cast to float32, or to
+        float64 where float32 would blur them (see :func:`input_dtype`).
     scale : float or None
         Divide inputs by this number first (None: ``data.meta["pixel_max"]`` for
         integer images, else 1).
@@ -33,16 +36,22 @@ class SklearnLearner(Learner):
     preferred_block = 8
 
     def __init__(self, estimator, scale: float | None = None):
-        if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")
-                and hasattr(estimator, "get_params")):
+        if isinstance(estimator, type):
+            raise TypeError(f"pass an instance of {estimator.__name__} (e.g. {estimator.__name__}()), "
+                            "not the class itself.")
+        # predict is not checked here: some classifiers (StackingClassifier) only get it once fitted
+        if not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
             raise TypeError(f"{type(estimator).__name__} is not a scikit-learn classifier; "
                             "pass e.g. LogisticRegression() or RandomForestClassifier().")
         check_classifier(estimator)
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float | np.number)
+                                  or not np.isfinite(scale) or scale <= 0):
+            raise ValueError(f"scale must be a positive number (inputs are divided by it), got {scale!r}.")
         self.estimator = estimator
         self.scale = scale
 
     def spec(self) -> dict:
-        params = {k: repr(v) for k, v in sorted(self.estimator.get_params(deep=True).items())}
+        params = {k: param_text(v) for k, v in sorted(self.estimator.get_params(deep=True).items())}
         # nested random_states are seeded per trial since this was recorded (older stores: unseeded)
         nested = any(k.endswith("__random_state") for k in params)
         # hard predictions are predict()'s since this was recorded (older stores: argmax of predict_proba)
@@ -56,8 +65,8 @@ class SklearnLearner(Learner):
         if scale is None:
             integer = np.issubdtype(data.x_train.dtype, np.integer)
             scale = float(data.meta.get("pixel_max", 255)) if integer and data.is_image else 1.0
-        return (_flat(data.x_train).astype(np.float32) / scale,
-                _flat(data.x_test).astype(np.float32) / scale)
+        dtype = input_dtype(data.x_train)
+        return (_flat(data.x_train).astype(dtype) / scale, _flat(data.x_test).astype(dtype) / scale)
 
     def fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
         from sklearn.base import clone
@@ -86,6 +95,45 @@ class SklearnLearner(Learner):
             # columns are est.classes_, which lacks the classes its subset lacked
             return pred, true_label_prob(proba, np.asarray(est.classes_), y)
         return pred, (pred == y).astype(np.float32)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def param_text(value) -> str:
+    """A parameter as recorded in the study config: its repr, made the same in every process.
+
+    ``repr`` is kept wherever it is stable (so configs recorded before stay equal). Functions
+    are named by module and qualified name (their repr holds a memory address), other memory
+    addresses are dropped, and arrays numpy abbreviates (``...``) are recorded by a digest
+    of their bytes, so two different large arrays never look alike.
+    """
+    text = repr(value)
+    if isinstance(value, np.ndarray) and "..." in text:
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+        return f"array(shape={value.shape}, dtype={value.dtype}, sha256={digest})"
+    if " at 0x" not in text:
+        return text
+    if callable(value) and hasattr(value, "__qualname__") and not hasattr(value, "get_params"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return _ADDRESS.sub("", text)
+
+
+def input_dtype(x: np.ndarray) -> type:
+    """float32 (half the memory, what the torch learners use), unless it would blur the inputs.
+
+    float32 keeps 24 bits: a column of timestamps or large ids whose values differ by less
+    than that precision would collapse to a few distinct values, silently changing what the
+    estimator sees, so such data stays float64 (as scikit-learn itself computes).
+    """
+    flat = _flat(x)
+    if not np.issubdtype(flat.dtype, np.number) or flat.dtype.itemsize <= 2 or flat.dtype == np.float32:
+        return np.float32
+    top = np.abs(flat).max(axis=0).astype(np.float64)
+    spread = np.ptp(flat, axis=0).astype(np.float64)
+    # float32 steps near the top of a column: 2**-23 of its magnitude; blurring if that is not small
+    # against the column's spread
+    return np.float64 if np.any((spread > 0) & (top * 2.0**-23 > 1e-4 * spread)) else np.float32
 
 
 def seed_params(estimator, seed: int) -> dict[str, int]:
@@ -128,7 +176,8 @@ def check_classifier(estimator) -> None:
         final = steps[-1][-1]
         what = f"the final step of this {what}, {type(final).__name__},"
     kind = _estimator_type(final)
-    kind = f"a {kind}, not a classifier" if kind else "not a classifier"
+    kind = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind.replace('_', ' ')}, not a classifier" if kind else \
+        "not a classifier"
     raise TypeError(
         f"{what} is {kind}: tailscope needs predicted class labels, and other outputs would be "
         "read as labels. Pass a classifier (e.g. LogisticRegression(), RandomForestClassifier(), "
