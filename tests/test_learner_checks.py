@@ -295,3 +295,28 @@ def test_sparse_inputs_are_named():
 
     with pytest.raises(ts.DataError, match=r"sparse matrix.*toarray\(\)"):
         ts.from_arrays(scipy.sparse.csr_matrix(np.eye(6)), np.arange(6) % 2)
+
+
+def test_sklearn_failures_name_their_cause():
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.repeat([0, 1, 2], 20), [3, 3]])
+    data = ts.from_arrays(rng.normal(size=(len(y), 3)) + y[:, None], y, rng.normal(size=(8, 3)),
+                          np.arange(8) % 4)
+    everything = np.ones((1, data.n_train), bool)
+    with pytest.raises(ts.LearnerError, match=r"Classes \[3\] had only 1-2 examples in this subset"):
+        ts.SklearnLearner(CalibratedClassifierCV(LogisticRegression(), cv=3)).fit_predict(data, everything,
+                                                                                          np.zeros(1))
+
+    class Unstable(LogisticRegression):
+        def predict_proba(self, x):
+            p = super().predict_proba(x)
+            p[0] = np.nan
+            return p
+
+    with pytest.raises(ts.LearnerError, match="returned NaN or inf.*Scale the inputs"):
+        ts.SklearnLearner(Unstable()).fit_predict(data, everything, np.zeros(1))
+    with pytest.raises(ts.DataError, match=r"labels start at 1.*\(y - 1\)"):
+        ts.from_arrays(np.zeros((30, 2)), np.arange(30) % 3 + 1)

@@ -225,6 +225,11 @@ def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
             "train and test inputs must have the same per-example shape."
         )
     empty = np.flatnonzero(np.bincount(y_train.astype(np.int64), minlength=n_classes) == 0)
+    low = int(y_train.min()) if len(y_train) else 0
+    if len(empty) and low > 0 and np.array_equal(empty, np.arange(low)):  # labels 1..K (or 10..): offset
+        raise DataError(f"labels start at {low}, but tailscope numbers classes 0..C-1, so classes "
+                        f"{_rows_text(empty)} have no training examples; shift them (y - {low}) or pass the "
+                        "labels as names (y.astype(str)).")
     if len(empty):
         raise DataError(
             f"classes {_rows_text(empty)} have no training examples; drop them and renumber labels to 0..C-1 "

@@ -82,7 +82,20 @@ class SklearnLearner(Learner):
                 raise
             except Exception as e:
                 raise LearnerError(_fit_failure(est, data, mask, int(seed), k, len(masks), e)) from e
-            parts.append(self._predict(est, xtr, data.y_train) + self._predict(est, xte, data.y_test))
+            try:
+                part = self._predict(est, xtr, data.y_train) + self._predict(est, xte, data.y_test)
+            except MemoryError:
+                raise
+            except Exception as e:
+                raise LearnerError(f"predicting with {type(est).__name__} failed on the trial with seed {seed} "
+                                   f"(row {k} of {len(masks)} in this block): {type(e).__name__}: {e}") from e
+            if not (np.isfinite(part[1]).all() and np.isfinite(part[3]).all()):
+                raise LearnerError(
+                    f"{type(est).__name__}.predict_proba returned NaN or inf on the trial with seed {seed}: the "
+                    "estimator is numerically unstable on these inputs (e.g. a kernel that underflows). Scale "
+                    "the inputs (a Pipeline with StandardScaler, or scale=), adjust its parameters (e.g. "
+                    "gamma), or use another estimator.")
+            parts.append(part)
         return Predictions(*(np.stack(a) for a in zip(*parts, strict=True)))
 
     @staticmethod
@@ -206,15 +219,21 @@ def _fit_failure(est, data: Dataset, mask: np.ndarray, seed: int, row: int, rows
            f"{type(err).__name__}: {str(err).rstrip()}")
     if not msg.endswith((".", "!", "?")):
         msg += "."
+    in_subset = np.bincount(y, minlength=data.n_classes)
+    few = np.flatnonzero((in_subset > 0) & (in_subset < 3))
     if len(lacked):
         counts = np.bincount(data.y_train, minlength=data.n_classes)
         rare = int(np.argmin(counts))
         msg += (f" Its random training subset held only classes {_names(data, held)} and lacked "
                 f"{_names(data, lacked)} (the smallest class, {_name(data, rare)}, has "
-                f"{int(counts[rare])} training examples, so random subsets can miss it). "
-                "Fix: raise the subset ratio (--ratio / ratio=), merge or drop rare classes, or use "
-                "an estimator that tolerates a missing class (e.g. RandomForestClassifier, "
-                "KNeighborsClassifier, or a torch learner such as 'mlp').")
+                f"{int(counts[rare])} training example{'s' if counts[rare] != 1 else ''}, so random subsets "
+                "can miss it). If that is the cause, raise the subset ratio (--ratio / ratio=), merge or drop "
+                "rare classes, or use an estimator that tolerates a missing class (e.g. "
+                "RandomForestClassifier, KNeighborsClassifier, or a torch learner such as 'mlp').")
+    if len(few):  # estimators with internal cross-validation or per-class statistics need several
+        msg += (f" Classes {_names(data, few)} had only 1-2 examples in this subset: if the estimator needs "
+                "several per class (internal cross-validation cv=k, per-class covariances), lower its cv, or "
+                "merge or drop those classes.")
     return msg
 
 
