@@ -123,7 +123,8 @@ def test_max_pairs_truncation_is_said_and_recorded(tmp_path, synthetic):
     from tailscope.analyses.base import study_scores
     from tailscope.estimate import EstimateOptions
 
-    small = study.estimate(max_pairs=10)  # the user's own small cap: analyses estimate afresh, in memory
+    with pytest.warns(UserWarning, match="only the 10 largest"):
+        small = study.estimate(max_pairs=10)  # the user's own small cap: analyses estimate afresh, in memory
     fresh = study_scores(study)
     assert len(fresh.pairs) == fresh.options["pairs_found"] > 10
     assert ts.Scores.load(study.scores_dir).options == small.options  # the user's scores are kept

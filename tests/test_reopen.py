@@ -78,7 +78,7 @@ def test_sklearn_store_made_before_hard_predictions_were_recorded_reopens(tmp_pa
     from sklearn.linear_model import LogisticRegression
 
     data = ts.load_dataset("digits")
-    learner = ts.SklearnLearner(LogisticRegression(max_iter=50))
+    learner = ts.SklearnLearner(LogisticRegression(max_iter=1000))
     assert learner.spec()["hard"] == "predict"
     ts.Study(data, learner, trials=4, block_size=2, path=tmp_path / "s").run(progress=False)
     _drop_config_key(tmp_path / "s", "hard")
