@@ -320,3 +320,16 @@ def test_sklearn_failures_name_their_cause():
         ts.SklearnLearner(Unstable()).fit_predict(data, everything, np.zeros(1))
     with pytest.raises(ts.DataError, match=r"labels start at 1.*\(y - 1\)"):
         ts.from_arrays(np.zeros((30, 2)), np.arange(30) % 3 + 1)
+
+
+def test_class_weights_keyed_by_class_names():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = np.array(["bird", "cat", "dog"])[np.arange(60) % 3]
+    data = ts.from_arrays(rng.normal(size=(60, 2)), y, rng.normal(size=(9, 2)), y[:9])
+    by_name = ts.SklearnLearner(LogisticRegression(class_weight={"cat": 5.0, "dog": 1.0, "bird": 1.0}))
+    by_id = ts.SklearnLearner(LogisticRegression(class_weight={1: 5.0, 2: 1.0, 0: 1.0}))
+    masks = np.ones((1, data.n_train), bool)
+    a, b = by_name.fit_predict(data, masks, np.zeros(1)), by_id.fit_predict(data, masks, np.zeros(1))
+    np.testing.assert_array_equal(a.test_prob, b.test_prob)

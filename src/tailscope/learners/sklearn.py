@@ -75,7 +75,7 @@ class SklearnLearner(Learner):
         parts = []
         for k, (mask, seed) in enumerate(zip(masks, seeds, strict=True)):
             est = clone(self.estimator)
-            est.set_params(**seed_params(est, int(seed)))
+            est.set_params(**seed_params(est, int(seed)), **class_keyed_params(est, data.classes))
             try:
                 est.fit(xtr[mask], data.y_train[mask])
             except MemoryError:
@@ -147,6 +147,21 @@ def input_dtype(x: np.ndarray) -> type:
     # float32 steps near the top of a column: 2**-23 of its magnitude; blurring if that is not small
     # against the column's spread
     return np.float64 if np.any((spread > 0) & (top * 2.0**-23 > 1e-4 * spread)) else np.float32
+
+
+def class_keyed_params(estimator, classes: list[str]) -> dict[str, dict]:
+    """``class_weight`` dicts keyed by class names, re-keyed by the class ids the estimator is fit on.
+
+    tailscope encodes labels as ids 0..C-1 (``classes[k]`` is class k's name), so a weight
+    given as ``{"cat": 5.0}`` would otherwise name a class the estimator never sees.
+    """
+    index = {name: k for k, name in enumerate(classes)}
+    out = {}
+    for name, value in estimator.get_params(deep=True).items():
+        if (name == "class_weight" or name.endswith("__class_weight")) and isinstance(value, dict) and value \
+                and all(isinstance(c, str) and c in index for c in value):
+            out[name] = {index[c]: w for c, w in value.items()}
+    return out
 
 
 def seed_params(estimator, seed: int) -> dict[str, int]:
