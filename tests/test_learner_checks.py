@@ -333,3 +333,26 @@ def test_class_weights_keyed_by_class_names():
     masks = np.ones((1, data.n_train), bool)
     a, b = by_name.fit_predict(data, masks, np.zeros(1)), by_id.fit_predict(data, masks, np.zeros(1))
     np.testing.assert_array_equal(a.test_prob, b.test_prob)
+
+
+def test_sklearn_hard_predictions_equal_predict_where_a_second_pass_is_skipped():
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    data = ts.load_dataset("digits")
+    rng = np.random.default_rng(0)
+    masks = rng.random((2, data.n_train)) < 0.3  # small subsets: many ties and near-ties
+    for est in (KNeighborsClassifier(4), KNeighborsClassifier(6, weights="distance"), DecisionTreeClassifier(),
+                RandomForestClassifier(10), ExtraTreesClassifier(10)):
+        learner = ts.SklearnLearner(est)
+        preds = learner.fit_predict(data, masks, np.arange(2))
+        x_train, x_test = learner._inputs(data)
+        for k in range(2):
+            from sklearn.base import clone
+
+            from tailscope.learners.sklearn import seed_params
+
+            fitted = clone(est).set_params(**seed_params(est, k)).fit(x_train[masks[k]], data.y_train[masks[k]])
+            np.testing.assert_array_equal(preds.test_pred[k], fitted.predict(x_test), err_msg=repr(est))
+            np.testing.assert_array_equal(preds.train_pred[k], fitted.predict(x_train), err_msg=repr(est))

@@ -102,12 +102,29 @@ class SklearnLearner(Learner):
     def _predict(est, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # the hard prediction is the estimator's own decision: predict() may differ from the
         # argmax of predict_proba (SVC's Platt scaling, a tuned decision threshold)
-        pred = est.predict(x)
-        if hasattr(est, "predict_proba"):
-            proba = est.predict_proba(x)
-            # columns are est.classes_, which lacks the classes its subset lacked
-            return pred, true_label_prob(proba, np.asarray(est.classes_), y)
-        return pred, (pred == y).astype(np.float32)
+        if not hasattr(est, "predict_proba"):
+            pred = est.predict(x)
+            return pred, (pred == y).astype(np.float32)
+        proba = est.predict_proba(x)
+        classes = np.asarray(est.classes_)  # the columns; lacks the classes its subset lacked
+        # where predict() is by definition the first argmax of predict_proba, skip a second pass
+        pred = classes[proba.argmax(axis=1)] if _predict_is_argmax(est) else est.predict(x)
+        return pred, true_label_prob(proba, classes, y)
+
+
+def _predict_is_argmax(est) -> bool:
+    """Whether ``est.predict`` is ``classes_[argmax(predict_proba)]`` by its definition in scikit-learn
+    (exact types only: a subclass may redefine predict). Trees and forests take the argmax of the
+    same probabilities; k-NN with uniform weights takes the vote's mode, the smallest class among ties,
+    as argmax does."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
+
+    kind = type(est)
+    if kind is KNeighborsClassifier:
+        return est.weights == "uniform"
+    return kind in (RandomForestClassifier, ExtraTreesClassifier, DecisionTreeClassifier, ExtraTreeClassifier)
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
