@@ -124,6 +124,18 @@ def _check_replaceable(dest: Path) -> None:
                          "delete them. Pass a new folder (an earlier report may be replaced).")
 
 
+def shown_path(path) -> str:
+    """A study path as a report shows it: relative to the working directory when inside it (reports
+    are shared; an absolute path tells readers about the author's home folder), URLs as they are."""
+    text = str(path)
+    if "://" in text:
+        return text
+    try:
+        return str(Path(text).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return text
+
+
 def _browser_litter(name: str) -> bool:
     """Files a file browser leaves in a folder it showed (other dotfiles, e.g. .git, are the user's)."""
     return name in (".DS_Store", ".localized") or name.startswith("._") or name.lower() in ("thumbs.db", "desktop.ini")
@@ -269,7 +281,7 @@ class _Builder:
         name = (self.config.get("source") or {}).get("name") or self.data.name
         title = f"tailscope report: {name}"
         subtitle = (f"Memorization and influence estimates (Feldman &amp; Zhang, NeurIPS 2020) from "
-                    f"{fmt(int(self.s.trials))} trained models &middot; study <code>{esc(self.study.path)}</code>")
+                    f"{fmt(int(self.s.trials))} trained models &middot; study <code>{esc(shown_path(self.study.path))}</code>")
         from tailscope import __version__
 
         footer = (f"Written by tailscope {esc(__version__)}. Every number on this page comes from the study's "
@@ -488,7 +500,7 @@ class _Builder:
 
     def sec_analyses(self, entries: list[AnalysisEntry]) -> str:
         parts = ['<section id="analyses"><h2>Analyses</h2><p class="lead">Experiments run on this study '
-                 f"(from <code>{esc(child_location(self.study.path, 'analyses'))}</code>).</p>"]
+                 f"(from <code>{esc(shown_path(child_location(self.study.path, 'analyses')))}</code>).</p>"]
         for e in entries:
             parts.append(f'<div class="analysis" id="analysis-{esc(e.name)}"><h3>{esc(e.title)}</h3>')
             if e.problem:
@@ -497,7 +509,7 @@ class _Builder:
             if e.study_done_trials is not None and e.study_done_trials != self.s.trials:
                 parts.append(f'<p class="note warn">Computed when the study had {e.study_done_trials} done trials; '
                              f"it now has {self.s.trials}. Rerun <code>tailscope analyze {esc(e.name.replace('_', '-'))} "
-                             f"{esc(self.study.path)}</code> (with its options) to update it.</p>")
+                             f"{esc(shown_path(self.study.path))}</code> (with its options) to update it.</p>")
             if e.figure:
                 parts.append(figure(e.figure, e.title, f"Figure of the analysis <code>{esc(e.name)}</code>."))
             if e.reading:
