@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -156,11 +154,13 @@ class Scores:
         """
         import uuid
 
+        from tailscope.store import owner_tag
+
         loc = _Location(directory, storage_options)
         loc.makedirs()
         loc.remove_temporaries()  # of saves killed earlier
         write_id = uuid.uuid4().hex[:12]  # in every file: load refuses files of two saves
-        tmp = _Location(loc.join(f"{_TMP_PREFIX}{_owner()}-{write_id}"), storage_options)
+        tmp = _Location(loc.join(f"{_TMP_PREFIX}{owner_tag()}-{write_id}"), storage_options)
         tmp.makedirs()
         try:
             self._write_files(tmp, write_id, storage_options)
@@ -243,10 +243,6 @@ class Scores:
         return scores
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 def _age_s(fs, entry: dict) -> float:
     """Seconds since ``entry`` (an fsspec ls entry) was modified; 0 when the filesystem cannot say."""
     import time
@@ -306,21 +302,18 @@ class _Location:
 
     def remove_temporaries(self) -> None:
         """Delete temporary folders of saves that died: this host's dead processes, or older than a day."""
-        from tailscope.store import pid_alive
+        from tailscope.store import left_by_dead_process
 
         try:
             entries = self.fs.ls(self.path, detail=True)
         except FileNotFoundError:  # an object-store prefix with nothing in it yet
             return
-        host = socket.gethostname()
         for e in entries:
             name = str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
             if not name.startswith(_TMP_PREFIX):
                 continue
-            owner_host, _, rest = name[len(_TMP_PREFIX):].rpartition("-")[0].rpartition("-")
-            pid = rest if rest.isdigit() else ""
-            dead = owner_host == host and pid and not pid_alive(int(pid))
-            if dead or _age_s(self.fs, e) > 86400:
+            owner = name[len(_TMP_PREFIX):].rpartition("-")[0]  # ".saving-HOST-PID-WRITEID"
+            if left_by_dead_process(owner) or _age_s(self.fs, e) > 86400:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(e["name"], recursive=True)
 

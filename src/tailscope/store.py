@@ -631,6 +631,17 @@ def _whoami() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
 
 
+def owner_tag() -> str:
+    """``host-pid`` of this process, in names of temporary files that a later run may clean up."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def left_by_dead_process(tag: str) -> bool:
+    """Whether ``tag`` (an :func:`owner_tag`) names a process of this host that no longer runs."""
+    host, _, pid = tag.rpartition("-")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (True when it cannot be told)."""
     if pid <= 0:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import posixpath
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from tailscope.report.html import (
     url,
 )
 from tailscope.scores import Scores
-from tailscope.store import child_location, pid_alive, put_dir
+from tailscope.store import child_location, left_by_dead_process, owner_tag, put_dir
 from tailscope.study import Study
 
 MEMORIZED_CAP = 48
@@ -97,7 +95,7 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
     real = dest.resolve()  # a symlinked folder is replaced where it points
     real.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(real)
-    tmp = real.with_name(f"{real.name}.tmp-{_owner()}")
+    tmp = real.with_name(f"{real.name}.tmp-{owner_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)  # ours from a reused pid
     try:
         _write(study, data, scores, tmp)
@@ -141,17 +139,12 @@ def _browser_litter(name: str) -> bool:
     return name in (".DS_Store", ".localized") or name.startswith("._") or name.lower() in ("thumbs.db", "desktop.ini")
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 def _remove_leftovers(real: Path) -> None:
     """Delete temporary folders of killed runs on this host (those of running ones are kept)."""
-    host = socket.gethostname()
     for kind in ("tmp", "old"):
-        for p in real.parent.glob(f"{real.name}.{kind}-{host}-*"):
-            pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+        prefix = f"{real.name}.{kind}-"
+        for p in real.parent.glob(f"{prefix}*"):
+            if left_by_dead_process(p.name[len(prefix):]):
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -159,7 +152,7 @@ def _swap(new: Path, dest: Path) -> None:
     """Put the folder ``new`` in the place of ``dest``: the old one is moved aside, then deleted."""
     old = None
     if dest.exists():
-        old = dest.with_name(f"{dest.name}.old-{_owner()}")
+        old = dest.with_name(f"{dest.name}.old-{owner_tag()}")
         shutil.rmtree(old, ignore_errors=True)
         dest.rename(old)
     try:
