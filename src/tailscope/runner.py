@@ -102,13 +102,12 @@ def run_local(job: Job, blocks: dict[int, np.ndarray], on_done: Callable[[int], 
 _WORKER_JOB: Job | None = None
 
 
-def _init_worker(job: Job, threads: int, parent_pid: int | None = None) -> None:
+def _init_worker(job: Job, threads: int, parent_pid: int) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
     # Ctrl-C reaches the whole process group: the parent stops the pool, workers print nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if parent_pid is not None:
-        _exit_with_parent(parent_pid)
+    _exit_with_parent(parent_pid)
     # torch only where the learner brought it in (unpickling the job imports its module): importing
     # it just to set a thread count costs every scikit-learn worker seconds and hundreds of MB
     torch = sys.modules.get("torch")
