@@ -56,12 +56,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def parse_options(pairs: list[str] | None) -> dict:
-    """``["epochs=5", "widths=(128,)"]`` -> ``{"epochs": 5, "widths": (128,)}``."""
+    """``["epochs=5", "widths=(128,)", "augment=true"]`` -> ``{"epochs": 5, "widths": (128,), "augment": True}``.
+
+    Values are Python literals; true/false and none in any case are booleans and None, as
+    shell users write them; anything else stays a string.
+    """
+    words = {"true": True, "false": False, "none": None, "null": None}
     out = {}
     for item in pairs or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"learner option {item!r} must look like key=value, e.g. --opt epochs=5.")
+            raise UserError(f"option {item!r} must look like key=value, e.g. --opt epochs=5.")
+        if value.strip().lower() in words:
+            out[key.strip()] = words[value.strip().lower()]
+            continue
         try:
             out[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

@@ -203,6 +203,7 @@ def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     that common scale (per-pixel standardisation would blow up near-constant border
     pixels); non-image features are standardised per feature with the training mean and
     standard deviation (features constant on the training set are only centred).
+    Missing values (NaN) count as the training mean of their feature.
     """
     def scale(x):
         x = np.asarray(x)
@@ -211,6 +212,8 @@ def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         return x.reshape(len(x), -1).astype(np.float32)
 
     xtr, xte = scale(data.x_train), scale(data.x_test)
+    if any(data.missing_rows):
+        xtr, xte = _fill_missing(xtr, xte)
     if not data.is_image:
         mean = xtr.mean(0, dtype=np.float64)
         std = xtr.std(0, dtype=np.float64)
@@ -218,6 +221,14 @@ def scaled_inputs(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         xtr = ((xtr - mean) / std).astype(np.float32)
         xte = ((xte - mean) / std).astype(np.float32)
     return xtr, xte
+
+
+def _fill_missing(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN replaced by the feature's training mean (0 where a feature is missing everywhere)."""
+    seen = ~np.isnan(xtr)
+    mean = np.where(seen, xtr, 0).sum(0, dtype=np.float64) / np.maximum(seen.sum(0), 1)
+    fill = mean.astype(np.float32)
+    return (np.where(np.isnan(xtr), fill, xtr), np.where(np.isnan(xte), fill, xte))
 
 
 def child_study(parent, subdir: str, *, data: Dataset | None = None, learner: Learner | None = None,

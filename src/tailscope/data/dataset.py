@@ -33,7 +33,10 @@ class Dataset:
         report uses it to draw examples.
     meta : dict
         Free-form provenance (source, loader options, preprocessing). Not part of the
-        fingerprint, which covers the arrays and class names only.
+        fingerprint, which covers the arrays and class names only. ``meta["allow_missing"]``
+        (set by ``from_arrays(..., allow_missing=True)``) lets float inputs hold NaN as
+        missing values; each learner then says whether it can take them
+        (:meth:`tailscope.learners.Learner.check_data`).
     """
 
     x_train: np.ndarray
@@ -46,7 +49,8 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        validate_arrays(self.x_train, self.y_train, self.x_test, self.y_test, len(self.classes))
+        validate_arrays(self.x_train, self.y_train, self.x_test, self.y_test, len(self.classes),
+                        allow_missing=bool(self.meta.get("allow_missing")))
         # Normalise label dtype once so that every learner and the estimator agree.
         object.__setattr__(self, "y_train", np.ascontiguousarray(self.y_train, dtype=np.int64))
         object.__setattr__(self, "y_test", np.ascontiguousarray(self.y_test, dtype=np.int64))
@@ -69,6 +73,18 @@ class Dataset:
     @property
     def is_image(self) -> bool:
         return self.image_shape is not None
+
+    @property
+    def missing_rows(self) -> tuple[int, int]:
+        """Rows of (x_train, x_test) holding a missing value (NaN); only datasets built with
+        ``allow_missing=True`` can have any."""
+        cached = self.__dict__.get("_missing_rows")
+        if cached is None:
+            cached = (0, 0)
+            if self.meta.get("allow_missing"):
+                cached = (_nan_rows(self.x_train), _nan_rows(self.x_test))
+            self.__dict__["_missing_rows"] = cached
+        return cached
 
     @property
     def fingerprint(self) -> str:
@@ -202,8 +218,18 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
                     "class names (strings).")
 
 
-def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
-    """Check shapes, finiteness and labels; raise DataError naming the problem and the fix."""
+def _nan_rows(x: np.ndarray) -> int:
+    if not np.issubdtype(x.dtype, np.floating):
+        return 0
+    return int(np.isnan(x).reshape(len(x), -1).any(axis=1).sum())
+
+
+def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int, *, allow_missing: bool = False) -> None:
+    """Check shapes, finiteness and labels; raise DataError naming the problem and the fix.
+
+    ``allow_missing`` accepts NaN in float inputs (missing values, for learners that
+    impute them); inf is refused either way.
+    """
     for name, arr in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
         if not isinstance(arr, np.ndarray):
             raise DataError(f"{name} must be a numpy array, got {type(arr).__name__}; wrap it with np.asarray().")
@@ -217,8 +243,8 @@ def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
                             f"one {word} example.")
     if n_classes < 2:
         raise DataError(f"need at least 2 classes, got {n_classes}; check the class list or the labels.")
-    _check_split("train", x_train, y_train, n_classes)
-    _check_split("test", x_test, y_test, n_classes)
+    _check_split("train", x_train, y_train, n_classes, allow_missing)
+    _check_split("test", x_test, y_test, n_classes, allow_missing)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(
             f"x_train rows have shape {x_train.shape[1:]} but x_test rows have shape {x_test.shape[1:]}; "
@@ -237,7 +263,7 @@ def validate_arrays(x_train, y_train, x_test, y_test, n_classes: int) -> None:
         )
 
 
-def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int, allow_missing: bool) -> None:
     if y.ndim != 1:
         raise DataError(f"y_{split} must be 1-D (one integer label per example), got shape {y.shape}.")
     if x.ndim < 2:
@@ -255,10 +281,9 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> No
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"x_{split} has non-numeric dtype {x.dtype}; convert it to numbers first.")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-        raise DataError(f"x_{split} contains NaN or inf in {bad} rows; impute or drop them first.")
+        _refuse_non_finite(split, x, allow_missing)
     if np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize > 4 and x.size:
-        top = max(abs(float(x.max())), abs(float(x.min())))  # no temporary copy of x
+        top = max(abs(float(np.fmax.reduce(x, axis=None))), abs(float(np.fmin.reduce(x, axis=None))))  # NaN skipped
         if top > float(np.finfo(np.float32).max):
             raise DataError(
                 f"x_{split} has values up to {top:.3g} in magnitude, beyond the float32 range "
@@ -288,6 +313,23 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> No
             f"y_{split} has labels in [{int(y.min())}, {int(y.max())}] but there are {n_classes} classes; "
             f"labels must lie in 0..{n_classes - 1}."
         )
+
+
+def _refuse_non_finite(split: str, x: np.ndarray, allow_missing: bool) -> None:
+    """Refuse inf always, NaN unless missing values are allowed."""
+    flat = x.reshape(len(x), -1)
+    n_inf = int(np.isinf(flat).any(axis=1).sum())
+    n_nan = int(np.isnan(flat).any(axis=1).sum())
+    if n_inf:
+        raise DataError(f"x_{split} contains NaN or inf in {int((~np.isfinite(flat)).any(axis=1).sum())} rows "
+                        f"({n_inf} with inf); replace inf by finite values (e.g. np.clip or np.nan_to_num) "
+                        "or drop those rows.")
+    if n_nan and not allow_missing:
+        raise DataError(f"x_{split} contains NaN or inf in {n_nan} rows (NaN: missing values); impute or drop "
+                        "them first, or, for a learner that handles missing values (a scikit-learn Pipeline "
+                        "starting with SimpleImputer, HistGradientBoostingClassifier, RandomForestClassifier), "
+                        "accept them: from_arrays(..., allow_missing=True), or --data-opt allow_missing=true "
+                        "on the command line.")
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

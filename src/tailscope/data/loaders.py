@@ -102,6 +102,7 @@ def _arrange_images(x_train: np.ndarray, x_test: np.ndarray, image_shape, meta: 
 def from_arrays(
     x_train, y_train, x_test=None, y_test=None, *, classes=None, name="arrays",
     image_shape=None, test_fraction: float = 0.2, split_seed: int = 0, meta=None,
+    allow_missing: bool = False,
 ) -> Dataset:
     """Build a Dataset from numpy arrays; without a test split, make a seeded stratified one.
 
@@ -119,11 +120,18 @@ def from_arrays(
     image_shape : (H, W, C), optional
         Default: inferred for ``(N, H, W)``, ``(N, H, W, C)`` with C in 1, 3, 4 and
         channels-first ``(N, C, H, W)`` with C in 1, 3 (moved to channels last).
+    allow_missing : bool
+        Accept NaN in float inputs as missing values (recorded as ``meta["allow_missing"]``).
+        Only learners that handle them can train on such data: a scikit-learn Pipeline
+        starting with an imputer, or an estimator such as HistGradientBoostingClassifier;
+        the torch learners refuse it when a study is created.
     """
-    for name, x in (("x_train", x_train), ("x_test", x_test)):
+    if not isinstance(allow_missing, bool | np.bool_):
+        raise DataError(f"allow_missing must be True or False, got {allow_missing!r}.")
+    for arg, x in (("x_train", x_train), ("x_test", x_test)):
         if hasattr(x, "toarray") and hasattr(x, "nnz"):  # scipy.sparse: np.asarray makes a 0-d object array
-            raise DataError(f"{name} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
-                            f"({name}.toarray()), reducing its width first if it does not fit in memory.")
+            raise DataError(f"{arg} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
+                            f"({arg}.toarray()), reducing its width first if it does not fit in memory.")
     x_train = np.asarray(x_train)
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither (then a stratified split is made).")
@@ -146,6 +154,8 @@ def from_arrays(
             raise DataError("x_test is a single value (a 0-d array); it must hold one row per example.")
     y_train, y_test, classes = encode_labels(y_train, y_test, classes)
     meta = dict(meta or {})
+    if allow_missing:
+        meta["allow_missing"] = True
     x_train, x_test, image_shape = _arrange_images(x_train, x_test, image_shape, meta)
     return Dataset(x_train, y_train, x_test, y_test, list(classes), name=name,
                    image_shape=image_shape, meta=meta)
@@ -219,7 +229,8 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
 
 
 def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int | None = None,
-             split_key: str | None = "split", pixel_max: float | None = None) -> Dataset:
+             split_key: str | None = "split", pixel_max: float | None = None,
+             allow_missing: bool = False) -> Dataset:
     """``npz:PATH`` with keys x_train/y_train/x_test/y_test, or x/y.
 
     With x/y, a key ``split`` (name set by ``split_key``) gives the train/test split:
@@ -232,6 +243,7 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
     possible pixel value, e.g. 16 for 0..16 images; the ``pixel_max`` option overrides
     it). It is recorded as ``meta["pixel_max"]``: learners divide integer pixels by it and
     the report scales thumbnails by it. Keys that are not used are named in a warning.
+    ``allow_missing=True`` accepts NaN inputs as missing values (see :func:`from_arrays`).
     Never unpickles.
     """
     p = Path(path).expanduser()
@@ -295,7 +307,7 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
                       "Inputs must be stored as x (or x_train/x_test); a train/test split as "
                       "'split' (0 = train, 1 = test).")
     data = from_arrays(*args, classes=classes, name=f"npz:{p.name}", image_shape=image_shape, meta=meta,
-                       **kw)
+                       allow_missing=allow_missing, **kw)
     if "pixel_max" in meta:
         top = float(data.x_train.max()) if data.x_train.size else 0.0
         if top > meta["pixel_max"]:

@@ -33,8 +33,8 @@ def _unit_divisor(data: Dataset, chunk: int) -> tuple[float, str]:
     if np.issubdtype(x.dtype, np.unsignedinteger):
         return float(np.iinfo(x.dtype).max), f"{x.dtype} maximum"
     top = 0.0
-    for a, b in _chunks(len(x), chunk):
-        top = max(top, float(np.abs(x[a:b]).max(initial=0)))
+    for a, b in _chunks(len(x), chunk):  # (fmax skips missing values)
+        top = max(top, float(np.fmax.reduce(np.abs(x[a:b]), axis=None, initial=0)))
     return (top if top > 0 else 1.0), "training-set max |x|"
 
 
@@ -46,20 +46,22 @@ def _grouped(x: np.ndarray, normalize: str | None, n_channels: int | None) -> np
 
 
 def _fit(x: np.ndarray, divisor: float, normalize: str, n_channels: int | None, chunk: int):
-    """Mean and std of the scaled training rows, per feature or per channel (two passes, float64)."""
+    """Mean and std of the scaled training rows, per feature or per channel (two passes, float64).
+
+    Missing values (NaN) are left out of both; a feature missing everywhere gets mean 0, std 1.
+    """
     axes = (0, 1) if normalize == "per_channel" else (0,)
-    count = 0
-    total = None
+    count = total = None
     for a, b in _chunks(len(x), chunk):
         g = _grouped(x[a:b], normalize, n_channels).astype(np.float64) / divisor
-        s = g.sum(axis=axes)
-        total = s if total is None else total + s
-        count += int(np.prod([g.shape[ax] for ax in axes]))
+        s, n = np.nansum(g, axis=axes), (~np.isnan(g)).sum(axis=axes)
+        total, count = (s, n) if total is None else (total + s, count + n)
+    count = np.maximum(count, 1)
     mean = total / count
     sq = np.zeros_like(mean)
     for a, b in _chunks(len(x), chunk):
         g = _grouped(x[a:b], normalize, n_channels).astype(np.float64) / divisor - mean
-        sq += np.square(g).sum(axis=axes)
+        sq += np.nansum(np.square(g), axis=axes)
     std = np.sqrt(sq / count)
     constant = std <= 1e-12 * np.maximum(np.abs(mean), 1.0)
     std = np.where(constant, 1.0, std)
@@ -81,7 +83,8 @@ def preprocess(data: Dataset, scale: str | None = None, normalize: str | None = 
     normalize : {None, "per_channel", "per_feature"}
         Subtract the training mean and divide by the training standard deviation (after
         scaling), per image channel (needs ``image_shape``) or per input feature.
-        Constant channels/features get std 1 (they become 0).
+        Constant channels/features get std 1 (they become 0). Missing values (NaN, in data
+        built with ``allow_missing=True``) are left out of the statistics and stay NaN.
     flatten : bool
         Reshape each example to one row ``(N, D)``; ``image_shape`` is kept so images
         can still be drawn (rows are in H, W, C order).

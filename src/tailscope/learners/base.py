@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tailscope.data.dataset import Dataset
+from tailscope.data.dataset import DataError, Dataset
 
 _INT16 = np.iinfo(np.int16)
 
@@ -101,6 +101,17 @@ class Predictions:
                      ("train_pred", "train_prob", "test_pred", "test_prob")))
 
 
+def refuse_missing(data: Dataset, who: str) -> None:
+    """Raise DataError if ``data`` holds missing values (NaN inputs), naming the ways out."""
+    n_train, n_test = data.missing_rows
+    if n_train or n_test:
+        raise DataError(
+            f"{who} cannot train on missing values: {data.name} has NaN inputs in {n_train} training and "
+            f"{n_test} test rows. Impute them before building the data, or use a scikit-learn estimator "
+            "that handles them (SklearnLearner(make_pipeline(SimpleImputer(), ...)) or "
+            "HistGradientBoostingClassifier()).")
+
+
 class Learner(ABC):
     """A randomized training algorithm A, applied to K subsets at once.
 
@@ -123,9 +134,11 @@ class Learner(ABC):
     def check_data(self, data: Dataset) -> None:
         """Raise if this learner cannot train on ``data`` at all (called before a study writes anything).
 
-        The default accepts every dataset; learners with requirements (image models) override it.
+        The default refuses missing values (NaN inputs of data built with
+        ``allow_missing=True``), which most learners cannot take; learners that handle them,
+        or that have other requirements (image models), override it.
         """
-        return None
+        refuse_missing(data, type(self).__name__)
 
     def check_picklable(self) -> None:
         """Raise :class:`LearnerError` if this learner cannot be sent to worker processes.

@@ -39,6 +39,10 @@ class CallableLearner(Learner):
         mod = getattr(self.fn, "__module__", None)
         return f"{mod}.{qual}" if mod else qual
 
+    def check_data(self, data: Dataset) -> None:
+        """Accept every dataset: the function sees the raw arrays, missing values (NaN) included."""
+        return None
+
     def check_picklable(self) -> None:
         """Raise :class:`LearnerError` if ``fn`` cannot reach worker processes.
 

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 
-from tailscope.data.dataset import Dataset
+from tailscope.data.dataset import DataError, Dataset
 from tailscope.learners.base import Learner, LearnerError, Predictions, true_label_prob
 
 
@@ -67,6 +67,49 @@ class SklearnLearner(Learner):
             scale = float(data.meta.get("pixel_max", 255)) if integer and data.is_image else 1.0
         dtype = input_dtype(data.x_train)
         return (_flat(data.x_train).astype(dtype) / scale, _flat(data.x_test).astype(dtype) / scale)
+
+    def check_data(self, data: Dataset) -> None:
+        """Missing values (NaN inputs) are tried on a small sample before a study writes anything:
+        estimators that handle them (HistGradientBoosting, forests, a Pipeline with an imputer) pass,
+        the others are refused with scikit-learn's reason."""
+        if not any(data.missing_rows):
+            return
+        reason = self._missing_value_failure(data)
+        if reason is not None:
+            raise DataError(
+                f"{type(self.estimator).__name__} cannot take the missing values (NaN) in {data.name} "
+                f"({reason}). Put an imputer first (make_pipeline(SimpleImputer(), "
+                f"{type(self.estimator).__name__}(...))), use an estimator that handles NaN "
+                "(HistGradientBoostingClassifier), or impute the data before building it.")
+
+    def _missing_value_failure(self, data: Dataset) -> str | None:
+        """scikit-learn's complaint about NaN when fitting and predicting on a sample, else None.
+
+        Failures for other reasons are left to the trials, which report them with their context.
+        """
+        import warnings
+
+        from sklearn.base import clone
+
+        xtr, xte = self._inputs(data)
+        rng = np.random.default_rng(0)
+        nan_tr = np.flatnonzero(np.isnan(xtr).any(axis=1))
+        rows = [rng.permutation(nan_tr)[:50]]
+        for c in range(data.n_classes):  # every class, a few rows each
+            rows.append(rng.permutation(np.flatnonzero(data.y_train == c))[:max(5, 200 // data.n_classes)])
+        rows = np.unique(np.concatenate(rows))
+        est = clone(self.estimator)
+        est.set_params(**seed_params(est, 0), **class_keyed_params(est, data.classes))
+        nan_te = np.flatnonzero(np.isnan(xte).any(axis=1))[:20]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.fit(xtr[rows], data.y_train[rows])
+                est.predict(np.concatenate([xtr[nan_tr[:20]], xte[nan_te]]))
+        except Exception as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"{type(e).__name__}: {text}" if "nan" in str(e).lower() else None
+        return None
 
     def fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
         from sklearn.base import clone
@@ -159,8 +202,9 @@ def input_dtype(x: np.ndarray) -> type:
     flat = _flat(x)
     if not np.issubdtype(flat.dtype, np.number) or flat.dtype.itemsize <= 2 or flat.dtype == np.float32:
         return np.float32
-    top = np.abs(flat).max(axis=0).astype(np.float64)
-    spread = np.ptp(flat, axis=0).astype(np.float64)
+    # (fmax/fmin skip missing values, NaN)
+    top = np.fmax.reduce(np.abs(flat), axis=0).astype(np.float64)
+    spread = (np.fmax.reduce(flat, axis=0) - np.fmin.reduce(flat, axis=0)).astype(np.float64)
     # float32 steps near the top of a column: 2**-23 of its magnitude; blurring if that is not small
     # against the column's spread
     return np.float64 if np.any((spread > 0) & (top * 2.0**-23 > 1e-4 * spread)) else np.float32

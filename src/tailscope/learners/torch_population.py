@@ -265,6 +265,7 @@ class TorchLearner(Learner):
             torch.set_num_threads(old)
 
     def check_data(self, data: Dataset) -> None:
+        super().check_data(data)  # no missing values
         hand = self.model in ("linear", "mlp")
         if isinstance(self.model, str) and not hand and not data.is_image:
             raise ModelError(
