@@ -76,6 +76,17 @@ def test_wrong_learner_and_data_types(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_path_none_is_a_study_in_memory_and_other_types_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = ts.from_arrays(*arrays())
+    study = ts.Study(data, ts.SklearnLearner(LogisticRegression()), trials=4, block_size=4, path=None)
+    study.run(progress=False)
+    assert study.path.startswith("memory://") and study.estimate().summary()["trials"] == 4
+    assert list(tmp_path.iterdir()) == []  # (a folder named "None" was made once)
+    with pytest.raises(TypeError, match="path must be a folder path or URL"):
+        ts.Study(data, ts.SklearnLearner(LogisticRegression()), path=5)
+
+
 def test_learner_returning_bad_shapes_writes_nothing(tmp_path):
     class Broken(ts.SyntheticLearner):
         def fit_predict(self, data, masks, seeds):

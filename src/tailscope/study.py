@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -35,9 +37,10 @@ class Study:
     design : {"uniform", "balanced"}
     seed : int
         Everything random (subsets, learner seeds) derives from it.
-    path : str or Path
+    path : str, Path or None
         Study directory; the trial store lives in ``path/trials.zarr`` and scores in
-        ``path/scores``.
+        ``path/scores``. An fsspec URL (``s3://...``, ``memory://name``) works too; None makes a
+        study in this process's memory (nothing written to disk, gone when the process ends).
     block_size : int or None
         Trials per unit of work and per store chunk (default: the block size of the study already
         stored at ``path``, else the learner's preference).
@@ -67,6 +70,11 @@ class Study:
         if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
             raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
                              f"without each example), got {trials!r}.")
+        if path is None:  # a study that lives in this process only (quick looks, notebooks)
+            path = f"memory://study-{uuid.uuid4().hex[:12]}"
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a folder path or URL (str or pathlib.Path), or None for a study in "
+                            f"memory, got {type(path).__name__}.")
         if block_size is None:  # resuming: the store's own block size, so it need not be repeated
             block_size = _stored_block(path) or learner.preferred_block
         block_size = int(block_size)
