@@ -300,3 +300,24 @@ def test_scores_saved_by_an_older_version_load(tmp_path, synthetic):
         frame.attrs = {}
         frame.to_parquet(folder / name, index=False)
     assert ts.Scores.load(folder).trials == s.trials
+
+
+def test_info_accuracies_are_the_scores_per_trial_means_with_a_partial_last_block(tmp_path):
+    data = _two_blobs(n=40)
+    study = ts.Study(data, ts.SklearnLearner(LogisticRegression()), trials=10, block_size=4, path=tmp_path / "s")
+    study.run(progress=False)
+    summary = study.estimate().summary()
+    info = study.info()
+    for key in ("mean_acc_in", "mean_acc_out", "mean_test_acc"):
+        assert info[key] == pytest.approx(summary[key], abs=1e-9), key
+
+
+def test_share_memorized_counts_only_examples_with_an_estimate(tmp_path, synthetic):
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=3, block_size=3, path=tmp_path / "s")
+    study.run(progress=False)
+    scores = study.estimate()
+    s, finite = scores.summary(), np.isfinite(scores.mem)
+    assert 0 < finite.sum() < len(finite)  # 3 trials: some examples are in all of them or none
+    assert s["n_mem_estimated"] == finite.sum()
+    assert s["frac_mem_ge_0.25"] == pytest.approx(np.mean(scores.mem[finite] >= 0.25))

@@ -117,6 +117,17 @@ class _Moments:
             return m_in - m_out, np.sqrt(v_in / n_in + v_out / n_out), m_in, m_out
 
 
+def trial_accuracies(correct_train: np.ndarray, mask: np.ndarray, correct_test: np.ndarray):
+    """Per trial: accuracy on the training examples it trained on, on those it did not (NaN
+    where there are none), and on the test set. Arguments are (K, n) correctness and masks."""
+    n_in, n_out = mask.sum(1), (~mask).sum(1)
+    right = np.asarray(correct_train, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc_in = np.where(n_in > 0, (right * mask).sum(1) / n_in, np.nan)
+        acc_out = np.where(n_out > 0, (right * ~mask).sum(1) / n_out, np.nan)
+    return acc_in, acc_out, np.asarray(correct_test, dtype=np.float64).mean(1)
+
+
 def _variance(q, m, n):
     """Sample variance from sums of squares; NaN with fewer than two trials (not a rounding residue / 0 = inf).
 
@@ -284,9 +295,10 @@ class _MemAccumulator:
         flat = out_i * self.C + blk.preds.train_pred[out_k, out_i].astype(np.int64)
         self.out_pred += np.bincount(flat, minlength=self.n * self.C)
         self.trials += len(m)
-        self.test_acc += c_te.mean(axis=1).tolist()
-        self.in_acc += [(ci[mi]).mean() if mi.any() else np.nan for ci, mi in zip(c, m, strict=True)]
-        self.out_acc += [(ci[~mi]).mean() if (~mi).any() else np.nan for ci, mi in zip(c, m, strict=True)]
+        acc_in, acc_out, acc_test = trial_accuracies(c, m, c_te)
+        self.in_acc += acc_in.tolist()
+        self.out_acc += acc_out.tolist()
+        self.test_acc += acc_test.tolist()
         _, se, _, _ = self.hard.contrast(self.n_in, self.n_out)
         self.curve.append((self.trials, float(np.nanmedian(se)) if np.isfinite(se).any() else np.nan))
 

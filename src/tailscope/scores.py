@@ -126,8 +126,11 @@ class Scores:
             "median_mem_se": float(np.median(self.mem_se[finite])) if finite.any() else None,
             "max_mem_se": float(np.max(self.mem_se[finite])) if finite.any() else None,
             "se_bound": self.se_bound,
-            "frac_mem_ge_0.25": float(np.mean(self.mem >= 0.25)),
+            # among the examples with an estimate (held out by some trials and kept by others)
+            "frac_mem_ge_0.25": float(np.mean(self.mem[np.isfinite(self.mem)] >= 0.25))
+            if np.isfinite(self.mem).any() else None,
             "n_mem_ge_0.25": int(np.sum(self.mem >= 0.25)),
+            "n_mem_estimated": int(np.isfinite(self.mem).sum()),
             "n_pairs": len(self.pairs),
             "min_n_in": int(self.n_in.min()), "min_n_out": int(self.n_out.min()),
         } | ({"infl_threshold": self.infl_threshold} if self.infl_threshold is not None else {})

@@ -13,7 +13,7 @@ import numpy as np
 
 from tailscope.data.dataset import DataError, Dataset
 from tailscope.design import Design, theoretical_se_bound
-from tailscope.estimate import EstimateOptions, estimate
+from tailscope.estimate import EstimateOptions, estimate, trial_accuracies
 from tailscope.learners.base import Learner, LearnerError
 from tailscope.learners.registry import learner_from_source, learner_from_spec
 from tailscope.runner import Job, check_backend, run_blocks, select_shard
@@ -270,20 +270,20 @@ def study_info(store: TrialStore) -> dict:
     done = store.done()
     cfg = store.config
     y_tr, y_te = store.y_train, store.y_test
-    acc_in, acc_out, acc_test = [], [], []
+    acc_in, acc_out, acc_test = [], [], []  # per trial, as the scores' summary averages them
     for blk in store.iter_blocks(fields=("train_pred", "test_pred")):  # probabilities not needed
-        c = blk.preds.train_pred == y_tr
-        acc_in.append((c & blk.mask).sum() / max(blk.mask.sum(), 1))
-        acc_out.append((c & ~blk.mask).sum() / max((~blk.mask).sum(), 1))
-        acc_test.append((blk.preds.test_pred == y_te).mean())
+        a_in, a_out, a_test = trial_accuracies(blk.preds.train_pred == y_tr, blk.mask, blk.preds.test_pred == y_te)
+        acc_in += a_in.tolist()
+        acc_out += a_out.tolist()
+        acc_test += a_test.tolist()
     t = int(done.sum())
     ratio = cfg["design"]["ratio"]
     return {
         "path": store.path, "dataset": cfg["source"]["name"], "learner": cfg["learner"],
         "design": cfg["design"], "block_size": cfg["block_size"], "trials": store.trials,
         "done": t, "missing_blocks": sorted(store.missing()),
-        "mean_acc_in": float(np.mean(acc_in)) if acc_in else None,
-        "mean_acc_out": float(np.mean(acc_out)) if acc_out else None,
+        "mean_acc_in": float(np.nanmean(acc_in)) if acc_in else None,
+        "mean_acc_out": float(np.nanmean(acc_out)) if acc_out else None,
         "mean_test_acc": float(np.mean(acc_test)) if acc_test else None,
         "se_bound": theoretical_se_bound(t, ratio) if t else None,
     }

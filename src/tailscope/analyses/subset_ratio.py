@@ -180,8 +180,9 @@ def _reading(rows, pairwise, trials, n, n_se, n_mem, few, best_bound, best_measu
             + ";")
     parts.append("pairwise Spearman between ratios: "
                  + (", ".join(f"{k} {fmt(v)}" for k, v in pairwise.items()) or "none (one ratio)") + ".")
-    bound_text = (f"The paper's bound 0.5 sqrt(1/q + 1/(1-q)) on SE x sqrt(t), which holds for every example, "
-                  f"is lowest at q = {best_bound['ratio']:g}.")
+    bound_text = (f"The paper's bound 0.5 sqrt(1/q + 1/(1-q)) on SE x sqrt(t) (for an example in exactly q t "
+                  "trials; with the uniform design the count varies, so a few SEs exceed it) is lowest at "
+                  f"q = {best_bound['ratio']:g}.")
     if best_measured is None:
         parts.append("No example has an SE at every ratio, so the ratios are not ranked by measured SE. "
                      + bound_text)

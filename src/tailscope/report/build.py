@@ -326,7 +326,8 @@ class _Builder:
              f"{fmt(s.get('max_mem_se'), 4)} (" + self.se_coverage_text()
              + "; examples every model gets right have SE 0, which pulls the median down)"),
             ("n_mem", "Memorized examples (mem \u2265 0.25)",
-             f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s['n_train'])} ({pct(s['frac_mem_ge_0.25'], 2)})"),
+             f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s.get('n_mem_estimated', s['n_train']))} with an estimate "
+             f"({pct(s['frac_mem_ge_0.25'], 2)})"),
             ("n_pairs", "High-influence pairs kept", f"{fmt(s['n_pairs'])} ({self.infl_threshold_text()})"),
             ("min_counts", "Fewest trials with / without an example",
              f"{fmt(s['min_n_in'])} / {fmt(s['min_n_out'])}"),
@@ -351,8 +352,12 @@ class _Builder:
     def sec_histogram(self) -> str:
         path = figures.mem_histogram(self.s, self.out / "figures" / "mem_hist.png")
         s = self.summary
-        cap = (f"Distribution of the memorization estimates of all {fmt(s['n_train'])} training examples "
-               f"(log scale: most examples sit near 0, learned from their class). The dashed line is the paper's "
+        n_est = s.get("n_mem_estimated", s["n_train"])
+        unestimated = (f"(of {fmt(s['n_train'])}; the others were never held out, or never trained on) "
+                       if n_est < s["n_train"] else "")
+        cap = (f"Distribution of the memorization estimates of the {fmt(n_est)} training examples that have one "
+               + unestimated
+               + "(log scale: most examples sit near 0, learned from their class). The dashed line is the paper's "
                f"threshold 0.25; {fmt(s['n_mem_ge_0.25'])} examples ({pct(s['frac_mem_ge_0.25'], 2)}) lie at or "
                "above it. Negative values are estimation noise around 0.")
         return ('<section id="memorization"><h2>Memorization estimates</h2>'
@@ -480,8 +485,10 @@ class _Builder:
                        "the effects you care about (0.25 for memorization, 0.15 for influence), run more trials: "
                        "the study resumes where it stopped.")
         cap = ("Median standard error of the memorization estimates as trials were added (blue), and the "
-               "theoretical worst-case bound on the standard deviation of a subsampled estimate, "
-               f"0.5&radic;(1/(qt) + 1/((1&minus;q)t)) with q = {fmt(self.s.ratio, 2)} (red, dashed). "
+               "theoretical bound on the standard deviation of a subsampled estimate, "
+               f"0.5&radic;(1/(qt) + 1/((1&minus;q)t)) with q = {fmt(self.s.ratio, 2)} (red, dashed), the worst "
+               "case for an example in exactly qt trials; with the uniform design the count varies from "
+               "example to example, so some SEs exceed it. "
                "Examples that every model gets right (or wrong) have SE 0, so the median can sit well below "
                "the bound"
                + (f"; the orange triangle is the median SE of the memorized examples (mem &ge; 0.25), "

@@ -50,9 +50,9 @@ def memorized_median_se(scores: Scores) -> float | None:
 
 def mem_histogram(scores: Scores, path: Path) -> Path:
     """Histogram of memorization estimates with the paper's 0.25 threshold marked."""
-    mem = scores.mem[np.isfinite(scores.mem)]
-    frac = float(np.mean(scores.mem >= MEM_THRESHOLD))
-    n_above = int(np.sum(scores.mem >= MEM_THRESHOLD))
+    mem = scores.mem[np.isfinite(scores.mem)]  # examples never held out (or always) have no estimate
+    n_above = int(np.sum(mem >= MEM_THRESHOLD))
+    frac = n_above / max(len(mem), 1)
     fig, ax = _figure(7.5, 3.6)
     lo = min(-0.1, float(mem.min())) if len(mem) else -0.1
     bins = np.linspace(lo, 1.0, 56)
@@ -62,7 +62,9 @@ def mem_histogram(scores: Scores, path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("memorization estimate mem(i)")
     ax.set_ylabel("number of training examples (log scale)")
-    ax.text(0.98, 0.95, f"mem \u2265 {MEM_THRESHOLD}: {n_above} of {len(scores.mem)} ({100 * frac:.1f}%)",
+    missing = len(scores.mem) - len(mem)
+    ax.text(0.98, 0.95, f"mem \u2265 {MEM_THRESHOLD}: {n_above} of {len(mem)} ({100 * frac:.1f}%)"
+            + (f"\n{missing} without an estimate" if missing else ""),
             transform=ax.transAxes, ha="right", va="top", fontsize=10,
             bbox={"facecolor": "white", "edgecolor": "#cccccc", "boxstyle": "round"})
     ax.legend(loc="center right", fontsize=9)
