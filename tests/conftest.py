@@ -7,6 +7,23 @@ import pytest
 import tailscope as ts
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module's tests: small steps on a CPU shared with other busy
+    processes stall on OpenMP barriers with 2+ threads; one keeps them fast and steady."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return ts.load_dataset("digits")
+
+
 def tree_digest(path) -> str:
     """A hash of every file's relative name and bytes below ``path`` (to assert nothing changed)."""
     h = hashlib.sha256()

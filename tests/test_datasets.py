@@ -212,3 +212,15 @@ def test_preprocess_large_uint8_stays_float32():
     assert p.x_train.dtype == np.float32 and p.x_test.dtype == np.float32
     m = p.meta["preprocess"][0]["mean"][0]
     assert abs(m - x[:2500].mean() / 255) < 1e-9
+
+
+def test_preprocess_keeps_the_spread_of_features_with_a_large_offset():
+    """Timestamps (1.7e9 + a few units): centring after a float32 cast would leave rounding noise."""
+    from tailscope.data.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(300, 2)) * 2.33
+    out = preprocess(Dataset(signal + 1.7e9, np.arange(300) % 2, signal[:10] + 1.7e9, np.arange(10) % 2,
+                             ["a", "b"]), normalize="per_feature")
+    expected = (signal - signal.mean(0)) / signal.std(0)
+    np.testing.assert_allclose(out.x_train, expected, atol=1e-5)

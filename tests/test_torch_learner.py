@@ -11,25 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from tailscope.data import load_dataset
 from tailscope.data.dataset import Dataset
 from tailscope.learners.torch_models import ModelError
 from tailscope.learners.torch_population import TorchLearner, prepare_inputs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small steps on a CPU shared with other busy processes stall on OpenMP barriers
-    # with 2+ threads; one thread keeps these tests fast and their timing stable.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _masks(n: int, k: int, seed: int = 0, ratio: float = 0.7) -> np.ndarray:

@@ -125,7 +125,7 @@ def preprocess(data: Dataset, scale: str | None = None, normalize: str | None = 
     if normalize is not None:
         mean, std, n_const = _fit(data.x_train, divisor, normalize, n_channels, chunk_size)
         record.update(mean=[float(v) for v in mean], std=[float(v) for v in std], n_constant=n_const)
-        mean, std = mean.astype(np.float32), std.astype(np.float32)
+        mean64, std64 = mean, std
     inv = np.float32(1.0 / divisor)
 
     def transform(x: np.ndarray) -> np.ndarray:
@@ -133,11 +133,13 @@ def preprocess(data: Dataset, scale: str | None = None, normalize: str | None = 
         out = np.empty(shape, dtype=np.float32)
         for a, b in _chunks(len(x), chunk_size):
             dst = out[a:b].reshape(x[a:b].shape)
-            np.multiply(x[a:b], inv, out=dst, casting="unsafe")
-            if mean is not None:
-                g = _grouped(dst, normalize, n_channels)
-                g -= mean
-                g /= std
+            if mean is None:
+                np.multiply(x[a:b], inv, out=dst, casting="unsafe")
+                continue
+            # centred in float64 before the float32 cast: a feature with a large offset (timestamps)
+            # would otherwise lose its spread
+            g = _grouped(x[a:b].astype(np.float64) / divisor, normalize, n_channels)
+            _grouped(dst, normalize, n_channels)[...] = (g - mean64) / std64
         return out
 
     meta = {k: v for k, v in data.meta.items() if k != "pixel_max"}

@@ -37,7 +37,9 @@ images built from ``data.image_shape``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -539,11 +541,21 @@ def gather_rows(x: torch.Tensor | ScaledRows, idx: torch.Tensor) -> torch.Tensor
 
 
 def prepare_rows(data: Dataset) -> tuple[ScaledRows, ScaledRows]:
-    """Train/test :class:`ScaledRows` with the statistics of :func:`prepare_inputs`."""
+    """Train/test :class:`ScaledRows` with the statistics of :func:`prepare_inputs`.
+
+    Rows stay in their stored dtype (uint8 images: a quarter of float32's memory) unless a
+    feature's mean dwarfs its spread (timestamps, large ids): float32 arithmetic would then
+    cancel the spread away, so such data is centred in float64 once and kept as float32.
+    """
     mean, std, pixel = _input_stats(data)
     d = int(np.prod(data.x_train.shape[1:]))
     # per-channel statistics of images repeat along the flattened (H, W, C) rows
     mean, std = np.resize(mean, d), np.resize(std, d)
+    if _needs_centring(mean, std):
+        mul = torch.as_tensor(1.0 / std, dtype=torch.float32)
+        add = torch.zeros(d, dtype=torch.float32)
+        return tuple(ScaledRows(torch.from_numpy(_centred(x.reshape(len(x), -1), mean, pixel)), mul, add)
+                     for x in (data.x_train, data.x_test))
     mul = torch.as_tensor(1.0 / (pixel * std), dtype=torch.float32)
     add = torch.as_tensor(-mean / std, dtype=torch.float32)
 
@@ -558,8 +570,29 @@ def prepare_rows(data: Dataset) -> tuple[ScaledRows, ScaledRows]:
     return ScaledRows(raw(data.x_train), mul, add), ScaledRows(raw(data.x_test), mul, add)
 
 
+def _needs_centring(mean: np.ndarray, std: np.ndarray) -> bool:
+    """Whether float32 ``x * (1/std) - mean/std`` would lose the spread: a mean beyond 1000
+    standard deviations leaves fewer than 14 of float32's 24 bits for it."""
+    return bool(np.any(np.abs(mean) > 1e3 * std))
+
+
+_CHUNK_ROWS = 1 << 14
+
+
+def _centred(rows: np.ndarray, mean: np.ndarray, pixel: float) -> np.ndarray:
+    """float32 ``rows / pixel - mean``, computed in float64 chunk by chunk (no float64 copy of the set)."""
+    out = np.empty(rows.shape, dtype=np.float32)
+    for a in range(0, len(rows), _CHUNK_ROWS):
+        out[a:a + _CHUNK_ROWS] = rows[a:a + _CHUNK_ROWS].astype(np.float64) / pixel - mean
+    return out
+
+
 def _input_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mean, std, pixel divisor) of the scaled training inputs, per channel (images) or feature."""
+    """(mean, std, pixel divisor) of the scaled training inputs, per channel (images) or feature.
+
+    Two float64 passes (mean, then squares about it): a one-pass ``E[x^2] - E[x]^2`` loses the
+    spread of features with a large offset (timestamps) to cancellation.
+    """
     x = data.x_train
     integer = x.dtype == bool or np.issubdtype(x.dtype, np.integer)
     pixel = float(data.meta.get("pixel_max", 255)) if integer else 1.0
@@ -569,15 +602,17 @@ def _input_stats(data: Dataset) -> tuple[np.ndarray, np.ndarray, float]:
     else:
         flat = x.reshape(len(x), -1)
     # chunked float64 moments: never a float copy of the whole set
-    n, s, q = 0, np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
-    for a in range(0, len(flat), 1 << 20):
-        part = flat[a:a + (1 << 20)].astype(np.float64) / pixel
-        n += len(part)
-        s += part.sum(0)
-        q += (part * part).sum(0)
-    mean = s / n
-    std = np.sqrt(np.clip(q / n - mean * mean, 0, None))
-    return mean, np.where(std > 1e-8, std, 1.0), pixel
+    step = 1 << 20
+    s = np.zeros(flat.shape[1])
+    for a in range(0, len(flat), step):
+        s += (flat[a:a + step].astype(np.float64) / pixel).sum(0)
+    mean = s / len(flat)
+    q = np.zeros(flat.shape[1])
+    for a in range(0, len(flat), step):
+        q += np.square(flat[a:a + step].astype(np.float64) / pixel - mean).sum(0)
+    std = np.sqrt(q / len(flat))
+    # constant features (std at float64 rounding level of their mean) are only centred
+    return mean, np.where(std > np.maximum(1e-8, 1e-12 * np.abs(mean)), std, 1.0), pixel
 
 
 def prepare_inputs(data: Dataset, images: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -587,7 +622,8 @@ def prepare_inputs(data: Dataset, images: bool) -> tuple[torch.Tensor, torch.Ten
     mean and standard deviation come from the full training set's inputs (all of
     ``x_train``, not the labels and not a trial's subset): per channel for images,
     per feature otherwise. ``images=True`` returns NCHW tensors built from
-    ``data.image_shape``; otherwise rows are flattened to ``(N, D)``.
+    ``data.image_shape``; otherwise rows are flattened to ``(N, D)``. The arithmetic is
+    float64 (a feature with a large offset keeps its spread); only the result is float32.
     """
     if images and not data.is_image:
         raise ModelError("this model needs images, but the dataset has image_shape=None.")
@@ -600,7 +636,8 @@ def prepare_inputs(data: Dataset, images: bool) -> tuple[torch.Tensor, torch.Ten
 
     def standardise(x: np.ndarray) -> torch.Tensor:
         rows = x.reshape(len(x), -1, len(mean)) if data.is_image else x.reshape(len(x), -1)
-        z = ((rows.astype(np.float32) / np.float32(pixel) - mean) / std).astype(np.float32)
+        z = _centred(rows, mean, pixel)
+        z /= std.astype(np.float32)
         if images:
             z = np.ascontiguousarray(z.reshape(len(x), *hwc).transpose(0, 3, 1, 2))
         return torch.from_numpy(z.reshape(len(x), -1) if not images else z)
@@ -781,6 +818,85 @@ def _mlp_step(ws, bs, mws, mbs, wc, x, y, lr, mu: float, wd: float, nesterov: bo
     return [w.to(dt) for w in ws]
 
 
+def _call_factory(factory: Callable) -> nn.Module:
+    """``factory()``, with a message when it wants arguments."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins, some C callables: just call it
+        sig = None
+    required = [] if sig is None else [
+        n for n, p in sig.parameters.items()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required:
+        raise ModelError(f"the model factory {_callable_name(factory)} takes arguments {required}, but it is "
+                         "called with none (once per model); bind them first: functools.partial(factory, ...) "
+                         "or lambda: factory(...).")
+    return factory()
+
+
+def _check_no_embedding(module: nn.Module) -> None:
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Embedding | nn.EmbeddingBag):
+            raise ModelError(
+                f"module {name or type(module).__name__!r} is {type(m).__name__}, which needs integer ids, but "
+                "TorchLearner feeds every model standardised float inputs; give it float features (e.g. "
+                "one-hot), or train such models with your own loop through ts.CallableLearner.")
+
+
+def _has_lazy_layers(module: nn.Module) -> bool:
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    return any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params() for m in module.modules())
+
+
+def _check_output(probe: nn.Module, x: torch.Tensor, n_classes: int) -> None:
+    with torch.no_grad():
+        try:
+            out = probe(x)
+        except Exception as e:
+            raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: {e}") from e
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"the model returned a {type(out).__name__}, not a tensor of logits; make forward "
+                         f"return the logits of shape (batch, {n_classes}) (wrap the model in a module that "
+                         "picks them out of its outputs).")
+    if out.shape != (2, n_classes):
+        raise ModelError(f"the model returned outputs of shape {tuple(out.shape)} for 2 examples; "
+                         f"it must return logits of shape (batch, {n_classes}).")
+
+
+def _check_own_weights(a: nn.Module, b: nn.Module) -> None:
+    """Two builds must not share parameters: every model of a study would then train one set
+    (and the user's shared module would be overwritten). Identical starting weights only warn:
+    a pretrained start is legitimate, but then the models differ only by their data order."""
+    ids = {id(p): n for n, p in a.named_parameters()}
+    shared = [ids[id(p)] for p in b.parameters() if id(p) in ids]
+    if shared:
+        raise ModelError(
+            f"the model factory returns modules that share parameters ({shared[:3]}"
+            f"{' ...' if len(shared) > 3 else ''}): every call must build new weights, or all models of a "
+            "study would train one set. Build the layers inside the factory; to start from a pretrained "
+            "module, copy it: copy.deepcopy(pretrained).")
+    pa, pb = list(a.parameters()), list(b.parameters())
+    if pa and len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True)):
+        warnings.warn("the model factory built identical weights for two different seeds (it ignores "
+                      "torch's random state, e.g. a copy of one module): the models of a study will differ "
+                      "only by their data and batch order.", stacklevel=4)
+
+
+def _trained_names(probe: nn.Module, x: torch.Tensor) -> set[str]:
+    """Parameters that SGD updates: requires_grad and reached by the loss (as torch.optim.SGD,
+    which skips parameters without a gradient)."""
+    named = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
+    if named:
+        out = probe(x)
+        grads = torch.autograd.grad(out.float().sum(), [p for _, p in named], allow_unused=True)
+        named = [(n, p) for (n, p), g in zip(named, grads, strict=True) if g is not None]
+    if not named:
+        raise ModelError("the model has no trainable parameters (requires_grad=True and used by forward): "
+                         "there is nothing to train.")
+    return {n for n, _ in named}
+
+
 class _FuncPopulation(_Population):
     """Any nn.Module, stacked with torch.func.stack_module_state and run under vmap."""
 
@@ -793,17 +909,15 @@ class _FuncPopulation(_Population):
                                                n_classes=n_classes, widths=cfg.widths)
         else:
             self.factory = cfg.model
+        self.probe_x = xtr[:2].to(dev)  # also materialises lazy layers in _build
         probe = self._build(0)
-        self.n_params = sum(p.numel() for p in probe.parameters())
-        with torch.no_grad():
-            try:
-                out = probe(xtr[:2].to(dev))
-            except Exception as e:
-                raise ModelError(f"the model failed on inputs of shape {tuple(xtr[:2].shape)}: {e}") from e
-        if out.shape != (2, n_classes):
-            raise ModelError(f"the model returned outputs of shape {tuple(out.shape)} for 2 examples; "
-                             f"it must return logits of shape (batch, {n_classes}).")
-        self.base = probe.to("meta")
+        _check_output(probe, self.probe_x, n_classes)
+        _check_own_weights(probe, self._build(1))
+        self.trained = _trained_names(probe, self.probe_x)  # requires_grad and used by forward
+        self.n_params = sum(p.numel() for n, p in probe.named_parameters() if n in self.trained)
+        # the module functional_call runs (on the real device: moving it to "meta" would untie tied
+        # weights); a copy, so that nothing the factory shares with the user's objects is touched
+        self.base = copy.deepcopy(probe)
         compile_ = cfg.compile
         if compile_ == "auto":
             compile_ = dev.type == "cuda"
@@ -830,11 +944,16 @@ class _FuncPopulation(_Population):
     def _build(self, seed) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_torch_seed(seed, 0))
-            module = self.factory()
-        if not isinstance(module, nn.Module):
-            raise ModelError(f"the model factory returned {type(module).__name__}, not an nn.Module.")
-        check_no_running_stats(module)
-        return module.to(self.dev)
+            module = _call_factory(self.factory)
+            if not isinstance(module, nn.Module):
+                raise ModelError(f"the model factory returned {type(module).__name__}, not an nn.Module.")
+            check_no_running_stats(module)
+            _check_no_embedding(module)
+            module = module.to(self.dev)
+            if _has_lazy_layers(module):  # sized by a first forward pass, from this seed's stream
+                with torch.no_grad():
+                    module(self.probe_x)
+        return module
 
     def _ac(self):
         if self.autocast:
@@ -848,23 +967,26 @@ class _FuncPopulation(_Population):
 
         cfg = self.cfg
         models = [self._build(s) for s in seeds]
-        params, buffers = stack_module_state(models)
-        params = {k: v.detach().clone() for k, v in params.items()}
+        stacked, buffers = stack_module_state(models)
+        # trained parameters get gradients and updates; frozen (requires_grad=False) and unused
+        # ones ride along as constants, as torch.optim.SGD leaves parameters without a gradient
+        params = {k: v.detach().clone() for k, v in stacked.items() if k in self.trained}
+        fixed = {k: v.detach() for k, v in stacked.items() if k not in self.trained}
         moms = {k: torch.zeros_like(v) for k, v in params.items()}
         base = self.base
         base.train()
         ls, ac = cfg.label_smoothing, self._ac
 
-        def loss_fn(p, b, x, y):
+        def loss_fn(p, f, b, x, y):
             with ac():
-                out = functional_call(base, (p, b), (x,))
+                out = functional_call(base, (p, f, b), (x,))
             return F.cross_entropy(out.float(), y, label_smoothing=ls)
 
-        grad_fn = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0), randomness="different")
+        grad_fn = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0, 0), randomness="different")
         mu, wd, nest = cfg.momentum, cfg.weight_decay, cfg.nesterov
 
-        def step(p, m, b, x, y, lr):
-            grads = grad_fn(p, b, x, y)
+        def step(p, f, m, b, x, y, lr):
+            grads = grad_fn(p, f, b, x, y)
             for k in p:
                 _sgd_update(p[k], m[k], grads[k], lr, mu, wd, nest)
 
@@ -880,8 +1002,8 @@ class _FuncPopulation(_Population):
             for t in range(idx.shape[0]):
                 it = idx[t]
                 xb = aug(t, it) if aug is not None else gather_rows(xtr, it)
-                step(params, moms, buffers, xb, gather_rows(ytr, it), lrs[t])
-        return params, buffers
+                step(params, fixed, moms, buffers, xb, gather_rows(ytr, it), lrs[t])
+        return params | fixed, buffers
 
     def _train_each(self, xtr, ytr, masks, seeds):
         """The same recipe, one plain module at a time (autograd; faster on CPU)."""
@@ -892,7 +1014,7 @@ class _FuncPopulation(_Population):
         for k, seed in enumerate(seeds):
             module = self._build(seed)
             module.train()
-            params = list(module.parameters())
+            params = [p for n, p in module.named_parameters() if n in self.trained]
             moms = [torch.zeros_like(p) for p in params]
             with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
                 torch.manual_seed(_torch_seed(seed, 3))  # dropout-like randomness inside the model
@@ -972,7 +1094,7 @@ class _FuncPopulation(_Population):
 
         fn = vmap(fwd, in_dims=(0, 0, 0), randomness="different")
         preds, probs = [], []
-        g = next(iter(params.values())).shape[0]
+        g = next(iter(params.values())).shape[0]  # (there is a trained parameter: _trained_names)
         for s in range(0, len(y), self.cfg.eval_batch_size):
             xb = x[s:s + self.cfg.eval_batch_size]
             # a shared batch expanded (no copy) to every model; vmap of GroupNorm refuses in_dims=None
