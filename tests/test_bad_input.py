@@ -100,3 +100,16 @@ def test_learner_returning_bad_shapes_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="test_pred of shape"):
         study.run(progress=False)
     assert study.store.done().sum() == 0
+
+
+def test_label_forms_users_bring():
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    flags = ts.from_arrays(x, np.arange(30) % 2 == 0)  # bool: False is class 0
+    assert flags.classes == ["0", "1"] and set(flags.y_train.tolist()) == {0, 1}
+    for raw in (np.array([b"cat", b"dog", b"eel"] * 10), np.array([b"cat", b"dog", b"eel"] * 10, dtype=object)):
+        assert ts.from_arrays(x, raw).classes == ["cat", "dog", "eel"]
+    with pytest.raises(DataError, match=r"labels are the class names themselves.*y.astype\(str\)"):
+        ts.from_arrays(x, np.array([3, 7, 9] * 10), classes=["3", "7", "9"])
+    with pytest.raises(DataError, match=r"no example in the test split.*larger test_fraction"):
+        ts.from_arrays(x[:10], np.arange(10) % 5)
+    assert ts.from_arrays(x, np.array([3, 7, 9] * 10).astype(str), classes=["3", "7", "9"]).classes == ["3", "7", "9"]

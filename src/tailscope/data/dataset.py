@@ -186,11 +186,15 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
     rows = missing_labels(y)
     if len(rows):
         raise _missing_label_error(name, rows, y)
+    if y.dtype == bool:  # binary labels: False is class 0, True class 1
+        return y.astype(np.int64)
+    if y.dtype.kind == "S":  # bytes (e.g. read from HDF5): names
+        return np.char.decode(y, "utf-8")
     if y.dtype != object or not len(y):
         return y
     kinds: dict[str, object] = {}
     for v in y:
-        if isinstance(v, (str, np.str_)):
+        if isinstance(v, (str, np.str_, bytes, np.bytes_)):
             kinds.setdefault("str", v)
         elif isinstance(v, (bool, np.bool_)):
             kinds.setdefault("bool", v)
@@ -201,13 +205,13 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
         else:
             kinds.setdefault(type(v).__name__, v)
     if set(kinds) == {"str"}:
-        return y.astype(str)
+        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in y])
     if set(kinds) == {"int"}:
         return y.astype(np.int64)
     if set(kinds) <= {"int", "float"}:
         return y.astype(np.float64)
     if set(kinds) == {"bool"}:
-        return y.astype(bool)
+        return y.astype(np.int64)
     if "str" in kinds:
         other = next(v for k, v in kinds.items() if k != "str")
         raise DataError(
@@ -362,6 +366,17 @@ def encode_string_labels(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.nd
     return np.searchsorted(names, y_train), np.searchsorted(names, y_test), [str(c) for c in names]
 
 
+def _check_ids_are_not_names(y: np.ndarray, names: list[str]) -> None:
+    """Integer labels index ``classes``; labels that are the names themselves (3, 7, 9 with
+    classes ["3", "7", "9"]) would fall outside 0..C-1: say how to match them by name."""
+    values = np.unique(y)
+    if len(values) and (values.min() < 0 or values.max() >= len(names)) and \
+            {str(v) for v in values.tolist()} <= set(names):
+        raise DataError(f"integer labels index classes (label k is classes[k]), but these labels are the class "
+                        f"names themselves ({[str(v) for v in values[:5].tolist()]} ...); pass them as names "
+                        "so they are matched by name: y.astype(str).")
+
+
 def encode_labels(y_train: np.ndarray, y_test: np.ndarray,
                   classes=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels as integers 0..C-1 plus the class names.
@@ -387,6 +402,7 @@ def encode_labels(y_train: np.ndarray, y_test: np.ndarray,
     if dupes:
         raise DataError(f"classes lists {dupes[:5]} more than once; every class name must be unique.")
     if not is_str_tr:
+        _check_ids_are_not_names(y_train, names)
         return y_train, y_test, names
     index = {c: k for k, c in enumerate(names)}
     out = []

@@ -146,6 +146,10 @@ def from_arrays(
         if len(y_train) == 0:
             raise DataError("the training split is empty (x and y have 0 rows); provide labeled examples.")
         tr, te = stratified_split(y_train, test_fraction, split_seed)
+        if len(te) == 0:
+            raise DataError(f"the automatic split put no example in the test split: test_fraction={test_fraction:g} "
+                            f"of each class rounds to 0 with {len(y_train)} examples; pass a larger test_fraction, "
+                            "or give x_test and y_test.")
         x_train, x_test, y_train, y_test = x_train[tr], x_train[te], y_train[tr], y_train[te]
     else:
         x_test = np.asarray(x_test)
