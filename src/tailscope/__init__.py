@@ -10,6 +10,7 @@ from tailscope._version import __version__
 from tailscope.data import (
     DataError,
     Dataset,
+    exact_duplicates,
     from_arrays,
     from_huggingface,
     from_torch,
@@ -37,7 +38,7 @@ __all__ = [
     "__version__", "CallableLearner", "DataError", "Dataset", "Design", "EstimateOptions", "Learner",
     "LearnerError", "Predictions", "Scores", "ScoresUnreadable", "SklearnLearner", "StoreError", "Study",
     "SyntheticLearner", "TorchLearner", "TrialStore",
-    "estimate", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
+    "estimate", "exact_duplicates", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
     "theoretical_se_bound",
 ]
 

@@ -6,11 +6,12 @@ import inspect
 
 from tailscope.data.builtin import BUILTIN
 from tailscope.data.dataset import DataError, Dataset, stratified_split
+from tailscope.data.duplicates import ExactDuplicates, exact_duplicates
 from tailscope.data.loaders import LOADERS, from_arrays, from_huggingface, from_torch
 from tailscope.data.preprocess import preprocess
 
-__all__ = ["DataError", "Dataset", "from_arrays", "from_huggingface", "from_torch", "load_dataset",
-           "preprocess", "stratified_split"]
+__all__ = ["DataError", "Dataset", "ExactDuplicates", "exact_duplicates", "from_arrays", "from_huggingface",
+           "from_torch", "load_dataset", "preprocess", "stratified_split"]
 
 
 def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
