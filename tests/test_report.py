@@ -306,3 +306,49 @@ def test_renders_in_headless_chromium(digits_report, tmp_path):
     assert shot.is_file(), res.stderr[-2000:]
     a = np.asarray(Image.open(shot).convert("L"))
     assert a.shape == (2000, 1200) and a.std() > 10
+
+
+# ----------------------------------------------------------------- what the estimates do not know
+def test_memorization_intervals_shown_where_the_se_is_zero(digits_report, synthetic_report):
+    study, scores, _, page = digits_report
+    zero = np.isfinite(scores.mem_se) & (scores.mem_se == 0)
+    assert zero.any()  # 12 trials: many examples every model gets right
+    row = html.unescape(_row(page, "mem_ci"))
+    assert f"the {int(zero.sum()):,} examples with SE 0 (every trial agreed) still have intervals" in row
+    assert "SE 0 does not mean mem is known exactly" in row and "Agresti–Caffo" in row
+    assert "see the 95% intervals below" in _row(page, "max_mem_se")
+    # every memorized card: mem, SE and its 95% interval, as in the scores
+    gal = _block(page, 'data-gallery="memorized"', "</section>")
+    idx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)</span>', gal)]
+    cis = re.findall(r'<span class="ci">95% CI \[([-0-9.]+), ([-0-9.]+)\]</span>', gal)
+    assert len(cis) == len(idx) > 0
+    np.testing.assert_allclose(np.array(cis, float), np.c_[scores.mem_ci_low[idx], scores.mem_ci_high[idx]],
+                               atol=5e-3)
+    assert "Agresti&ndash;Caffo" in _block(page, '<section id="memorized">', "</section>")
+    # tables of feature-vector datasets get an interval column
+    _, sscores, _, spage = synthetic_report
+    tab = _block(spage, '<table class="sortable examples" data-gallery="memorized">', "</table>")
+    assert "<th data-sort class=\"num\">95% CI</th>" in tab
+    rows = re.findall(r'<td class="num" data-v="(\d+)">\d+</td>.*?<td class="num ci" data-v="[^"]*">'
+                      r'\[([-0-9.]+), ([-0-9.]+)\]</td>', tab)
+    assert rows
+    for i, lo, hi in rows:
+        assert float(lo) == pytest.approx(sscores.mem_ci_low[int(i)], abs=5e-3)
+        assert float(hi) == pytest.approx(sscores.mem_ci_high[int(i)], abs=5e-3)
+
+
+def test_pairs_noise_share_is_said_next_to_the_pair_count(synthetic_report, tmp_path):
+    study, scores, _, page = synthetic_report
+    assert scores.pairs_false_share_est is not None and len(scores.pairs)
+    said = (f"About {pct(scores.pairs_false_share_est, 0)} of these pairs are expected to be noise at this "
+            "number of trials")
+    assert said in _row(page, "n_pairs")
+    assert f"({scores.n_pairs_negative:,} pairs reach infl &le; &minus;0.150" in _row(page, "n_pairs")
+    assert "run more trials to sharpen" in _row(page, "n_pairs")
+    assert said in _block(page, '<section id="influence">', "</section>")
+    # not recorded (older scores, or a threshold with no mirror): nothing claimed
+    import dataclasses
+
+    unrecorded = dataclasses.replace(scores, n_pairs_negative=None, pairs_false_share_est=None)
+    text = write_report(study, out_dir=tmp_path / "r", scores=unrecorded).read_text()
+    assert "expected to be noise" not in text

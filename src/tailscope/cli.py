@@ -181,6 +181,20 @@ def estimate_cmd(
     console.print(f"estimated from {scores.trials} trials{planned} in {time.perf_counter() - t0:.1f} s -> "
                   f"{scores_dir}", soft_wrap=True)
     console.print_json(json.dumps(scores.summary()))
+    noise = pairs_noise_text(scores)
+    if noise:
+        console.print(noise, soft_wrap=True, highlight=False)
+
+
+def pairs_noise_text(scores) -> str | None:
+    """One plain sentence on the mirror estimate of how many kept pairs are noise (None if not recorded)."""
+    share, neg, t = scores.pairs_false_share_est, scores.n_pairs_negative, scores.infl_threshold
+    if share is None or neg is None or t is None:
+        return None
+    found = int(scores.options.get("pairs_found", len(scores.pairs)))
+    return (f"high-influence pairs: {found:,} at infl >= {t:g}, {neg:,} at <= -{t:g} (mirror); about "
+            f"{100 * share:.0f}% of the kept pairs are expected to be noise at this number of trials "
+            "(run more trials to sharpen).")
 
 
 @app.command()

@@ -10,6 +10,11 @@ For training example i, with t_in trials that trained on it and t_out that did n
     se         = sqrt(s_in^2 / t_in + s_out^2 / t_out)               (sample variances, ddof=1)
 
 The "soft" versions use the probability of the true label instead of 0/1 correctness.
+
+Beside the plug-in SE (0 when all of an example's outcomes agree), mem gets a 95%
+Agresti-Caffo interval (:func:`tailscope.scores.mem_interval`). The kept influence pairs
+get a mirror estimate of their noise share: the count of eligible pairs at or below
+-threshold, over the count at or above +threshold, taken in the same pass over the tiles.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 
 from tailscope.design import theoretical_se_bound
 from tailscope.learners.base import Predictions
-from tailscope.scores import Scores
+from tailscope.scores import Scores, mem_interval
 from tailscope.store import Block, TrialStore
 
 PAPER_MEM_THRESHOLD = 0.25
@@ -34,7 +39,9 @@ PAPER_INFL_THRESHOLD = 0.15
 class EstimateOptions:
     """Knobs of :func:`estimate`.
 
-    infl_threshold : pairs with influence at or above it are kept (paper: 0.15).
+    infl_threshold : pairs with influence at or above it are kept (paper: 0.15). Pairs at
+        or below minus it are counted (``n_pairs_negative``) for the mirror estimate of
+        the kept pairs' noise share (``Scores.pairs_false_share_est``, also in its summary).
     same_class : keep only pairs whose train and test labels agree (paper: yes).
     top_k : the k most influential training examples per test example (0: none; at
         most n are kept). Ties go to the lower training index, whatever the tiling.
@@ -204,6 +211,7 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     scores = mem.scores(y_tr, y_te, infl, store.config)
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
                       "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs), "pairs_found": int(infl.found)}
+    scores.n_pairs_negative, scores.pairs_false_share_est = infl.negative, infl.false_share()
     if infl.found > opt.max_pairs:
         warnings.warn(f"{infl.found:,} pairs have influence >= {opt.infl_threshold:g}, more than max_pairs="
                       f"{opt.max_pairs:,}; only the {opt.max_pairs:,} largest are kept (Scores.pairs is cut "
@@ -308,7 +316,9 @@ class _MemAccumulator:
 
     def scores(self, y_tr, y_te, infl: _InfluenceCollector, config: dict) -> Scores:
         mem, se, p_in, p_out = self.hard.contrast(self.n_in, self.n_out)
-        smem, sse, _, _ = self.soft.contrast(self.n_in, self.n_out)
+        smem, sse, sp_in, sp_out = self.soft.contrast(self.n_in, self.n_out)
+        ci_low, ci_high = mem_interval(p_in, self.n_in, p_out, self.n_out)
+        sci_low, sci_high = mem_interval(np.clip(sp_in, 0, 1), self.n_in, np.clip(sp_out, 0, 1), self.n_out)
         counts = self.out_pred.reshape(self.n, self.C)
         n_out = counts.sum(1)
         ratio = config["design"]["ratio"]
@@ -326,6 +336,7 @@ class _MemAccumulator:
             se_curve_trials=curve[:, 0].astype(np.int64), se_curve_median=curve[:, 1],
             trial_test_acc=np.array(self.test_acc), trial_in_acc=np.array(self.in_acc),
             trial_out_acc=np.array(self.out_acc), config=config,
+            mem_ci_low=ci_low, mem_ci_high=ci_high, soft_mem_ci_low=sci_low, soft_mem_ci_high=sci_high,
         )
 
 
@@ -414,6 +425,8 @@ class _InfluenceCollector:
         self.max_infl = np.full(n, np.nan)
         self.max_infl_arg = np.full(n, -1, dtype=np.int64)
         self.found = 0  # pairs at or above the threshold, also those max_pairs drops
+        # the mirror of the kept pairs: eligible pairs at or below -threshold (None: threshold <= 0)
+        self.negative: int | None = 0 if opt.infl_threshold > 0 else None
         self.full = None
         if opt.full_matrix_path:
             g = _open_matrix(str(opt.full_matrix_path), n, n_test)
@@ -440,6 +453,9 @@ class _InfluenceCollector:
         self.max_infl[tile] = np.where(np.isfinite(best), best, np.nan)
         self.max_infl_arg[tile] = np.where(np.isfinite(best), np.argmax(scored, axis=1), -1)
         self._merge_topk(tile, scored, se)
+        if self.negative is not None:  # same eligibility as kept pairs; NaN compares False
+            low = infl <= -self.opt.infl_threshold
+            self.negative += int(np.count_nonzero(low & same if self.opt.same_class else low))
         ii, jj = np.nonzero(scored >= self.opt.infl_threshold)
         if len(ii):
             self.parts.append({"tr_idx": tile[ii], "tt_idx": jj, "infl": infl[ii, jj], "infl_se": se[ii, jj],
@@ -448,6 +464,20 @@ class _InfluenceCollector:
             self.found += len(ii)
             if self.kept > 2 * self.opt.max_pairs:
                 self._truncate()
+
+    def false_share(self) -> float | None:
+        """Mirror (target-decoy) estimate of the share of kept pairs that are noise.
+
+        With no true influence an estimate is as likely to land at or below -threshold
+        as at or above +threshold, so the count on the negative side estimates how many
+        of the pairs found are noise: min(1, n_negative / n_found). It is an estimate,
+        not a bound: true negative influence (rare within a class) raises it, and for
+        test examples almost always right (or wrong) the two noise tails differ. None
+        when the threshold is not positive (no mirror) or no pair was found.
+        """
+        if self.negative is None or not self.found:
+            return None
+        return min(1.0, self.negative / self.found)
 
     def _merge_topk(self, tile, scored, se) -> None:
         k = self.topk_idx.shape[1]

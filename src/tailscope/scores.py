@@ -31,6 +31,13 @@ class Scores:
 
     ``max_infl`` is NaN (``max_infl_test`` -1) for an example with no eligible test example.
 
+    ``mem_ci_low``/``mem_ci_high`` (and ``soft_mem_ci_low``/``soft_mem_ci_high``) bound a
+    95% confidence interval for mem: the Agresti-Caffo interval (:func:`mem_interval`),
+    which, unlike ``mem +- 1.96 mem_se``, keeps its coverage when all of an example's
+    outcomes agree (there ``mem_se`` is 0). NaN where the example was in every trial or
+    in none. Scores saved before the intervals were recorded get the hard one computed
+    from ``acc_in``/``acc_out`` on load and the soft one NaN.
+
     Per test example: ``topk_idx``/``topk_infl``/``topk_se`` (n_test, k), the most
     influential training examples, ties to the lower training index; slots no eligible
     training example can fill (k larger than the class) hold index -1 and NaN.
@@ -68,6 +75,28 @@ class Scores:
     #: the estimation options that shaped ``pairs`` and the top-k (infl_threshold, same_class,
     #: top_k, max_pairs); empty for scores saved before they were recorded
     options: dict = field(default_factory=dict)
+    mem_ci_low: np.ndarray | None = None
+    mem_ci_high: np.ndarray | None = None
+    soft_mem_ci_low: np.ndarray | None = None
+    soft_mem_ci_high: np.ndarray | None = None
+    #: the mirror of the kept pairs: eligible pairs (same class when kept pairs are) with influence
+    #: at or below -infl_threshold, and min(1, that / pairs found), the estimated share of kept
+    #: pairs that are noise; None when not recorded (older scores, a threshold <= 0, no pairs)
+    n_pairs_negative: int | None = None
+    pairs_false_share_est: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mem_ci_low is None or self.mem_ci_high is None:  # scores saved before intervals existed
+            self.mem_ci_low, self.mem_ci_high = mem_interval(self.acc_in, self.n_in, self.acc_out, self.n_out)
+        if self.soft_mem_ci_low is None or self.soft_mem_ci_high is None:  # their soft means were not kept
+            self.soft_mem_ci_low = np.full(len(self.mem), np.nan)
+            self.soft_mem_ci_high = np.full(len(self.mem), np.nan)
+        self.pairs = with_label_names(self.pairs, self.classes)
+
+    def class_names(self, labels) -> np.ndarray:
+        """The class names of integer ``labels`` (an id outside ``classes`` as its digits)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        return _names(labels, self.classes)
 
     # ------------------------------------------------------------- views
     def memorization_frame(self) -> pd.DataFrame:
@@ -78,6 +107,11 @@ class Scores:
             "soft_mem": self.soft_mem, "soft_se": self.soft_mem_se, "out_pred": self.out_pred,
             "out_pred_share": self.out_pred_share, "max_infl": self.max_infl,
             "max_infl_test": self.max_infl_test,
+            "mem_ci_low": self.mem_ci_low, "mem_ci_high": self.mem_ci_high,
+            "soft_mem_ci_low": self.soft_mem_ci_low, "soft_mem_ci_high": self.soft_mem_ci_high,
+            "label_name": self.class_names(self.y_train),
+            # examples never held out have no held-out prediction: no name (out_pred is 0 there)
+            "out_pred_name": np.where(np.asarray(self.n_out) > 0, self.class_names(self.out_pred), None),
         })
 
     def influence_pairs(self, threshold: float | None = None, same_class: bool = True) -> pd.DataFrame:
@@ -117,6 +151,7 @@ class Scores:
     def summary(self) -> dict:
         """Headline numbers (JSON-able)."""
         finite = np.isfinite(self.mem_se)
+        width = np.asarray(self.mem_ci_high, float) - np.asarray(self.mem_ci_low, float)
         return {
             "trials": int(self.trials), "ratio": self.ratio, "n_train": len(self.mem),
             "n_test": len(self.y_test),
@@ -131,9 +166,14 @@ class Scores:
             if np.isfinite(self.mem).any() else None,
             "n_mem_ge_0.25": int(np.sum(self.mem >= 0.25)),
             "n_mem_estimated": int(np.isfinite(self.mem).sum()),
+            # an SE of 0 (every trial agreed) is not certainty: the 95% interval says how wide it is
+            "n_mem_se_zero": int(np.sum(self.mem_se[finite] == 0)),
+            "median_mem_ci_width": float(np.median(width[np.isfinite(width)])) if np.isfinite(width).any() else None,
             "n_pairs": len(self.pairs),
             "min_n_in": int(self.n_in.min()), "min_n_out": int(self.n_out.min()),
-        } | ({"infl_threshold": self.infl_threshold} if self.infl_threshold is not None else {})
+        } | ({"infl_threshold": self.infl_threshold} if self.infl_threshold is not None else {}) | (
+            {"n_pairs_negative": int(self.n_pairs_negative), "pairs_false_share_est": self.pairs_false_share_est}
+            if self.n_pairs_negative is not None else {})
 
     @property
     def infl_threshold(self) -> float | None:
@@ -230,9 +270,11 @@ class Scores:
             if len(ids) > 1:
                 raise ScoresUnreadable(f"the scores in {loc.root} mix files of two saves (e.g. two estimates "
                                        "saved at once); rerun `tailscope estimate` on the study to write them again.")
+            recorded = meta.get("summary") or {}
             scores = cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
                          se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
-                         **arrays)
+                         n_pairs_negative=recorded.get("n_pairs_negative"),
+                         pairs_false_share_est=recorded.get("pairs_false_share_est"), **arrays)
         except ScoresUnreadable:
             raise
         except Exception as e:  # truncated or missing files, a JSON cut short, files of another version
@@ -244,6 +286,47 @@ class Scores:
                                    "counts disagree), e.g. after a save was interrupted; rerun "
                                    "`tailscope estimate` on the study to write them again.")
         return scores
+
+
+def mem_interval(p_in, n_in, p_out, n_out, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
+    """Agresti-Caffo confidence interval for p_in - p_out (95% at the default ``z``).
+
+    One success and one failure are added to each group: p~ = (n p + 1) / (n + 2), and the
+    interval is (p~_in - p~_out) +- z sqrt(p~_in (1 - p~_in) / (n_in + 2) + p~_out (1 - p~_out)
+    / (n_out + 2)), clipped to [-1, 1]. Unlike the plug-in SE it is never of width 0 when
+    all outcomes agree, and its coverage stays near 95% for proportions near 0 or 1. For
+    means of values in [0, 1] (soft scores) it is conservative: such a variable's variance
+    is at most p (1 - p). NaN where ``n_in`` or ``n_out`` is 0.
+    """
+    n_in, n_out = np.asarray(n_in, np.float64), np.asarray(n_out, np.float64)
+    with np.errstate(invalid="ignore"):
+        a = (np.asarray(p_in, np.float64) * n_in + 1) / (n_in + 2)
+        b = (np.asarray(p_out, np.float64) * n_out + 1) / (n_out + 2)
+        half = z * np.sqrt(a * (1 - a) / (n_in + 2) + b * (1 - b) / (n_out + 2))
+    none = (n_in <= 0) | (n_out <= 0) | ~np.isfinite(half)
+    lo = np.where(none, np.nan, np.clip(a - b - half, -1, 1))
+    hi = np.where(none, np.nan, np.clip(a - b + half, -1, 1))
+    return lo, hi
+
+
+def _names(labels: np.ndarray, classes) -> np.ndarray:
+    """Class names (object array) of integer labels; ids outside ``classes`` as their digits."""
+    table = np.array([str(c) for c in classes], dtype=object)
+    inside = (labels >= 0) & (labels < len(table))
+    out = np.array([str(v) for v in labels], dtype=object) if not inside.all() else np.empty(len(labels), object)
+    out[inside] = table[labels[inside]]
+    return out
+
+
+def with_label_names(pairs: pd.DataFrame, classes) -> pd.DataFrame:
+    """``pairs`` with ``tr_label_name``/``tt_label_name`` beside its integer labels (added if missing)."""
+    add = {f"{c}_name": _names(pairs[c].to_numpy(np.int64), classes) for c in ("tr_label", "tt_label")
+           if c in pairs and f"{c}_name" not in pairs}
+    if not add:
+        return pairs
+    out = pairs.assign(**add)
+    out.attrs = dict(pairs.attrs)
+    return out
 
 
 def _age_s(fs, entry: dict) -> float:

@@ -40,6 +40,11 @@ _IMAGE_DIRS = ("img", "figures", "analyses")
 _REPORT_ENTRIES = {"index.html", *_IMAGE_DIRS}  # all a report folder holds
 
 
+CI_SENTENCE = ("The 95% interval is the Agresti&ndash;Caffo interval for a difference of two proportions "
+               "(one success and one failure added to the trials with and without the example); unlike "
+               "mem &plusmn; 1.96 SE it keeps its coverage when all trials agree.")
+
+
 def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None = None,
                  data: Dataset | None = None, scores: Scores | None = None) -> Path | str:
     """Write the HTML report of a study and return the path of its ``index.html``.
@@ -230,6 +235,36 @@ class _Builder:
         return (f"over the examples with an SE; {fmt(missing)} have none (n/a: in every or no trial, or in or "
                 "out of fewer than 2)")
 
+    def ci_text(self, i: int) -> str:
+        """The 95% interval of example i's mem, as "[low, high]" (n/a without one)."""
+        lo, hi = self.s.mem_ci_low[i], self.s.mem_ci_high[i]
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return "n/a"
+        return f"[{fmt(lo, 2)}, {fmt(hi, 2)}]"
+
+    def ci_summary_text(self) -> str:
+        """The summary row on the 95% intervals of mem (HTML)."""
+        s = self.s
+        width = np.asarray(s.mem_ci_high, float) - np.asarray(s.mem_ci_low, float)
+        if not np.isfinite(width).any():
+            return "n/a (no example was both in and out of some trials)"
+        text = f"median width {fmt(float(np.median(width[np.isfinite(width)])), 3)}"
+        zero = np.isfinite(s.mem_se) & (s.mem_se == 0) & np.isfinite(width)
+        if zero.any():
+            text += (f"; the {fmt(int(zero.sum()))} examples with SE 0 (every trial agreed) still have intervals "
+                     f"about {fmt(float(np.median(width[zero])), 3)} wide: SE 0 does not mean mem is known exactly")
+        return text + ". " + CI_SENTENCE
+
+    def pairs_noise_text(self) -> str:
+        """One sentence on the mirror estimate of the kept pairs' noise share (HTML; empty if not recorded)."""
+        share, neg = self.s.pairs_false_share_est, self.s.n_pairs_negative
+        if share is None or neg is None or self.s.infl_threshold is None:
+            return ""
+        t = fmt(self.s.infl_threshold, 3)
+        return (f"About {pct(share, 0)} of these pairs are expected to be noise at this number of trials "
+                f"({fmt(int(neg))} pairs reach infl &le; &minus;{t}, and noise reaches either side about "
+                "equally often); run more trials to sharpen.")
+
     def infl_threshold_text(self) -> str:
         """The influence threshold these scores were estimated with, in words (HTML)."""
         t = self.s.infl_threshold
@@ -324,11 +359,15 @@ class _Builder:
              f"<span class=\"b\">{fmt(s['se_bound'], 4)}</span>)"),
             ("max_mem_se", "Largest standard error of mem",
              f"{fmt(s.get('max_mem_se'), 4)} (" + self.se_coverage_text()
-             + "; examples every model gets right have SE 0, which pulls the median down)"),
+             + "; examples every model gets right have SE 0, which pulls the median down: see the 95% "
+             "intervals below)"),
+            ("mem_ci", "95% confidence intervals of mem", self.ci_summary_text()),
             ("n_mem", "Memorized examples (mem \u2265 0.25)",
              f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s.get('n_mem_estimated', s['n_train']))} with an estimate "
              f"({pct(s['frac_mem_ge_0.25'], 2)})"),
-            ("n_pairs", "High-influence pairs kept", f"{fmt(s['n_pairs'])} ({self.infl_threshold_text()})"),
+            ("n_pairs", "High-influence pairs kept",
+             f"{fmt(s['n_pairs'])} ({self.infl_threshold_text()})"
+             + (f"<br>{self.pairs_noise_text()}" if self.pairs_noise_text() else "")),
             ("min_counts", "Fewest trials with / without an example",
              f"{fmt(s['min_n_in'])} / {fmt(s['min_n_out'])}"),
         ]
@@ -369,8 +408,9 @@ class _Builder:
         if above:
             lead = (f"The {fmt(len(idx))} most memorized training examples "
                     + (f"(of {fmt(n_above)} with mem &ge; 0.25)" if n_above > len(idx) else "(all with mem &ge; 0.25)")
-                    + ", highest first. Under each: the label it was given, mem &plusmn; standard error, and what "
-                    "the models that did not train on it predict instead (their most frequent answer and its share). "
+                    + ", highest first. Under each: the label it was given, mem &plusmn; standard error, its 95% "
+                    "interval, and what the models that did not train on it predict instead (their most frequent "
+                    "answer and its share). " + CI_SENTENCE + " "
                     "Atypical, ambiguous or mislabeled examples are learned only by fitting them individually.")
         else:
             lead = (f"No training example reaches mem &ge; 0.25; these are the {fmt(len(idx))} with the highest "
@@ -404,11 +444,13 @@ class _Builder:
                     + self.img("train", i, f"training example {i}, label {self.cname(s.y_train[i])}")
                     + f'<figcaption class="cap"><span class="lab">{esc(self.cname(s.y_train[i]))}</span> '
                     f'<span class="muted">#{i}</span><br>mem <span class="mem">{fmt(s.mem[i])}</span> &plusmn; '
-                    f'{fmt(s.mem_se[i])}<br><span class="muted">held out &rarr;</span> {self.out_pred_text(i)}'
+                    f'{fmt(s.mem_se[i])}<br><span class="ci">95% CI {self.ci_text(i)}</span>'
+                    f'<br><span class="muted">held out &rarr;</span> {self.out_pred_text(i)}'
                     "</figcaption></figure>")
             return f'<div class="gallery" data-gallery="{esc(what)}">' + "".join(cards) + "</div>"
         head = ("<tr><th data-sort class=\"num\">index</th><th data-sort>label</th><th data-sort class=\"num\">mem</th>"
-                "<th data-sort class=\"num\">SE</th><th>held-out models predict</th>"
+                "<th data-sort class=\"num\">SE</th><th data-sort class=\"num\">95% CI</th>"
+                "<th>held-out models predict</th>"
                 f"<th>first {N_FEATURES_SHOWN} features</th></tr>")
         rows = []
         for i in idx:
@@ -417,6 +459,7 @@ class _Builder:
                 f'<tr><td class="num" data-v="{i}">{i}</td><td data-v="{esc(self.cname(s.y_train[i]))}">'
                 f'{esc(self.cname(s.y_train[i]))}</td><td class="num mem" data-v="{sort_value(s.mem[i])}">'
                 f'{fmt(s.mem[i])}</td><td class="num" data-v="{sort_value(s.mem_se[i])}">{fmt(s.mem_se[i])}</td>'
+                f'<td class="num ci" data-v="{sort_value(s.mem_ci_low[i])}">{self.ci_text(i)}</td>'
                 f"<td>{self.out_pred_text(i)}</td><td><code>{esc(self.features('train', i))}</code></td></tr>")
         return (f'<table class="sortable examples" data-gallery="{esc(what)}"><thead>{head}</thead>'
                 f"<tbody>{''.join(rows)}</tbody></table>")
@@ -431,7 +474,9 @@ class _Builder:
         lead = (f"Training examples that a test prediction leans on: infl = how much more often models that trained "
                 f"on the training example classify the test example correctly. The estimate kept "
                 f"{fmt(total)} pairs at {self.infl_threshold_text()}; the {fmt(len(top))} "
-                "with the largest influence are shown. Click a column header to sort. Near-duplicates and "
+                "with the largest influence are shown. " + (self.pairs_noise_text() + " " if self.pairs_noise_text()
+                                                             else "")
+                + "Click a column header to sort. Near-duplicates and "
                 "rare sub-populations show up here as a single training example carrying a test example.")
         img_cols = "<th>training example</th><th>test example</th>" if self.images else ""
         feat_cols = ("" if self.images else
@@ -490,7 +535,7 @@ class _Builder:
                "case for an example in exactly qt trials; with the uniform design the count varies from "
                "example to example, so some SEs exceed it. "
                "Examples that every model gets right (or wrong) have SE 0, so the median can sit well below "
-               "the bound"
+               "the bound (SE 0 is not certainty: their 95% intervals, in the summary, are not 0 wide)"
                + (f"; the orange triangle is the median SE of the memorized examples (mem &ge; 0.25), "
                   f"{fmt(mem_se, 4)}, the estimates that matter most." if mem_se is not None else ".")
                + verdict)

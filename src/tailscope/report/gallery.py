@@ -15,6 +15,15 @@ THUMB_PX = 64  # thumbnails are upscaled (nearest neighbour) to at least this ma
 
 
 # ----------------------------------------------------------------- selection
+def _uncertainty(scores: Scores) -> np.ndarray:
+    """Width of each example's 95% interval of mem (inf without one): ties go to the narrower.
+
+    The interval, not the SE: an SE of 0 (every trial agreed) is not certainty.
+    """
+    width = np.asarray(scores.mem_ci_high, float) - np.asarray(scores.mem_ci_low, float)
+    return np.where(np.isfinite(width), width, np.inf)
+
+
 def most_memorized(scores: Scores, cap: int = 48) -> tuple[np.ndarray, bool]:
     """Indices of the most memorized training examples, highest mem first.
 
@@ -23,8 +32,8 @@ def most_memorized(scores: Scores, cap: int = 48) -> tuple[np.ndarray, bool]:
     """
     mem = np.asarray(scores.mem, float)
     finite = np.flatnonzero(np.isfinite(mem))
-    se = np.where(np.isfinite(scores.mem_se), scores.mem_se, np.inf)
-    # highest mem first; ties: smaller standard error, then lower index
+    se = _uncertainty(scores)
+    # highest mem first; ties: narrower 95% interval, then lower index
     order = finite[np.lexsort((finite, se[finite], -mem[finite]))]
     above = order[mem[order] >= MEM_THRESHOLD]
     if len(above):
@@ -35,13 +44,13 @@ def most_memorized(scores: Scores, cap: int = 48) -> tuple[np.ndarray, bool]:
 def typical_examples(scores: Scores, classes: np.ndarray, per_class: int, cap: int = 48) -> np.ndarray:
     """For each class in ``classes``: examples whose mem is closest to 0, most certain first."""
     mem = np.asarray(scores.mem, float)
-    se = np.where(np.isfinite(scores.mem_se), scores.mem_se, np.inf)
+    se = _uncertainty(scores)
     out: list[np.ndarray] = []
     for c in classes:
         idx = np.flatnonzero((scores.y_train == c) & np.isfinite(mem))
         if not len(idx):
             continue
-        # closest to zero, then models without it still get it right, then smaller SE, then index
+        # closest to zero, then models without it still get it right, then narrower interval, then index
         acc_out = np.where(np.isfinite(scores.acc_out[idx]), scores.acc_out[idx], -np.inf)
         order = np.lexsort((idx, se[idx], -acc_out, np.abs(mem[idx])))
         out.append(idx[order][:per_class])
