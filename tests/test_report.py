@@ -352,3 +352,29 @@ def test_pairs_noise_share_is_said_next_to_the_pair_count(synthetic_report, tmp_
     unrecorded = dataclasses.replace(scores, n_pairs_negative=None, pairs_false_share_est=None)
     text = write_report(study, out_dir=tmp_path / "r", scores=unrecorded).read_text()
     assert "expected to be noise" not in text
+
+
+def test_exact_duplicates_are_summarised_and_shown(digits_report, tmp_path):
+    _, _, _, page = digits_report  # digits has no identical inputs
+    assert "none (no two training inputs are identical" in html.unescape(_row(page, "duplicates"))
+    assert 'id="duplicates"' not in page
+
+    from sklearn.neighbors import KNeighborsClassifier
+
+    base = ts.load_dataset("digits")
+    x, y, xt = base.x_train.copy(), base.y_train.copy(), base.x_test.copy()
+    x[10], y[10] = x[3], (y[3] + 1) % 10  # a copy with another label
+    x[20], y[20] = x[5], y[5]             # a plain copy
+    xt[0] = x[7]
+    data = ts.from_arrays(x, y, xt, base.y_test, classes=base.classes, meta=dict(base.meta))
+    study = ts.Study(data, ts.SklearnLearner(KNeighborsClassifier(1)), trials=8, block_size=8, path=tmp_path / "s")
+    study.run(progress=False)
+    page = write_report(study).read_text()
+    row = html.unescape(_row(page, "duplicates"))
+    assert "4 training examples in 2 groups" in row and "1 of them with different labels" in row
+    assert "test examples identical to a training example: 1" in row
+    section = page[page.index('<section id="duplicates">'):]
+    section = section[:section.index("</section>")]
+    assert section.index("Group 0: 2 copies (labels differ)") < section.index("Group 1: 2 copies")
+    assert "#3<" in section and "#10<" in section and "#5<" in section and "#20<" in section
+    assert '<a href="#duplicates">' in page

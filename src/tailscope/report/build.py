@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.data.dataset import Dataset
+from tailscope.data.duplicates import exact_duplicates
 from tailscope.estimate import PAPER_INFL_THRESHOLD
 from tailscope.report import figures, gallery
 from tailscope.report.analyses import AnalysisEntry, collect_analyses
@@ -33,6 +34,7 @@ from tailscope.study import Study
 MEMORIZED_CAP = 48
 TYPICAL_CAP = 48
 PAIRS_CAP = 60
+DUPLICATE_GROUPS_CAP = 12
 N_FEATURES_SHOWN = 5
 
 
@@ -225,6 +227,7 @@ class _Builder:
         self.classes = list(scores.classes)
         self.images = data.is_image
         self.thumbs = gallery.Thumbnails(data, out) if self.images else None
+        self.dups = exact_duplicates(data)
 
     # ------------------------------------------------------------- helpers
     def se_coverage_text(self) -> str:
@@ -303,6 +306,9 @@ class _Builder:
         nav = [("summary", "Summary"), ("memorization", "Memorization"), ("memorized", "Most memorized"),
                ("typical", "Typical"), ("influence", "Influence pairs"), ("mem-vs-influence", "Mem vs influence"),
                ("precision", "Precision")]
+        if self.dups.n_groups or self.dups.n_test_with_copy:
+            sections.append(self.sec_duplicates())
+            nav.append(("duplicates", "Duplicates"))
         if analyses:
             sections.append(self.sec_analyses(analyses))
             nav.append(("analyses", "Analyses"))
@@ -370,6 +376,7 @@ class _Builder:
              + (f"<br>{self.pairs_noise_text()}" if self.pairs_noise_text() else "")),
             ("min_counts", "Fewest trials with / without an example",
              f"{fmt(s['min_n_in'])} / {fmt(s['min_n_out'])}"),
+            ("duplicates", "Exact duplicate inputs", self.duplicates_text()),
         ]
         table = "".join(f'<tr data-key="{esc(k)}"><td>{esc(label)}</td><td>{v}</td></tr>' for k, label, v in rows)
         notes = []
@@ -387,6 +394,52 @@ class _Builder:
             "below is roughly the average memorization.</p>"
             f'<div class="cards">{cards}</div><table class="kv">{table}</table>{"".join(notes)}</section>'
         )
+
+    def duplicates_text(self) -> str:
+        """The summary row on identical inputs (HTML)."""
+        d = self.dups.summary(self.data)
+        if not d["groups"] and not d["test_with_train_copy"]:
+            return "none (no two training inputs are identical, and no test input is a training input)"
+        parts = []
+        if d["groups"]:
+            parts.append(f"{fmt(d['train_in_groups'])} training examples in {fmt(d['groups'])} groups of identical "
+                         f"inputs, {fmt(d['conflicting_groups'])} of them with different labels (likely label "
+                         "errors); a duplicated example's mem is lowered, since models trained without one copy "
+                         "usually saw another")
+        if d["test_with_train_copy"]:
+            parts.append(f"test examples identical to a training example: {fmt(d['test_with_train_copy'])}"
+                         + (f" ({fmt(d['test_copy_other_label'])} with another label)" if d["test_copy_other_label"]
+                            else ""))
+        return "; ".join(parts) + ' (<a href="#duplicates">see below</a>).'
+
+    def sec_duplicates(self) -> str:
+        dups = self.dups
+        conflicting = set(dups.conflicting_groups.tolist())
+        sizes = np.bincount(dups.train_group[dups.train_group >= 0], minlength=dups.n_groups)
+        # groups with different labels first, then the largest
+        order = sorted(range(dups.n_groups), key=lambda g: (g not in conflicting, -sizes[g], g))
+        shown = order[:DUPLICATE_GROUPS_CAP]
+        lead = (f"Training examples whose inputs are byte-for-byte identical ({fmt(dups.n_groups)} groups"
+                + (f", the first {fmt(len(shown))} shown" if len(shown) < dups.n_groups else "")
+                + "; groups whose copies carry different labels first). Copies with one label have low mem, "
+                "since models trained without one copy usually trained on another; copies with different "
+                "labels point to label errors. "
+                "<code>ts.exact_duplicates(data)</code> lists them all.") if dups.n_groups else ""
+        blocks = []
+        for g in shown:
+            members = dups.members(g)
+            tag = " (labels differ)" if g in conflicting else ""
+            blocks.append(f'<h3>Group {fmt(int(g))}: {fmt(len(members))} copies{tag}</h3>'
+                          + self.examples(members, f"duplicates-{int(g)}"))
+        tests = ""
+        if dups.n_test_with_copy:
+            d = dups.summary(self.data)
+            other = (f" ({fmt(d['test_copy_other_label'])} of them with another label)"
+                     if d["test_copy_other_label"] else "")
+            tests = ('<p class="note">Test examples identical to a training example: '
+                     f'{fmt(d["test_with_train_copy"])}{other}. Their influence comes mostly from that copy.</p>')
+        return (f'<section id="duplicates"><h2>Exact duplicates</h2><p class="lead">{lead}</p>'
+                + "".join(blocks) + tests + "</section>")
 
     def sec_histogram(self) -> str:
         path = figures.mem_histogram(self.s, self.out / "figures" / "mem_hist.png")
