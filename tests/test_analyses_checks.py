@@ -251,6 +251,9 @@ def test_marginal_utility_one_repeat_has_no_interval_and_no_verdict(mu_study):
     row = res.data["curve"][0]
     assert row["n_removed"] > 0 and np.isnan(row["mem_ci"]) and np.isnan(row["rand_ci"])
     assert np.isfinite(row["mem_drop"]) and res.summary["has_intervals"] is False
+    assert row["verdict"] == "untested" and np.isnan(row["excess_ci"]) and np.isnan(row["excess_p"])
+    assert row["excess_drop"] == pytest.approx(row["mem_drop"] - row["rand_drop"])
+    assert "Welch" not in res.reading
     assert "no confidence interval" in res.reading and "not tested" in res.reading
     assert "+-" not in res.reading
     for verdict in ("more than removing", "less than removing", "about as much as"):
@@ -266,6 +269,8 @@ def test_marginal_utility_threshold_removing_everything_is_reported(mu_study):
     low, high = res.data["curve"]
     assert low["n_removed"] == n and np.isnan(low["mem_drop"])
     assert high["n_removed"] == 0
+    assert low["verdict"] == high["verdict"] == "skipped" and np.isnan(high["excess_p"])
+    assert res.summary["verdict_gt_0.99"] == "skipped"
     assert f"mem > -0.99 removes all {n} training examples" in res.reading
     assert "No training example has mem > 0.99" in res.reading
     assert "No training example exceeded any threshold" not in res.reading

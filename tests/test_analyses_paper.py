@@ -61,6 +61,8 @@ def test_marginal_utility_high_mem_costs_more_than_random(synth_study, tmp_path)
     # removing the memorized carriers of test accuracy hurts far more than random removal
     assert row["mem_drop"] > 0.3
     assert row["mem_drop"] > row["rand_drop"] + 0.15
+    assert row["verdict"] == "more" and row["excess_drop"] - row["excess_ci"] > 0.1 and row["excess_p"] < 1e-3
+    assert res.summary["verdict_gt_0.2"] == "more" and "points more (Welch t" in res.reading
     infl = res.data["influence"]
     assert infl["hi_on_pairs_drop"] > infl["hi_on_all_drop"] - 1e-9
     assert infl["hi_on_pairs_drop"] > infl["rand_on_pairs_drop"] + 0.2
@@ -79,6 +81,11 @@ def test_loo_matches_synthetic_truth(synth_study):
     assert res.data["curve_trials"][-1] == 400
     assert res.data["curve_pearson"][-1] >= res.data["curve_pearson"][0] - 0.05
     assert "m - 1" in res.reading
+    # cross-fitted: chosen on the first 200 trials, compared with the other 200
+    s = res.summary
+    assert s["cross_fitted"] and s["selection_trials"] == s["heldout_trials"] == 200
+    assert s["heldout_pearson"] > 0.85 and abs(s["heldout_mean_diff"]) < 0.05
+    assert "selection effect" in res.reading
 
 
 def test_mem_from_trials_matches_estimator(synth_study):

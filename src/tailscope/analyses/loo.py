@@ -7,6 +7,15 @@ models on S are shared by every i), and
 
 This is compared with the subsampled estimate mem_m(i) of the study, also as a
 function of how many of the study's trials are used (:func:`mem_from_trials`).
+
+Cross-fitting. The sample is stratified on mem, and a sample chosen on a noisy
+estimate is biased when compared with that same estimate: the top strata collect
+examples whose noise pushed their estimate up, the bottom ones those pushed down
+(winner's curse, regression to the mean). So the study's trials are split in two:
+strata are chosen on the estimate from the first half (the *selection* half), and LOO
+mem is compared with the estimate from the other half (the *held-out* half), whose
+noise is independent of the choice. The comparison with the study's estimate from all
+trials (which includes the selection half) is reported as well.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import numpy as np
 from tailscope.analyses.base import (
     AnalysisResult,
     fmt,
+    mean_ci,
     new_figure,
     open_study_scores,
     pearson,
@@ -34,12 +44,18 @@ def mem_from_trials(store, trial_counts) -> dict[int, tuple[np.ndarray, np.ndarr
     only; stops after the largest t. Returns ``{t: (mem, se)}`` (t larger than the
     number of done trials is left out).
     """
+    return {t: _contrast(*sums, t) for t, sums in _sums_at(store, trial_counts).items()}
+
+
+def _sums_at(store, trial_counts) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{t: (s_in, s_all, n_in)}``: per training example, the sums behind :func:`_contrast` over
+    the first t done trials (right when included, right overall, times included), one pass."""
     wanted = sorted({int(t) for t in trial_counts if int(t) >= 2})
     y = store.y_train
     n = len(y)
     s_in, s_all, n_in = np.zeros(n), np.zeros(n), np.zeros(n)
     seen = 0
-    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if not wanted:
         return out
     for blk in store.iter_blocks(("train_pred",)):
@@ -55,7 +71,7 @@ def mem_from_trials(store, trial_counts) -> dict[int, tuple[np.ndarray, np.ndarr
             seen += take
             a += take
             if seen == wanted[0]:
-                out[seen] = _contrast(s_in, s_all, n_in, seen)
+                out[seen] = (s_in.copy(), s_all.copy(), n_in.copy())
                 wanted.pop(0)
         if not wanted:
             break
@@ -70,6 +86,40 @@ def _contrast(s_in, s_all, n_in, t):
         v_in = p_in * (1 - p_in) / np.maximum(n_in - 1, 1)
         v_out = p_out * (1 - p_out) / np.maximum(n_out - 1, 1)
         return p_in - p_out, np.sqrt(v_in + v_out)
+
+
+def split_estimates(store, trials: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """Subsampled mem and SE from the first ``trials // 2`` done trials and from the rest of the first ``trials``.
+
+    Two estimates with independent noise (disjoint trials), for cross-fitting: choose
+    examples on the first, compare on the second. None when a half would have fewer
+    than 2 trials or the store has fewer than ``trials`` done trials.
+    """
+    trials = int(trials)
+    half = trials // 2
+    if half < 2 or trials - half < 2:
+        return None
+    sums = _sums_at(store, (half, trials))
+    if half not in sums or trials not in sums:
+        return None
+    a, full = sums[half], sums[trials]
+    b = tuple(f - x for f, x in zip(full, a, strict=True))
+    return _contrast(*a, half), _contrast(*b, trials - half)
+
+
+def _gap(est: np.ndarray, loo_mem: np.ndarray) -> tuple[float, float, float]:
+    """Mean of est - loo over examples with an estimate, the half-width of its 95% t interval, and
+    the two-sided p-value of a zero mean (one-sample t; NaN with fewer than 2 examples or no spread)."""
+    from scipy import stats
+
+    d = np.asarray(est, float) - loo_mem
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m, h = mean_ci(d)
+    if len(d) < 2 or not np.ptp(d) > 0:
+        return m, (0.0 if len(d) >= 2 else float("nan")), (float(m == 0) if len(d) >= 2 else float("nan"))
+    return m, h, float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
 def stratified_sample(mem: np.ndarray, k: int, seed: int, edges=STRATA) -> np.ndarray:
@@ -95,12 +145,19 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
         learner=None) -> AnalysisResult:
     """Compare the study's subsampled mem with leave-one-out mem on k sampled training examples.
 
+    The examples are chosen on the estimate from the first half of the study's trials
+    and compared with the estimate from the other half (cross-fitting; see the module
+    docstring), so that the gap between the two quantities is not inflated by choosing
+    examples on the noise of the estimate they are compared with.
+
     Parameters
     ----------
     study : Study or path
     k : int
         Training examples to check, sampled at random within mem strata
-        (:data:`STRATA`) so that high-mem examples are represented.
+        (:data:`STRATA`) of the first half's estimate, so that high-mem examples are
+        represented. With fewer than 4 trials there is no split: strata come from the
+        estimate of all trials, and the reading says the gap is then inflated.
     repeats : int
         R: models trained on S (shared by all i) and on each S \\ {i}. Cost: (k + 1) R fits.
     seed : int
@@ -115,8 +172,14 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     Returns
     -------
     AnalysisResult
-        ``summary``: Pearson/Spearman between LOO and subsampled mem, mean absolute
-        difference; ``data``: the sample, both estimates with SEs, and the agreement curve.
+        ``summary``: ``heldout_*`` compare LOO with the held-out half's estimate (Pearson,
+        Spearman, mean absolute difference, and ``heldout_mean_diff`` = mean(held-out -
+        LOO) with its 95% t interval ``heldout_mean_diff_ci`` and p-value);
+        ``selection_mean_diff`` is the same gap with the selection half's estimate (the
+        difference between the two is the selection effect); ``pearson``, ``spearman``,
+        ``mean_abs_diff``, ``mean_diff``, ``mean_subsampled_mem`` use the study's estimate
+        from all trials, which includes the selection half. ``data``: the sample, the
+        estimates with SEs, and the agreement curve.
     """
     study, scores = open_study_scores(study, scores)
     learner = learner or study.learner
@@ -124,7 +187,13 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     n = data.n_train
     if repeats < 1 or k < 1:
         raise ValueError(f"k and repeats must be >= 1, got k={k}, repeats={repeats}.")
-    idx = stratified_sample(scores.mem, k, seed)
+    total = int(scores.trials)
+    split = split_estimates(study.store, total)
+    if split is not None:
+        (sel_all, sel_se_all), (held_all, held_se_all) = split
+        idx = stratified_sample(sel_all, k, seed)
+    else:
+        idx = stratified_sample(scores.mem, k, seed)
     full = np.ones((repeats, n), bool)
     p_full = train_on_masks(learner, data, full, seed)
     c_full = p_full.train_pred[:, idx] == data.y_train[idx]
@@ -138,6 +207,11 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
         loo_mem[a] = pi - po
         loo_se[a] = np.sqrt(pi * (1 - pi) / max(repeats - 1, 1) + po * (1 - po) / max(repeats - 1, 1))
     sub_mem, sub_se = scores.mem[idx], scores.mem_se[idx]
+    nan_k = np.full(len(idx), np.nan)
+    if split is not None:
+        sel_mem, sel_se, held_mem, held_se = sel_all[idx], sel_se_all[idx], held_all[idx], held_se_all[idx]
+    else:
+        sel_mem, sel_se, held_mem, held_se = sub_mem, sub_se, nan_k, nan_k
     done = int(study.store.done().sum())
     if trial_grid is None:
         trial_grid = [t for t in (10, 20, 40, 80, 160, 320, 640, 1280, 2560) if t < done] + [done]
@@ -147,24 +221,51 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     curve_pe = [pearson(curve[t][0][idx], loo_mem) for t in ts_]
     deterministic = (bool((p_full.train_pred == p_full.train_pred[0]).all()
                           and (p_full.test_pred == p_full.test_pred[0]).all()) if repeats > 1 else None)
+    half = total // 2
+    h_gap, h_ci, h_p = _gap(held_mem, loo_mem)
+    s_gap, s_ci, _ = _gap(sel_mem, loo_mem)
+    f_gap, _, _ = _gap(sub_mem, loo_mem)
+    n_held = int(np.isfinite(held_mem).sum())
     summary = {
         "k": int(len(idx)), "repeats": int(repeats), "trials": int(scores.trials), "ratio": float(scores.ratio),
         "pearson": pearson(sub_mem, loo_mem), "spearman": spearman(sub_mem, loo_mem),
-        "mean_abs_diff": float(np.mean(np.abs(sub_mem - loo_mem))),
+        "mean_abs_diff": float(np.nanmean(np.abs(sub_mem - loo_mem))),
         "mean_loo_mem": float(loo_mem.mean()), "mean_subsampled_mem": float(np.nanmean(sub_mem)),
-        "median_loo_se": float(np.median(loo_se)), "median_subsampled_se": float(np.nanmedian(sub_se)),
+        "median_loo_se": float(np.median(loo_se)), "median_subsampled_se": _nanmedian(sub_se),
         "learner_deterministic_on_S": deterministic,
+        "cross_fitted": split is not None,
+        "selection_trials": half if split is not None else total,
+        "heldout_trials": total - half if split is not None else 0,
+        "n_heldout": n_held,
+        "heldout_pearson": pearson(held_mem, loo_mem), "heldout_spearman": spearman(held_mem, loo_mem),
+        "heldout_mean_abs_diff": float(np.nanmean(np.abs(held_mem - loo_mem))) if n_held else float("nan"),
+        "mean_heldout_mem": float(np.nanmean(held_mem)) if n_held else float("nan"),
+        "heldout_mean_diff": h_gap, "heldout_mean_diff_ci": h_ci, "heldout_mean_diff_p": h_p,
+        "median_heldout_se": _nanmedian(held_se),
+        "mean_selection_mem": float(np.nanmean(sel_mem)),
+        "selection_mean_diff": s_gap, "selection_mean_diff_ci": s_ci,
+        "selection_effect": s_gap - h_gap if split is not None else float("nan"),
+        "mean_diff": f_gap,
     }
     fig, (ax1, ax2) = new_figure(2, 5.0, 4.2)
-    ax1.errorbar(loo_mem, sub_mem, xerr=loo_se, yerr=sub_se, fmt="o", ms=4, alpha=0.8, capsize=2,
-                 label=f"sampled examples (k={len(idx)})")
-    lo = float(min(loo_mem.min(), np.nanmin(sub_mem), 0)) - 0.05
-    hi = float(max(loo_mem.max(), np.nanmax(sub_mem), 0.5)) + 0.05
+    shown, shown_se = (held_mem, held_se) if split is not None else (sub_mem, sub_se)
+    if split is not None:
+        ax1.plot(loo_mem, sel_mem, "x", color="0.6", ms=5,
+                 label=f"selection half's estimate (first {half} trials)")
+    ax1.errorbar(loo_mem, shown, xerr=loo_se, yerr=shown_se, fmt="o", ms=4, alpha=0.8, capsize=2,
+                 label=(f"held-out half's estimate ({total - half} trials)" if split is not None else
+                        f"sampled examples (k={len(idx)})"))
+    lo = float(np.nanmin(np.r_[loo_mem, shown, sel_mem, 0])) - 0.05
+    hi = float(np.nanmax(np.r_[loo_mem, shown, sel_mem, 0.5])) + 0.05
     ax1.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
     ax1.set_xlabel(f"leave-one-out mem (R = {repeats} models each side)")
-    ax1.set_ylabel(f"subsampled mem (t = {scores.trials}, q = {scores.ratio})")
-    ax1.set_title(f"Pearson {fmt(summary['pearson'], 2)}, Spearman {fmt(summary['spearman'], 2)}")
-    ax1.legend(fontsize=8, loc="upper left")
+    ax1.set_ylabel(f"subsampled mem (q = {scores.ratio})")
+    if split is not None:
+        ax1.set_title(f"held out: Pearson {fmt(summary['heldout_pearson'], 2)}, "
+                      f"Spearman {fmt(summary['heldout_spearman'], 2)}")
+    else:
+        ax1.set_title(f"Pearson {fmt(summary['pearson'], 2)}, Spearman {fmt(summary['spearman'], 2)}")
+    ax1.legend(fontsize=7, loc="upper left")
     ax2.plot(ts_, curve_pe, "o-", label="Pearson")
     ax2.plot(ts_, curve_sp, "s-", label="Spearman")
     ax2.set_xscale("log")
@@ -173,24 +274,82 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     ax2.set_title("agreement vs trials")
     ax2.legend(fontsize=8)
     first, last = (curve_sp[0], curve_sp[-1]) if ts_ else (float("nan"), float("nan"))
-    reading = (
-        f"On {len(idx)} training examples sampled across memorization strata, the subsampled estimate from "
-        f"{scores.trials} trials agrees with leave-one-out memorization measured from {repeats} models on S and "
-        f"{repeats} on each S\\{{i}}: Pearson {fmt(summary['pearson'])}, Spearman {fmt(summary['spearman'])}, mean "
-        f"absolute difference {fmt(summary['mean_abs_diff'])} (mean LOO mem {fmt(summary['mean_loo_mem'])}, "
-        f"mean subsampled mem {fmt(summary['mean_subsampled_mem'])}). Using only the first "
-        f"{ts_[0] if ts_ else 'n/a'} trials the Spearman agreement is {fmt(first)}; with {ts_[-1] if ts_ else 'n/a'} "
-        f"it is {fmt(last)}. The two quantities differ by definition: the subsampled mem_m averages the "
-        f"leave-one-out contrast over random subsets of size m = {scores.ratio} n, so it measures memorization "
-        f"by a model trained on {scores.ratio:.0%} of the data, where more examples are atypical and "
-        f"memorization values are larger than on the full set; and its \"out\" models saw m examples, not "
-        f"m - 1 (negligible for large n). "
-        + ("The learner gave identical predictions for every seed on S, so here leave-one-out mem is 0 or +-1 "
-           "per example and the comparison is coarse. " if deterministic else "")
-        + (f"Models trained on all of S classify {fmt(100 * float(c_full.mean()), 1)}% of the sampled examples "
-           "correctly, so LOO mem is mostly 1 - (share of S\\{i} models that get i right). ")
-        + f"The LOO estimates themselves carry noise (median SE {fmt(summary['median_loo_se'])} with R = {repeats})."
-    )
-    return AnalysisResult("loo", "Leave-one-out ground truth", summary, reading, data={
+    definition = (f"mem_m averages the leave-one-out contrast over random subsets of size m = {scores.ratio} n, "
+                  f"so it measures memorization by a model trained on {scores.ratio:.0%} of the data (where more "
+                  "examples are atypical, and memorization is typically larger than on the full set), and its "
+                  "\"out\" models saw m examples, not m - 1 (negligible for large n)")
+    parts = []
+    if split is not None:
+        on = f"{n_held} of them (the others have no held-out estimate)" if n_held < len(idx) else "them"
+        parts.append(
+            f"{len(idx)} training examples were sampled across memorization strata of the estimate from the first "
+            f"{half} of the study's {total} trials (the selection half). Leave-one-out memorization, measured "
+            f"from {repeats} models on S and {repeats} on each S\\{{i}}, is compared on {on} with the subsampled "
+            f"estimate from the other {total - half} trials, which played no part in choosing them: Pearson "
+            f"{fmt(summary['heldout_pearson'])}, Spearman {fmt(summary['heldout_spearman'])}, mean absolute "
+            f"difference {fmt(summary['heldout_mean_abs_diff'])} (both estimates' noise included: median SE "
+            f"{fmt(summary['median_heldout_se'])} held out, {fmt(summary['median_loo_se'])} LOO); mean subsampled "
+            f"mem {fmt(summary['mean_heldout_mem'])} against mean LOO mem {fmt(summary['mean_loo_mem'])}, a gap "
+            f"of {_pm3(h_gap, h_ci)} (95% t interval over the examples, {_pv(h_p)}).")
+        if np.isfinite(h_ci) and abs(h_gap) > h_ci:
+            parts.append(f"That gap excludes 0, so on these examples the subsampled mem_m is "
+                         f"{'higher' if h_gap > 0 else 'lower'} than leave-one-out mem beyond noise: the two "
+                         f"quantities differ here. The definitions allow it: {definition}.")
+        elif np.isfinite(h_ci):
+            parts.append("That gap is not resolved from 0: on these examples the subsampled estimate matches "
+                         "leave-one-out mem within noise, though by definition the two can differ: "
+                         f"{definition}.")
+        parts.append(
+            f"Compared instead with the selection half's own estimate, the same examples show a gap of "
+            f"{_pm3(s_gap, s_ci)}; the difference, {fmt(s_gap - h_gap)}, is a selection effect plus noise (both "
+            "halves estimate the same quantity, only one chose the examples): examples put in high strata by a "
+            "noisy estimate tend to be those whose noise pushed it up, and those in low strata the reverse, so "
+            "compared on the examples chosen with it an estimate looks more extreme than on fresh trials "
+            "(regression to the mean); the same inflates its absolute differences.")
+        parts.append(
+            f"With all {total} trials (the study's scores, which include the selection half, so part of that "
+            f"effect remains): Pearson {fmt(summary['pearson'])}, Spearman {fmt(summary['spearman'])}, mean "
+            f"absolute difference {fmt(summary['mean_abs_diff'])}, mean subsampled mem "
+            f"{fmt(summary['mean_subsampled_mem'])}, a gap of {fmt(f_gap)}.")
+    else:
+        parts.append(
+            f"On {len(idx)} training examples sampled across memorization strata, the subsampled estimate from "
+            f"{total} trials is compared with leave-one-out memorization measured from {repeats} models on S and "
+            f"{repeats} on each S\\{{i}}: Pearson {fmt(summary['pearson'])}, Spearman {fmt(summary['spearman'])}, "
+            f"mean absolute difference {fmt(summary['mean_abs_diff'])} (mean LOO mem {fmt(summary['mean_loo_mem'])}, "
+            f"mean subsampled mem {fmt(summary['mean_subsampled_mem'])}, a gap of {_pm3(s_gap, s_ci)}). "
+            f"{total} trials are too few to split into two halves of at least 2, so the examples were chosen on "
+            "the same estimate they are compared with: examples put in high strata by a noisy estimate tend to be "
+            "those whose noise pushed it up (regression to the mean), so this gap and the absolute differences "
+            "are inflated by that selection and do not measure how the quantities differ. By definition "
+            f"they can differ too: {definition}.")
+    parts.append(
+        f"Using only the first {ts_[0] if ts_ else 'n/a'} trials the Spearman agreement is {fmt(first)}; with "
+        f"{ts_[-1] if ts_ else 'n/a'} it is {fmt(last)}"
+        + (" (these estimates share trials with the selection half)." if split is not None else "."))
+    if deterministic:
+        parts.append("The learner gave identical predictions for every seed on S, so here leave-one-out mem is 0 "
+                     "or +-1 per example and the comparison is coarse.")
+    acc_s = float(c_full.mean())
+    parts.append(f"Models trained on all of S classify {fmt(100 * acc_s, 1)}% of the sampled examples correctly"
+                 + (", so LOO mem is mostly 1 - (share of S\\{i} models that get i right)." if acc_s >= 0.95
+                    else "."))
+    parts.append(f"The LOO estimates themselves carry noise (median SE {fmt(summary['median_loo_se'])} with "
+                 f"R = {repeats}).")
+    return AnalysisResult("loo", "Leave-one-out ground truth", summary, " ".join(parts), data={
         "idx": idx, "loo_mem": loo_mem, "loo_se": loo_se, "subsampled_mem": sub_mem, "subsampled_se": sub_se,
+        "selection_mem": sel_mem, "selection_se": sel_se, "heldout_mem": held_mem, "heldout_se": held_se,
         "curve_trials": ts_, "curve_pearson": curve_pe, "curve_spearman": curve_sp}, figure=fig)
+
+
+def _nanmedian(x: np.ndarray) -> float:
+    x = np.asarray(x, float)
+    return float(np.median(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
+
+
+def _pv(p: float) -> str:
+    return "p n/a" if not np.isfinite(p) else "p < 0.001" if p < 1e-3 else f"p = {p:.3f}"
+
+
+def _pm3(x: float, ci: float) -> str:
+    return f"{fmt(x)} +- {fmt(ci)}" if np.isfinite(ci) else fmt(x)

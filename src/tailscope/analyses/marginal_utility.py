@@ -3,6 +3,10 @@
 Training examples with mem above a threshold are removed, R models are trained on
 the whole remaining set, and their test accuracy is compared with R models trained
 on everything; the same number of random training examples is removed as control.
+The verdict (more / less than random removal) comes from a Welch t interval of the
+difference between the two reduced sets' accuracies: the full-set models are shared by
+both drops and cancel in their difference, so two overlapping drop intervals do not
+mean the removals are alike.
 The second experiment removes the training examples of the high-influence pairs and
 measures the drop on their test examples and on the whole test set.
 """
@@ -19,17 +23,72 @@ from tailscope.analyses.base import (
     new_figure,
     open_study_scores,
     train_on_masks,
+    welch_ci,
 )
+
+#: confidence level of every interval in this analysis
+LEVEL = 0.95
 
 
 def _drop(base: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
-    """Mean accuracy drop (base - reduced) and the half-width of its 95% CI (independent samples).
+    """Mean accuracy drop (base - reduced) and the half-width of its 95% CI (Welch t, independent models).
 
     The half-width is NaN when either side has a single model (no variance to estimate).
     """
-    mb, hb = mean_ci(base)
-    ma, ha = mean_ci(acc)
-    return mb - ma, float(np.sqrt(hb**2 + ha**2))
+    w = welch_ci(base, acc, LEVEL)
+    return w["diff"], w["ci"]
+
+
+def compare_removals(base: np.ndarray, acc_mem: np.ndarray, acc_rand: np.ndarray) -> dict:
+    """Drops from removing the chosen examples and random ones, and the test of their difference.
+
+    Parameters
+    ----------
+    base, acc_mem, acc_rand : arrays of per-model test accuracy
+        Models on the full set, on the set without the chosen examples, and on sets
+        without as many random ones (independent models).
+
+    Returns
+    -------
+    dict
+        ``mem_drop``/``mem_ci`` and ``rand_drop``/``rand_ci``: each drop (base - reduced)
+        and the half-width of its 95% Welch t interval; ``excess_drop`` = mem_drop -
+        rand_drop = mean(acc_rand) - mean(acc_mem) (the shared full-set models cancel),
+        with ``excess_ci``, ``excess_df`` and the two-sided Welch ``excess_p``; ``verdict``:
+        "more" or "less" when the interval of the excess excludes 0, "unresolved" when it
+        does not, "untested" without an interval (a single model on a side).
+    """
+    out = {}
+    out["mem_drop"], out["mem_ci"] = _drop(base, acc_mem)
+    out["rand_drop"], out["rand_ci"] = _drop(base, acc_rand)
+    w = welch_ci(acc_rand, acc_mem, LEVEL)
+    out.update(excess_drop=w["diff"], excess_ci=w["ci"], excess_df=w["df"], excess_p=w["p"])
+    if not np.isfinite(w["ci"]):
+        out["verdict"] = "untested"
+    else:
+        out["verdict"] = ("more" if w["diff"] - w["ci"] > 0 else "less" if w["diff"] + w["ci"] < 0
+                          else "unresolved")
+    return out
+
+
+def _p(p: float) -> str:
+    """A p-value to two significant digits (0.046, not 0.05, next to a verdict drawn at 0.05)."""
+    return "p n/a" if not np.isfinite(p) else "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+
+
+def _versus(r: dict, what: str = "removing as many at random") -> str:
+    """How the chosen removal compares with random removal, from the interval of their difference."""
+    e, ci = r["excess_drop"], r["excess_ci"]
+    if r["verdict"] == "more":
+        return (f"more than {what} ({_pm(r['rand_drop'], r['rand_ci'], 2)}): {_pm(e, ci, 2)} points more "
+                f"(Welch t, {_p(r['excess_p'])})")
+    if r["verdict"] == "less":
+        return (f"less than {what} ({_pm(r['rand_drop'], r['rand_ci'], 2)}): {_pm(-e, ci, 2)} points less "
+                f"(Welch t, {_p(r['excess_p'])})")
+    if r["verdict"] == "unresolved":
+        return (f"against {_pm(r['rand_drop'], r['rand_ci'], 2)} for {what}; the difference, "
+                f"{_pm(e, ci, 2)} points (Welch t, {_p(r['excess_p'])}), is not resolved at 95%")
+    return f"against {what} ({_pm(r['rand_drop'], r['rand_ci'], 2)})"
 
 
 def _pm(drop: float, ci: float, digits: int) -> str:
@@ -74,8 +133,11 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     Returns
     -------
     AnalysisResult
-        ``data["curve"]``: per threshold, the fraction removed and the drop (with 95% CI)
-        for high-mem and random removal; ``summary`` adds the high-influence experiment.
+        ``data["curve"]``: per threshold, the fraction removed, the drop (with 95% Welch t
+        CI) for high-mem and random removal, and their difference (``excess_drop``,
+        ``excess_ci``, ``excess_p``, ``verdict``; see :func:`compare_removals`) with the
+        per-model accuracies; ``summary`` has the same per threshold and adds the
+        high-influence experiment.
     """
     thresholds = _check(thresholds, repeats)
     repeats = int(repeats)
@@ -91,7 +153,8 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
         removed = np.flatnonzero(scores.mem > thr)
         row = {"threshold": float(thr), "n_removed": int(len(removed)), "frac_removed": len(removed) / n}
         if len(removed) == 0 or len(removed) >= n:
-            row.update(mem_drop=float("nan"), mem_ci=float("nan"), rand_drop=float("nan"), rand_ci=float("nan"))
+            row.update({k: float("nan") for k in ("mem_drop", "mem_ci", "rand_drop", "rand_ci", "excess_drop",
+                                                   "excess_ci", "excess_df", "excess_p")}, verdict="skipped")
             curve.append(row)
             continue
         keep = np.ones((repeats, n), bool)
@@ -101,8 +164,7 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
         for r in range(repeats):
             rand[r, rng.choice(n, len(removed), replace=False)] = False
         acc_rand = accuracy(train_on_masks(learner, data, rand, seed + 101 * (s + 1) + 7).test_pred, y_te)
-        row["mem_drop"], row["mem_ci"] = _drop(base_acc, acc_mem)
-        row["rand_drop"], row["rand_ci"] = _drop(base_acc, acc_rand)
+        row.update(compare_removals(base_acc, acc_mem, acc_rand), acc_mem=acc_mem, acc_rand=acc_rand)
         curve.append(row)
 
     # high-influence pairs: remove their training examples
@@ -120,19 +182,25 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
             rand[r, rng.choice(n, len(tr), replace=False)] = False
         p_rand = train_on_masks(learner, data, rand, seed + 9002)
         base_tt = accuracy(full.test_pred[:, tt], y_te[tt])
-        for key, p, cols in (("hi_on_pairs", p_hi, tt), ("hi_on_all", p_hi, None),
-                             ("rand_on_pairs", p_rand, tt), ("rand_on_all", p_rand, None)):
-            if cols is None:
-                d, h = _drop(base_acc, accuracy(p.test_pred, y_te))
-            else:
-                d, h = _drop(base_tt, accuracy(p.test_pred[:, cols], y_te[cols]))
-            infl[key + "_drop"], infl[key + "_ci"] = d, h
+        for on, base_on, cols in (("on_pairs", base_tt, tt), ("on_all", base_acc, slice(None))):
+            c = compare_removals(base_on, accuracy(p_hi.test_pred[:, cols], y_te[cols]),
+                                 accuracy(p_rand.test_pred[:, cols], y_te[cols]))
+            infl[f"hi_{on}_drop"], infl[f"hi_{on}_ci"] = c["mem_drop"], c["mem_ci"]
+            infl[f"rand_{on}_drop"], infl[f"rand_{on}_ci"] = c["rand_drop"], c["rand_ci"]
+            infl[f"excess_{on}_drop"], infl[f"excess_{on}_ci"] = c["excess_drop"], c["excess_ci"]
+            infl[f"excess_{on}_p"] = c["excess_p"]
     ok = [r for r in curve if np.isfinite(r["mem_drop"])]
     summary = {
         "base_test_acc": mean_ci(base_acc)[0], "repeats": int(repeats), "trials": int(scores.trials),
-        "has_intervals": repeats >= 2,
+        "has_intervals": repeats >= 2, "ci_level": LEVEL,
         **{f"drop_mem_gt_{r['threshold']}": r["mem_drop"] for r in curve},
         **{f"drop_rand_gt_{r['threshold']}": r["rand_drop"] for r in curve},
+        **{f"ci_mem_gt_{r['threshold']}": r["mem_ci"] for r in curve},
+        **{f"ci_rand_gt_{r['threshold']}": r["rand_ci"] for r in curve},
+        **{f"excess_drop_gt_{r['threshold']}": r["excess_drop"] for r in curve},
+        **{f"excess_ci_gt_{r['threshold']}": r["excess_ci"] for r in curve},
+        **{f"excess_p_gt_{r['threshold']}": r["excess_p"] for r in curve},
+        **{f"verdict_gt_{r['threshold']}": r["verdict"] for r in curve},
         **{f"frac_removed_{r['threshold']}": r["frac_removed"] for r in curve},
         **{f"infl_{k}": v for k, v in infl.items()},
     }
@@ -191,31 +259,35 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
             parts.append(f"mem > {r['threshold']:g} removes all {n} training examples, leaving nothing to train "
                          "on, so that threshold was skipped.")
             continue
-        if np.isfinite(r["mem_ci"]) and np.isfinite(r["rand_ci"]):
-            verdict = ("more than" if r["mem_drop"] - r["mem_ci"] > r["rand_drop"] + r["rand_ci"] else
-                       "less than" if r["mem_drop"] + r["mem_ci"] < r["rand_drop"] - r["rand_ci"] else
-                       "about as much as")
-            compare = f"{verdict} removing as many at random"
-        else:
-            compare = "against removing as many at random"
         parts.append(f"Removing the {r['n_removed']} examples with mem > {r['threshold']:g} "
                      f"({100 * r['frac_removed']:.1f}%) costs {_pm(r['mem_drop'], r['mem_ci'], 2)} "
-                     f"points, {compare} ({_pm(r['rand_drop'], r['rand_ci'], 2)}).")
+                     f"points, {_versus(r)}.")
     if "hi_on_pairs_drop" in infl:
         parts.append(
             f"Removing the {len(tr)} training examples of the {len(pairs)} high-influence pairs lowers accuracy on "
             f"their {len(tt)} test examples by {_pm(infl['hi_on_pairs_drop'], infl['hi_on_pairs_ci'], 1)} points "
             f"and on the whole test set by {_pm(infl['hi_on_all_drop'], infl['hi_on_all_ci'], 2)}; removing as "
             f"many random training examples lowers them by {100 * infl['rand_on_pairs_drop']:.1f} and "
-            f"{100 * infl['rand_on_all_drop']:.2f}.")
+            f"{100 * infl['rand_on_all_drop']:.2f}"
+            + (f" (difference on their test examples {_pm(infl['excess_on_pairs_drop'], infl['excess_on_pairs_ci'], 1)}"
+               f" points, Welch t, {_p(infl['excess_on_pairs_p'])})." if np.isfinite(infl["excess_on_pairs_ci"])
+               else "."))
     elif len(tr) >= n:
         parts.append(f"The high-influence pairs (infl >= {infl_threshold:g}) involve all {n} training examples, "
                      "so removing them leaves nothing to train on; that experiment was skipped.")
     else:
         parts.append(f"No pair has infl >= {infl_threshold:g}, so the high-influence experiment was skipped.")
+    tested = [r for r in curve if r["verdict"] in ("more", "less", "unresolved")]
+    if tested:
+        parts.append(f"Intervals are 95% Welch t intervals over R = {repeats} models per set. Each verdict against "
+                     "random removal comes from the interval of the difference between the two reduced sets "
+                     "(the full-set models are shared by both drops and cancel), not from whether the two drops' "
+                     "intervals overlap"
+                     + (f"; the {len(tested)} thresholds are tested one by one, without a correction for "
+                        "testing several (their removed sets are nested, so the tests are not independent)."
+                        if len(tested) > 1 else "."))
     parts.append("In the paper, memorized examples carry more of the test accuracy than random ones, and "
-                 "the test examples of high-influence pairs lose far more accuracy than the test set as a whole; "
-                 "with small R the intervals are wide, so read differences inside them as not resolved.")
+                 "the test examples of high-influence pairs lose far more accuracy than the test set as a whole.")
     return AnalysisResult("marginal_utility", "Marginal utility of memorized examples", summary, " ".join(parts),
                           data={"curve": curve, "base_acc": base_acc, "influence": infl,
                                 "removed_train": tr, "affected_test": tt}, figure=fig)
