@@ -345,9 +345,24 @@ def test_label_noise_reading_follows_its_numbers():
 
 def test_subset_ratios_equal_to_display_precision_are_one(tmp_path):
     study = synthetic_study(tmp_path / "s", trials=6)
-    res = subset_ratio(study, ratios=(0.7, 0.7000001), trials=4)
-    assert [r["ratio"] for r in res.data["rows"]] == [0.7]
-    assert sorted(p.name for p in (tmp_path / "s/analyses/subset_ratio/studies").iterdir()) == ["q0.7"]
+    res = subset_ratio(study, ratios=(0.6, 0.6000001), trials=4)
+    assert [r["ratio"] for r in res.data["rows"]] == [0.6]
+    assert sorted(p.name for p in (tmp_path / "s/analyses/subset_ratio/studies").iterdir()) == ["q0.6"]
+
+
+def test_subset_ratio_reuses_the_studys_own_trials_at_its_ratio(tmp_path):
+    from tailscope.estimate import estimate
+
+    study = synthetic_study(tmp_path / "s", trials=12)
+    res = subset_ratio(study, ratios=(0.5, 0.7), trials=8)
+    studies = tmp_path / "s/analyses/subset_ratio/studies"
+    assert sorted(p.name for p in studies.iterdir()) == ["q0.5"]  # nothing retrained at q = 0.7
+    np.testing.assert_array_equal(res.data["mem"]["0.7"], estimate(study.store, first_trials=8).mem)
+    assert res.summary["own_ratio_reused"] == 0.7 and "study's first 8 trials" in res.reading
+    assert not (tmp_path / "s/scores").exists()  # the study's own scores are not written by the analysis
+    # more trials than the study has: a sub-study as for any other ratio
+    more = subset_ratio(study, ratios=(0.7,), trials=16)
+    assert more.summary["own_ratio_reused"] is None and (studies / "q0.7").exists()
 
 
 def test_diverged_training_is_named(tmp_path):

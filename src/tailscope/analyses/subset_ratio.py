@@ -17,6 +17,7 @@ from tailscope.analyses.base import (
     spearman,
 )
 from tailscope.design import theoretical_se_bound
+from tailscope.estimate import estimate
 from tailscope.store import child_location, read_bytes
 
 # A measured SE from fewer trials without an example than this is called out in the reading.
@@ -68,8 +69,12 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
     if bad:
         raise ValueError(f"subset ratios must lie strictly between 0 and 1, got {bad}.")
     study = as_study(study)
-    res = {}
+    res, own = {}, None
     for q in ratios:
+        if _is_own_ratio(study, q, trials):  # the same trials as the study's first ones: reuse, not retrain
+            own = q  # (estimated in memory: the study's own saved scores are left as they are)
+            res[q] = estimate(study._existing_store(), first_trials=trials)
+            continue
         child = settled_child_study(study, f"subset_ratio/studies/q{q:g}", what=f"subset-ratio study at q = {q:g}",
                                     ratio=q, trials=trials)
         res[q] = scores_of_first(child, trials, progress)
@@ -78,7 +83,7 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
     has_mem = np.all([np.isfinite(res[q].mem) for q in ratios], axis=0)
     n = len(has_se)
     rows = []
-    summary = {"trials": trials, "seed": int(study.design.seed), "n_train": n,
+    summary = {"trials": trials, "seed": int(study.design.seed), "n_train": n, "own_ratio_reused": own,
                "n_with_se_at_every_ratio": int(has_se.sum()), "n_with_mem_at_every_ratio": int(has_mem.sum())}
     for q in ratios:
         s = res[q]
@@ -158,7 +163,7 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
 
     return AnalysisResult("subset_ratio", "Subset-ratio sweep", summary,
                           _reading(rows, pairwise, trials, n, int(has_se.sum()), int(has_mem.sum()), few,
-                                   best_bound, best_measured, loo is not None),
+                                   best_bound, best_measured, loo is not None, own),
                           data={"rows": rows, "pairwise_spearman": pairwise,
                                 "mem": {f"{q:g}": res[q].mem for q in ratios},
                                 "settings": {"ratios": ratios, "trials": trials, "seed": int(study.design.seed),
@@ -166,8 +171,23 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
                           figure=fig)
 
 
-def _reading(rows, pairwise, trials, n, n_se, n_mem, few, best_bound, best_measured, has_loo) -> str:
-    parts = [f"With {trials} trials at each subset ratio:"]
+def _is_own_ratio(study, q: float, trials: int) -> bool:
+    """Whether the sub-study at ratio ``q`` would be the study itself: its ratio (as shown) and at
+    least ``trials`` trials done (trial k depends only on the config and k)."""
+    if float(f"{study.design.ratio:g}") != q:
+        return False
+    try:
+        done = study._existing_store().done()
+    except Exception:  # no store to reuse: the analysis trains a sub-study as for any ratio
+        return False
+    return len(done) >= trials and bool(done[:trials].all())
+
+
+def _reading(rows, pairwise, trials, n, n_se, n_mem, few, best_bound, best_measured, has_loo,
+             own=None) -> str:
+    parts = [f"With {trials} trials at each subset ratio"
+             + (f" (q = {own:g} is the study's own ratio: its numbers are the study's first {trials} trials, "
+                "not an independent run)" if own is not None else "") + ":"]
     for r in rows:
         no_mem = f" ({r['n_no_mem']} never left out have none)" if r["n_no_mem"] else ""
         parts.append(
