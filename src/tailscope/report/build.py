@@ -344,7 +344,9 @@ class _Builder:
             ("mean_acc_out", pct(s["mean_acc_out"]), "accuracy on training examples it did not see"),
             ("mean_test_acc", pct(s["mean_test_acc"]), "test accuracy (mean over models)"),
             ("n_mem", f"{fmt(s['n_mem_ge_0.25'])}", f"memorized (mem \u2265 0.25), {pct(s['frac_mem_ge_0.25'])}"),
-            ("median_mem_se", fmt(s["median_mem_se"], 4), f"median SE of mem (bound {fmt(s['se_bound'], 4)})"),
+            # the interval, not the SE: with most examples always right the median SE is 0
+            ("median_mem_ci_width", fmt(s.get("median_mem_ci_width"), 3),
+             f"median width of mem's 95% interval (SE bound {fmt(s['se_bound'], 4)})"),
         ]
         cards = "".join(f'<div class="stat" data-key="{esc(k)}"><div class="v">{esc(v)}</div>'
                         f'<div class="k">{esc(label)}</div></div>' for k, v, label in stats)
