@@ -1,6 +1,8 @@
 """CLI papercuts found by QA: each gets one clear line, and studies can be reported from anywhere."""
 
 import numpy as np
+import pytest
+from conftest import make_synthetic
 from typer.testing import CliRunner
 
 import tailscope as ts
@@ -152,3 +154,31 @@ def test_a_moved_data_file_is_given_to_report_and_analyses_with_the_recorded_opt
     from tailscope import study as study_module
 
     assert study_module._DATA_OVERRIDE is None  # a command's --dataset does not outlive it
+
+
+def test_disk_errors_are_named_not_called_damage(tmp_path, capsys):
+    import errno
+
+    import typer
+
+    from tailscope.cli import friendly
+    from tailscope.store import StoreError, TrialStore
+
+    data, learner = make_synthetic(n=60, n_test=20)
+    study = ts.Study(data, learner, trials=4, block_size=4, path=tmp_path / "s")
+    study.run(progress=False)
+    store = TrialStore.open(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"could not be written: No space left on device.*resume") as info:
+        with store._chunk_errors(0):
+            raise OSError(errno.ENOSPC, "No space left on device", "trials.zarr/mask/c/0/0")
+    assert "damaged" not in str(info.value) and "verify" not in str(info.value)
+
+    @friendly
+    def command():
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "s" / "scores"))
+
+    with pytest.raises(typer.Exit) as stop:
+        command()
+    assert stop.value.exit_code == 2
+    out = capsys.readouterr().out
+    assert "error:" in out and "Read-only file system" in out and "Traceback" not in out

@@ -8,9 +8,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from conftest import done_trials
 from test_shards import assert_same_store, write_script
 
+import tailscope as ts
 from tailscope.store import StoreError, TrialStore
 from tailscope.verify import verify_store
 
@@ -57,3 +59,32 @@ def test_kill_concurrent_shards_then_resume_is_identical(tmp_path):
     subprocess.run([sys.executable, str(script), str(crashed), "-", "1"], check=True, timeout=120)
     assert_same_store(ref, crashed)
     assert TrialStore.open(crashed).block_status()["stale_claims"] == []
+
+
+def _done_study(path):
+    from conftest import make_synthetic
+
+    data, learner = make_synthetic(n=60, n_test=20)
+    ts.Study(data, learner, trials=8, block_size=4, path=path).run(progress=False)
+    return path
+
+
+def test_a_missing_label_chunk_is_refused_not_read_as_zeros(tmp_path):
+    path = _done_study(tmp_path / "s")
+    (path / "trials.zarr" / "y_test" / "c" / "0").unlink()
+    rep = verify_store(path)
+    assert not rep.ok and any(p.array == "y_test" and "missing chunk files" in p.detail for p in rep.problems)
+    with pytest.raises(StoreError, match=r"y_test labels .* missing chunk files"):
+        ts.estimate(path)
+
+
+def test_repair_never_clears_good_trials_for_damaged_array_metadata(tmp_path):
+    path = _done_study(tmp_path / "s")
+    meta = path / "trials.zarr" / "test_pred" / "zarr.json"
+    saved = meta.read_bytes()
+    meta.unlink()
+    rep = verify_store(path, repair=True)
+    assert rep.bad_trials == [] and rep.repaired == [] and "not repaired" in rep.summary()
+    assert "trials.zarr/test_pred/zarr.json" in rep.repair_refused
+    meta.write_bytes(saved)
+    assert int(TrialStore.open(path).done().sum()) == 8 and verify_store(path).ok

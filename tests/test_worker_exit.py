@@ -169,3 +169,22 @@ def test_sigterm_or_ctrl_c_stops_the_pool_and_rerun_resumes(tmp_path, sig):
         assert rep.ok and rep.checked == 48, rep.summary()
         status = st.block_status()
         assert status["missing_blocks"] == [] and status["in_flight_blocks"] == [] and status["stale_claims"] == []
+
+
+def test_sigterm_stops_a_single_process_cli_run_with_the_resume_message(tmp_path):
+    study = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "tailscope", "run", "-d", "digits", "-l", "logreg", "--trials",
+                             "400", "--block-size", "4", "-o", str(study)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while done_trials(study) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted: finished blocks are stored" in out and "Traceback" not in err, (out, err)
+    assert verify_store(study).ok and 4 <= done_trials(study) < 400

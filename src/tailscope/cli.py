@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import time
@@ -35,18 +36,46 @@ def friendly(fn):
         from tailscope.store import StoreError
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _sigterm_as_interrupt():
                 warnings.showwarning = _show_warning
                 return fn(*args, **kwargs)
         except (UserError, DataError, DesignError, StoreError, WorkerError, ValueError, TypeError,
                 FileNotFoundError) as e:
             console.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "x[keep]" is not markup
             raise typer.Exit(2) from None
+        except OSError as e:  # a full disk, a read-only or forbidden folder: the system's reason, not a traceback
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            console.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}{escape(where)}; stored trials are "
+                          "kept: fix that (free space, permissions) and run the same command to resume.")
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: finished blocks are stored; run the same command to resume.[/]")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (``timeout``, Slurm preemption, ``kill``) stops a command like Ctrl-C: finished
+    blocks stay stored and the message says how to resume (worker pools install their own)."""
+    import signal
+    import threading
+
+    from tailscope.runner import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

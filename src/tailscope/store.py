@@ -36,6 +36,7 @@ Zarr's FsspecStore; object stores write each chunk in one PUT, which is atomic.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -65,6 +66,9 @@ ROW_ARRAYS = {
 
 # Arrays with one chunk per block along the trial axis.
 TRIAL_ARRAYS = ("mask", "seed", *ROW_ARRAYS, "done")
+
+# OSErrors of the disk or its permissions: a write that failed for them damaged nothing
+_NOT_DAMAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # A claim older than this (seconds) is stale even if its process cannot be checked.
 CLAIM_STALE_S = 6 * 3600.0
@@ -227,11 +231,24 @@ class TrialStore:
 
     @property
     def y_train(self) -> np.ndarray:
-        return self.array("y_train")[:]
+        return self.labels("y_train")
 
     @property
     def y_test(self) -> np.ndarray:
-        return self.array("y_test")[:]
+        return self.labels("y_test")
+
+    def labels(self, name: str) -> np.ndarray:
+        """The stored labels ``y_train`` or ``y_test``, refused if a chunk file of them is gone
+        (zarr would read those labels as 0 and every estimate would silently change)."""
+        arr = self.array(name)
+        n_chunks = -(-arr.shape[0] // arr.chunks[0]) if arr.shape[0] else 0
+        gone = [c for c in range(n_chunks) if not chunk_exists(arr, c)]
+        if gone:
+            raise StoreError(f"the {name} labels of the store at {self.path} are missing chunk files "
+                             f"({', '.join(chunk_key(arr, c) for c in gone[:3])}); the store is damaged and its "
+                             "trials cannot be scored. Restore the study folder from a copy, or run the study "
+                             "again in a new folder.")
+        return arr[:]
 
     def done(self) -> np.ndarray:
         """Bool (trials,): which trials are completely written."""
@@ -324,12 +341,22 @@ class TrialStore:
             yield
         except StoreError:
             raise
+        except OSError as e:
+            if e.errno not in _NOT_DAMAGE:
+                raise self._damaged(b, e) from e
+            t = self.block_trials(b)  # the disk or its permissions, not the store
+            raise StoreError(f"block {b} (trials {t[0]}..{t[-1]}) of the store at {self.path} could not be "
+                             f"written: {e.strerror} ({e.filename or self.path}). Nothing already stored is "
+                             "lost: free space or fix permissions, then run the same command to resume.") from e
         except Exception as e:
-            t = self.block_trials(b)
-            raise StoreError(
+            raise self._damaged(b, e) from e
+
+    def _damaged(self, b: int, e: Exception) -> StoreError:
+        t = self.block_trials(b)
+        return StoreError(
                 f"block {b} (trials {t[0]}..{t[-1]}) of the store at {self.path} cannot be read or "
                 f"written: {type(e).__name__}: {e}. A chunk file is damaged; run `tailscope verify "
-                f"{self.root} --repair`, then rerun the study to redo those trials.") from e
+                f"{self.root} --repair`, then rerun the study to redo those trials.")
 
     # ----------------------------------------------------------------- claims
     @property

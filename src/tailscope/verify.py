@@ -52,6 +52,8 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
     deleted_chunks: list[str] = field(default_factory=list)
+    #: why ``repair`` changed nothing (damaged array metadata), else ""
+    repair_refused: str = ""
 
     @property
     def bad_trials(self) -> list[int]:
@@ -74,6 +76,8 @@ class VerifyReport:
                          "rerun the study to redo them.")
         if self.deleted_chunks:
             lines.append(f"  deleted undecodable chunk files: {', '.join(self.deleted_chunks)}")
+        if self.repair_refused:
+            lines.append(f"  {self.repair_refused}")
         if self.ok:
             lines.append("  every done trial is complete and consistent with the design.")
         return "\n".join(lines)
@@ -81,7 +85,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {"path": self.path, "trials": self.trials, "done": self.done, "checked": self.checked,
                 "ok": self.ok, "bad_trials": self.bad_trials, "repaired": self.repaired,
-                "deleted_chunks": self.deleted_chunks,
+                "deleted_chunks": self.deleted_chunks, "repair_refused": self.repair_refused,
                 "problems": [{"kind": p.kind, "array": p.array, "block": p.block, "trials": p.trials,
                               "detail": p.detail} for p in self.problems]}
 
@@ -129,7 +133,7 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
     for name, size in (("y_train", n), ("y_test", n_test)):
         if name in arrays:
             try:
-                y = arrays[name][:]
+                y = store.labels(name)  # (refuses missing chunks, which read as label 0)
                 if len(y) != size or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
                     problems.append(Problem("store", name, f"labels do not match the config "
                                             f"({len(y)} labels, expected {size} in 0..{n_classes - 1})"))
@@ -155,8 +159,7 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
         report.checked += len(tt)
         got, block_bad = {}, False
         for name in ("mask", "seed", *ROW_ARRAYS):
-            if name not in arrays:
-                block_bad = True
+            if name not in arrays:  # its metadata is damaged: said above, and no trial is to blame
                 continue
             arr = arrays[name]
             if not chunk_exists(arr, b):
@@ -175,6 +178,15 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             continue
         bad.update(_check_rows(b, tt, got, design, n_classes, problems))
 
+    unopened = [p.array for p in problems if p.kind == "store" and p.detail.startswith("array metadata")]
+    if repair and unopened:
+        # clearing trials would not mend metadata, and every trial's chunks are still there
+        report.repair_refused = (f"not repaired: the metadata of {', '.join(unopened)} "
+                                 f"({', '.join(f'trials.zarr/{a}/zarr.json' for a in unopened)}) is damaged, which "
+                                 "no trial caused; restore those files from a copy (a new study with the same "
+                                 "settings in another folder writes identical ones), then verify again. No done "
+                                 "flag was cleared.")
+        return report
     if repair and (bad or to_delete):
         # Done flags first, chunk files second: a repair killed in between leaves cleared
         # trials with chunks, never done trials without them.
@@ -228,12 +240,16 @@ def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: in
             problems.append(Problem(kind, name, detail, b, ts))
             bad.update(ts)
 
-    mask = got["mask"]
-    if mask.shape[1] == design.n:
+    # (an array whose metadata cannot be opened is missing from ``got``: reported as a store problem)
+    mask = got.get("mask")
+    if mask is not None and mask.shape[1] == design.n:
         flag("mask", "mask", (mask != design.masks(tt)).any(axis=1),
              "differs from the design's subset for these trial indices")
-    flag("seed", "seed", got["seed"] != design.trial_seeds(tt), "differs from the design's seed")
+    if "seed" in got:
+        flag("seed", "seed", got["seed"] != design.trial_seeds(tt), "differs from the design's seed")
     for name in ("train_prob", "test_prob"):
+        if name not in got:
+            continue
         a = got[name]
         nan = ~np.isfinite(a).all(axis=1)
         flag("nan", name, nan, "NaN or infinite probabilities")
@@ -241,6 +257,8 @@ def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: in
             out = ((a < -PROB_TOL) | (a > 1 + PROB_TOL)).any(axis=1) & ~nan
         flag("prob range", name, out, "probabilities outside [0, 1]")
     for name in ("train_pred", "test_pred"):
+        if name not in got:
+            continue
         a = got[name]
         flag("pred range", name, ((a < 0) | (a >= n_classes)).any(axis=1),
              f"predicted labels outside 0..{n_classes - 1}")
