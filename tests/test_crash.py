@@ -88,3 +88,39 @@ def test_repair_never_clears_good_trials_for_damaged_array_metadata(tmp_path):
     assert "trials.zarr/test_pred/zarr.json" in rep.repair_refused
     meta.write_bytes(saved)
     assert int(TrialStore.open(path).done().sum()) == 8 and verify_store(path).ok
+
+
+def test_writes_of_one_block_wait_for_each_other(tmp_path):
+    """Runs with different trial counts share the partial block's chunks: a writer holds the block's
+    lock while it reads, changes and rewrites them."""
+    from conftest import make_synthetic
+
+    data, learner = make_synthetic(n=60, n_test=20)
+    study = ts.Study(data, learner, trials=6, block_size=4, path=tmp_path / "s")
+    store = study.store
+    lock = tmp_path / "s" / "claims" / "block-000001.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(1.5)"), str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    trials = np.array([4, 5])
+    preds = learner.fit_predict(data, study.design.masks(trials), study.design.trial_seeds(trials))
+    t0 = time.monotonic()
+    assert store.write(trials, study.design.masks(trials), study.design.trial_seeds(trials), preds) == 2
+    assert time.monotonic() - t0 > 0.8  # waited for the other writer
+    holder.wait(timeout=10)
+    assert store.done()[4:6].all()
+
+
+def test_done_trials_holding_only_fill_values_are_found_and_repaired(tmp_path):
+    from tailscope.store import ROW_ARRAYS
+
+    path = _done_study(tmp_path / "s")
+    store = TrialStore.open(path, mode="r+")
+    for name in ROW_ARRAYS:  # what a lost race left: done flags set, rows back at the fill value
+        store.array(name)[5] = 0
+    rep = verify_store(path, repair=True)
+    assert rep.bad_trials == [5] and any(p.kind == "blank" for p in rep.problems)
+    assert not TrialStore.open(path).done()[5] and TrialStore.open(path).done().sum() == 7

@@ -101,9 +101,31 @@ def test_full_matrix_path_never_deletes_what_is_there(tmp_path, synthetic):
     again = study.estimate(save=False, full_matrix_path=str(matrix))  # its own matrix: replaced
     import zarr
 
-    infl = zarr.open_group(str(matrix), mode="r")["infl"][:]
+    group = zarr.open_group(str(matrix), mode="r")
+    infl = group["infl"][:]
     np.testing.assert_allclose(infl[s.pairs["tr_idx"], s.pairs["tt_idx"]], s.pairs["infl"], rtol=1e-6)
     assert again.trials == s.trials
+    assert group.attrs["tailscope_influence_matrix"]["complete"] is True
+
+
+def test_a_full_matrix_stopped_midway_says_it_is_partial(tmp_path, synthetic, monkeypatch):
+    import importlib
+
+    import zarr
+
+    estimate_module = importlib.import_module("tailscope.estimate")  # (the package exports a function of that name)
+    data, learner = synthetic
+    study = ts.Study(data, learner, trials=8, path=tmp_path / "s")
+    study.run(progress=False)
+
+    def stop(self):
+        raise KeyboardInterrupt  # killed after the tiles, before the matrix was marked complete
+
+    monkeypatch.setattr(estimate_module._InfluenceCollector, "finish", stop)
+    with pytest.raises(KeyboardInterrupt):
+        study.estimate(save=False, full_matrix_path=str(tmp_path / "matrix"))
+    attrs = zarr.open_group(str(tmp_path / "matrix"), mode="r").attrs["tailscope_influence_matrix"]
+    assert attrs["complete"] is False
 
 
 def test_max_pairs_truncation_is_said_and_recorded(tmp_path, synthetic):

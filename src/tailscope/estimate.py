@@ -51,7 +51,9 @@ class EstimateOptions:
     max_pairs : cap on kept pairs (the largest are kept), guarding against noisy studies.
     memory_budget : bytes for influence accumulators; decides the tile size.
     full_matrix_path : if set, write the full (n, n_test) influence matrix and its SE
-        to this Zarr path, tile by tile.
+        to this Zarr path, tile by tile; its group attribute
+        ``tailscope_influence_matrix["complete"]`` turns True once every tile is written
+        (an estimate stopped midway leaves False, and rows not yet written read as 0).
     """
 
     infl_threshold: float = PAPER_INFL_THRESHOLD
@@ -255,7 +257,9 @@ def _open_matrix(path: str, n: int, n_test: int):
                              "them. Pass a new folder (an influence matrix of an earlier estimate may be "
                              "replaced).")
     g = zarr.open_group(path, mode="w")
-    g.attrs[MATRIX_MARK] = {"n_train": n, "n_test": n_test}
+    # "complete" turns True only after the last tile: an estimate killed midway leaves a matrix
+    # that says it is partial (its unwritten rows read as 0)
+    g.attrs[MATRIX_MARK] = {"n_train": n, "n_test": n_test, "complete": False}
     return g
 
 
@@ -427,9 +431,9 @@ class _InfluenceCollector:
         self.found = 0  # pairs at or above the threshold, also those max_pairs drops
         # the mirror of the kept pairs: eligible pairs at or below -threshold (None: threshold <= 0)
         self.negative: int | None = 0 if opt.infl_threshold > 0 else None
-        self.full = None
+        self.full = self.full_group = None
         if opt.full_matrix_path:
-            g = _open_matrix(str(opt.full_matrix_path), n, n_test)
+            g = self.full_group = _open_matrix(str(opt.full_matrix_path), n, n_test)
             self.full = {name: g.create_array(name, shape=(n, n_test), chunks=(min(n, 1024), n_test),
                                               dtype="float32") for name in ("infl", "infl_se")}
 
@@ -495,7 +499,10 @@ class _InfluenceCollector:
         self.topk_val, self.topk_idx, self.topk_se = cand_val[rows, order], cand_idx[rows, order], cand_se[rows, order]
 
     def finish(self) -> None:
-        """Mark the top-k slots no eligible training example filled: index -1, value and SE NaN."""
+        """Mark the top-k slots no eligible training example filled: index -1, value and SE NaN;
+        mark a full matrix complete (every tile written)."""
+        if self.full_group is not None:
+            self.full_group.attrs[MATRIX_MARK] = {**self.full_group.attrs[MATRIX_MARK], "complete": True}
         empty = ~np.isfinite(self.topk_val)
         self.topk_val = np.where(empty, np.nan, self.topk_val)
         self.topk_se = np.where(empty, np.nan, self.topk_se)

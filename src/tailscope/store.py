@@ -74,6 +74,7 @@ _NOT_DAMAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 CLAIM_STALE_S = 6 * 3600.0
 # A creation lock older than this (seconds) was left by a killed process.
 LOCK_STALE_S = 120.0
+EMPTY_LOCK_STALE_S = 5.0  # a live creator writes its host and pid into the lock within microseconds
 
 
 class StoreError(RuntimeError):
@@ -304,7 +305,7 @@ class TrialStore:
                     len(classes) if classes else 2**15)
         b = int(blocks[0])
         self.check_identity(config_hash)
-        with self._chunk_errors(b):
+        with self._block_lock(b), self._chunk_errors(b):
             already = self.done_of(trials)
             if already.all():
                 return 0
@@ -333,6 +334,37 @@ class TrialStore:
             raise StoreError(f"the store at {self.path} was given another config by another run while this "
                              "one was training; this run's trials are not written. Rerun with that config, "
                              "or use another output directory.")
+
+    @contextlib.contextmanager
+    def _block_lock(self, b: int):
+        """Exclusive access to block ``b``'s chunks while its rows and done flags are written.
+
+        Two runs of one study with different trial counts can both write the block that is
+        partial for one of them: writing part of a chunk reads, changes and rewrites it, so
+        without the lock one run's rows could be overwritten with fill values after its done
+        flags were set. A local (or network) filesystem gets an OS file lock in the claims
+        folder; object stores have none, so there every run of a study should ask for the
+        same number of trials.
+        """
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock
+            fcntl = None
+        if fcntl is None or is_remote(self.path):
+            yield
+            return
+        folder = Path(self.root) / "claims"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f"block-{b:06d}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError:  # no lock file possible here (read-only folder): the write itself will say why
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # (closing releases the lock)
 
     @contextlib.contextmanager
     def _chunk_errors(self, b: int):
@@ -608,18 +640,20 @@ def _ensure_array(group: zarr.Group, name: str, shape, chunks, dtype, fill) -> z
 def _creation_lock(url: str, timeout: float = 300.0):
     """Serialize creation and growth of a local store across processes.
 
-    A lock file created with O_EXCL next to ``trials.zarr`` (works on local disks and on
-    NFS v3+); a lock whose process is gone (same host) or older than ``LOCK_STALE_S``
-    was left by a killed process and is broken. Remote stores get no lock: concurrent creation with the same config writes
+    A lock file ``trials.zarr.lock`` created with O_EXCL in the study folder (works on local
+    disks and on NFS v3+); a lock whose process is gone (same host), older than
+    ``LOCK_STALE_S``, or still empty after ``EMPTY_LOCK_STALE_S`` was left by a killed
+    process and is broken. Waiting longer than a few seconds is said in a warning. Remote stores get no lock: concurrent creation with the same config writes
     identical bytes, and create-then-verify catches a different config.
     """
     local = local_path(url)
     if local is None:
         yield
         return
-    lock = local.parent / (local.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock = local / f"{STORE_DIR}.lock"  # inside the study folder: a read-only parent is no obstacle
+    local.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
+    said = False
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -633,13 +667,21 @@ def _creation_lock(url: str, timeout: float = 300.0):
                 owner = {}
             dead = (owner.get("host") == socket.gethostname()
                     and not pid_alive(int(owner.get("pid", -1))))
-            if age > LOCK_STALE_S or dead:
+            # empty for more than a few seconds: its creator was killed between creating and writing it
+            unowned = not owner and age > EMPTY_LOCK_STALE_S
+            if age > LOCK_STALE_S or dead or unowned:
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
                 continue
             if time.monotonic() > deadline:
                 raise StoreError(f"timed out waiting for the creation lock {lock}; if no other "
                                  "tailscope process is creating this study, delete that file.") from None
+            if not said and age > 5:
+                said = True
+                who = f"{owner.get('host')} pid {owner.get('pid')}" if owner else "an unknown process"
+                warnings.warn(f"waiting for the creation lock {lock}, held by {who} for {age:.0f} s (it is broken "
+                              f"after {LOCK_STALE_S:.0f} s, or at once if that process is gone from this host).",
+                              stacklevel=4)
             time.sleep(0.05)
             continue
         try:

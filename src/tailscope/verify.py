@@ -256,6 +256,10 @@ def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: in
         with np.errstate(invalid="ignore"):
             out = ((a < -PROB_TOL) | (a > 1 + PROB_TOL)).any(axis=1) & ~nan
         flag("prob range", name, out, "probabilities outside [0, 1]")
+    if all(name in got for name in ROW_ARRAYS):  # done, yet every row still holds the fill value 0
+        blank = np.logical_and.reduce([(got[name] == 0).all(axis=1) for name in ROW_ARRAYS])
+        flag("blank", "train_prob", blank, "marked done but its predictions are the fill value 0 everywhere "
+             "(overwritten by another writer, or never written)")
     for name in ("train_pred", "test_pred"):
         if name not in got:
             continue
