@@ -168,7 +168,7 @@ def test_disk_errors_are_named_not_called_damage(tmp_path, capsys):
     study = ts.Study(data, learner, trials=4, block_size=4, path=tmp_path / "s")
     study.run(progress=False)
     store = TrialStore.open(tmp_path / "s")
-    with pytest.raises(StoreError, match=r"could not be written: No space left on device.*resume") as info:
+    with pytest.raises(StoreError, match=r"could not be read or written: No space left on device.*resume") as info:
         with store._chunk_errors(0):
             raise OSError(errno.ENOSPC, "No space left on device", "trials.zarr/mask/c/0/0")
     assert "damaged" not in str(info.value) and "verify" not in str(info.value)

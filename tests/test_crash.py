@@ -124,3 +124,35 @@ def test_done_trials_holding_only_fill_values_are_found_and_repaired(tmp_path):
     rep = verify_store(path, repair=True)
     assert rep.bad_trials == [5] and any(p.kind == "blank" for p in rep.problems)
     assert not TrialStore.open(path).done()[5] and TrialStore.open(path).done().sum() == 7
+
+
+def test_labels_of_one_class_are_not_taken_for_damage_after_a_replaced_creation(tmp_path):
+    """zarr drops a chunk equal to the fill value unless told to keep it: labels all 0."""
+    from conftest import make_synthetic
+
+    base, learner = make_synthetic(n=60, n_test=20)
+    data = ts.Dataset(base.x_train, base.y_train, base.x_test, np.zeros(base.n_test, np.int64), base.classes)
+    assert ts.Study(data, learner, trials=4, ratio=0.5, block_size=4, path=tmp_path / "s").store  # created only
+    study = ts.Study(data, learner, trials=4, ratio=0.7, block_size=4, path=tmp_path / "s")
+    with pytest.warns(UserWarning, match="its config is replaced"):
+        study.run(progress=False)
+    assert verify_store(tmp_path / "s").ok and study.estimate().trials == 4
+
+
+def test_a_filesystem_without_file_locks_still_takes_trials(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from conftest import make_synthetic
+
+    from tailscope import store as store_module
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(store_module, "_WARNED", set())
+    data, learner = make_synthetic(n=60, n_test=20)
+    with pytest.warns(UserWarning, match="does not support file locks"):
+        ts.Study(data, learner, trials=8, block_size=4, path=tmp_path / "s").run(progress=False)
+    assert TrialStore.open(tmp_path / "s").done().all()

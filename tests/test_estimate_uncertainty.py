@@ -183,7 +183,9 @@ def test_cli_estimate_prints_the_noise_share(tmp_path):
     s = ts.Scores.load(study.scores_dir)
     saved = json.loads((study.scores_dir / "summary.json").read_text())["summary"]
     assert saved["pairs_false_share_est"] == s.pairs_false_share_est is not None
-    assert f"about {100 * s.pairs_false_share_est:.0f}% of the kept pairs are expected to be noise" in res.output
+    found = s.options["pairs_found"]
+    assert (f"about {100 * s.pairs_false_share_est:.0f}% of the {found:,} pairs found are expected to be noise"
+            in " ".join(res.output.split()))
     assert f"{s.n_pairs_negative:,} at <= -0.15" in res.output
 
 

@@ -340,8 +340,9 @@ def test_memorization_intervals_shown_where_the_se_is_zero(digits_report, synthe
 def test_pairs_noise_share_is_said_next_to_the_pair_count(synthetic_report, tmp_path):
     study, scores, _, page = synthetic_report
     assert scores.pairs_false_share_est is not None and len(scores.pairs)
-    said = (f"About {pct(scores.pairs_false_share_est, 0)} of these pairs are expected to be noise at this "
-            "number of trials")
+    found = scores.options["pairs_found"]
+    said = (f"About {pct(scores.pairs_false_share_est, 0)} of the {found:,} pairs found at infl &ge; 0.150 are "
+            "expected to be noise at this number of trials, fewer among the largest")
     assert said in _row(page, "n_pairs")
     assert f"({scores.n_pairs_negative:,} pairs reach infl &le; &minus;0.150" in _row(page, "n_pairs")
     assert "run more trials to sharpen" in _row(page, "n_pairs")

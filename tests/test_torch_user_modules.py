@@ -92,7 +92,7 @@ def test_a_factory_sharing_modules_is_refused_and_the_users_module_is_untouched(
     before = copy.deepcopy(backbone.state_dict())
     for vectorize in (True, False):
         learner = TorchLearner(lambda: nn.Sequential(backbone, nn.Linear(32, 10)), epochs=1, vectorize=vectorize)
-        with pytest.raises(ModelError, match=r"share parameters.*copy.deepcopy"):
+        with pytest.raises(ModelError, match=r"share trained parameters.*copy.deepcopy"):
             learner.fit_predict(digits, _masks(digits.n_train, 2), np.arange(2))
     after = backbone.state_dict()
     assert all(after[k].device.type == "cpu" and torch.equal(after[k], before[k]) for k in before)
@@ -154,3 +154,11 @@ def test_features_with_a_large_offset_keep_their_spread(dense, monkeypatch):
         assert (preds.test_pred == data.y_test).mean() > 0.9, model
     rows, _ = prepare_rows(data)
     assert np.allclose(rows[:].std(0, correction=0).numpy(), 1, atol=1e-3)
+
+
+def test_a_shared_frozen_backbone_is_fine(digits):
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU()).requires_grad_(False)
+    before = copy.deepcopy(backbone.state_dict())
+    preds = both_paths(lambda: nn.Sequential(backbone, nn.Linear(32, 10)), digits, epochs=3)
+    assert (preds.test_pred == digits.y_test).mean() > 0.5
+    assert all(torch.equal(backbone.state_dict()[k], before[k]) for k in before)

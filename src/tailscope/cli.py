@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import functools
 import json
 import time
@@ -43,10 +44,11 @@ def friendly(fn):
                 FileNotFoundError) as e:
             console.print(f"[bold red]error:[/] {escape(str(e))}")  # escaped: "x[keep]" is not markup
             raise typer.Exit(2) from None
-        except OSError as e:  # a full disk, a read-only or forbidden folder: the system's reason, not a traceback
+        except OSError as e:  # the system's reason in one line, not a traceback
             where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            console.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}{escape(where)}; stored trials are "
-                          "kept: fix that (free space, permissions) and run the same command to resume.")
+            advice = ("; fix that (free space, permissions) and run the same command: stored trials are kept"
+                      if e.errno in _DISK_ERRORS else "")
+            console.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}{escape(where)}{advice}.")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: finished blocks are stored; run the same command to resume.[/]")
@@ -58,7 +60,9 @@ def friendly(fn):
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (``timeout``, Slurm preemption, ``kill``) stops a command like Ctrl-C: finished
-    blocks stay stored and the message says how to resume (worker pools install their own)."""
+    blocks stay stored and the message says how to resume. A worker pool replaces this handler
+    with its own while it runs (``yields_to_pools``), which defers the signal while it starts a
+    worker."""
     import signal
     import threading
 
@@ -71,11 +75,16 @@ def _sigterm_as_interrupt():
     def stop(signum, frame):
         raise Terminated()
 
+    stop.yields_to_pools = True
+
     old = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -222,8 +231,8 @@ def pairs_noise_text(scores) -> str | None:
         return None
     found = int(scores.options.get("pairs_found", len(scores.pairs)))
     return (f"high-influence pairs: {found:,} at infl >= {t:g}, {neg:,} at <= -{t:g} (mirror); about "
-            f"{100 * share:.0f}% of the kept pairs are expected to be noise at this number of trials "
-            "(run more trials to sharpen).")
+            f"{100 * share:.0f}% of the {found:,} pairs found are expected to be noise at this number of trials "
+            "(fewer among the largest; run more trials to sharpen).")
 
 
 @app.command()

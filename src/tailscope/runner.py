@@ -193,8 +193,10 @@ class _SigtermAsInterrupt:
         self.holding = self.pending = False
 
     def __enter__(self) -> _SigtermAsInterrupt:
+        current = signal.getsignal(signal.SIGTERM)
+        # over the default action, or over the CLI's own SIGTERM-as-Ctrl-C (which cannot hold)
         if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                (current is signal.SIG_DFL or getattr(current, "yields_to_pools", False)):
             self.previous = signal.signal(signal.SIGTERM, self._handler)
         return self
 

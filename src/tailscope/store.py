@@ -361,7 +361,12 @@ class TrialStore:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:  # a filesystem without flock (Lustre without -o flock, some FUSE/SMB mounts)
+                _warn_once("flock", f"the filesystem of {self.root} does not support file locks ({e.strerror}); "
+                                    "blocks are written without them, so give every concurrent run of this study "
+                                    "the same number of trials.")
             yield
         finally:
             os.close(fd)  # (closing releases the lock)
@@ -378,8 +383,8 @@ class TrialStore:
                 raise self._damaged(b, e) from e
             t = self.block_trials(b)  # the disk or its permissions, not the store
             raise StoreError(f"block {b} (trials {t[0]}..{t[-1]}) of the store at {self.path} could not be "
-                             f"written: {e.strerror} ({e.filename or self.path}). Nothing already stored is "
-                             "lost: free space or fix permissions, then run the same command to resume.") from e
+                             f"read or written: {e.strerror} ({e.filename or self.path}). Nothing already stored "
+                             "is lost: free space or fix permissions, then run the same command to resume.") from e
         except Exception as e:
             raise self._damaged(b, e) from e
 
@@ -626,7 +631,8 @@ def _ensure_array(group: zarr.Group, name: str, shape, chunks, dtype, fill) -> z
             arr = group[name]
             if (tuple(arr.shape) == tuple(shape) and tuple(arr.chunks) == tuple(chunks)
                     and np.dtype(arr.dtype) == np.dtype(dtype)):
-                return arr
+                # every written chunk is stored, also one of zeros (a missing chunk means damage)
+                return arr.with_config({"write_empty_chunks": True})
         except Exception:
             pass
     try:
@@ -694,6 +700,15 @@ def _creation_lock(url: str, timeout: float = 300.0):
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, stacklevel=3)
 
 
 def _whoami() -> dict:

@@ -197,15 +197,16 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             for b in sorted({t // store.block for t in clear}):
                 t = store.block_trials(b)
                 rows = slice(int(t[0]), int(t[-1]) + 1)
-                try:
-                    d = np.asarray(done_arr[rows], dtype=bool)
-                except Exception:  # undecodable flags: deleting them marks the block not done
-                    key = _delete_chunk(done_arr, b)
-                    if key:
-                        report.deleted_chunks.append(key)
-                    d = np.zeros(len(t), bool)
-                d[np.isin(t, clear)] = False
-                done_arr[rows] = d
+                with store._block_lock(b):  # a writer of this block must not put back the flags cleared here
+                    try:
+                        d = np.asarray(done_arr[rows], dtype=bool)
+                    except Exception:  # undecodable flags: deleting them marks the block not done
+                        key = _delete_chunk(done_arr, b)
+                        if key:
+                            report.deleted_chunks.append(key)
+                        d = np.zeros(len(t), bool)
+                    d[np.isin(t, clear)] = False
+                    done_arr[rows] = d
                 rewritten.add(b)
         for name, b in to_delete:
             if name == "done" and b in rewritten:

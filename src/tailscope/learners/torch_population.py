@@ -869,13 +869,14 @@ def _check_own_weights(a: nn.Module, b: nn.Module) -> None:
     (and the user's shared module would be overwritten). Identical starting weights only warn:
     a pretrained start is legitimate, but then the models differ only by their data order."""
     ids = {id(p): n for n, p in a.named_parameters()}
-    shared = [ids[id(p)] for p in b.parameters() if id(p) in ids]
+    # a shared frozen backbone is fine (each model's copy is stacked); shared trained weights are not
+    shared = [ids[id(p)] for p in b.parameters() if id(p) in ids and p.requires_grad]
     if shared:
         raise ModelError(
-            f"the model factory returns modules that share parameters ({shared[:3]}"
+            f"the model factory returns modules that share trained parameters ({shared[:3]}"
             f"{' ...' if len(shared) > 3 else ''}): every call must build new weights, or all models of a "
             "study would train one set. Build the layers inside the factory; to start from a pretrained "
-            "module, copy it: copy.deepcopy(pretrained).")
+            "module, copy it (copy.deepcopy(pretrained)) or freeze it (requires_grad_(False)).")
     pa, pb = list(a.parameters()), list(b.parameters())
     if pa and len(pa) == len(pb) and all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True)):
         warnings.warn("the model factory built identical weights for two different seeds (it ignores "
@@ -914,7 +915,8 @@ class _FuncPopulation(_Population):
         _check_output(probe, self.probe_x, n_classes)
         _check_own_weights(probe, self._build(1))
         self.trained = _trained_names(probe, self.probe_x)  # requires_grad and used by forward
-        self.n_params = sum(p.numel() for n, p in probe.named_parameters() if n in self.trained)
+        # group sizes follow what a group stacks: every parameter (frozen ones are copied per model too)
+        self.n_params = sum(p.numel() for p in probe.parameters()) + sum(b.numel() for b in probe.buffers())
         # the module functional_call runs (on the real device: moving it to "meta" would untie tied
         # weights); a copy, so that nothing the factory shares with the user's objects is touched
         self.base = copy.deepcopy(probe)

@@ -35,6 +35,7 @@ MEMORIZED_CAP = 48
 TYPICAL_CAP = 48
 PAIRS_CAP = 60
 DUPLICATE_GROUPS_CAP = 12
+DUPLICATE_MEMBERS_CAP = 24
 N_FEATURES_SHOWN = 5
 
 
@@ -264,9 +265,10 @@ class _Builder:
         if share is None or neg is None or self.s.infl_threshold is None:
             return ""
         t = fmt(self.s.infl_threshold, 3)
-        return (f"About {pct(share, 0)} of these pairs are expected to be noise at this number of trials "
-                f"({fmt(int(neg))} pairs reach infl &le; &minus;{t}, and noise reaches either side about "
-                "equally often); run more trials to sharpen.")
+        found = int(self.s.options.get("pairs_found", len(self.s.pairs)))
+        return (f"About {pct(share, 0)} of the {fmt(found)} pairs found at infl &ge; {t} are expected to be noise at "
+                f"this number of trials, fewer among the largest ({fmt(int(neg))} pairs reach infl &le; "
+                f"&minus;{t}, and noise reaches either side about equally often); run more trials to sharpen.")
 
     def infl_threshold_text(self) -> str:
         """The influence threshold these scores were estimated with, in words (HTML)."""
@@ -431,8 +433,10 @@ class _Builder:
         for g in shown:
             members = dups.members(g)
             tag = " (labels differ)" if g in conflicting else ""
+            more = (f'<p class="note">and {fmt(len(members) - DUPLICATE_MEMBERS_CAP)} more copies</p>'
+                    if len(members) > DUPLICATE_MEMBERS_CAP else "")
             blocks.append(f'<h3>Group {fmt(int(g))}: {fmt(len(members))} copies{tag}</h3>'
-                          + self.examples(members, f"duplicates-{int(g)}"))
+                          + self.examples(members[:DUPLICATE_MEMBERS_CAP], f"duplicates-{int(g)}") + more)
         tests = ""
         if dups.n_test_with_copy:
             d = dups.summary(self.data)
@@ -528,9 +532,9 @@ class _Builder:
                     f"train/test pairs: none reached {self.infl_threshold_text()}.</p></section>")
         lead = (f"Training examples that a test prediction leans on: infl = how much more often models that trained "
                 f"on the training example classify the test example correctly. The estimate kept "
-                f"{fmt(total)} pairs at {self.infl_threshold_text()}; the {fmt(len(top))} "
-                "with the largest influence are shown. " + (self.pairs_noise_text() + " " if self.pairs_noise_text()
-                                                             else "")
+                f"{fmt(total)} pairs at {self.infl_threshold_text()}. "
+                + (self.pairs_noise_text() + " " if self.pairs_noise_text() else "")
+                + f"The {fmt(len(top))} with the largest influence are shown. "
                 + "Click a column header to sort. Near-duplicates and "
                 "rare sub-populations show up here as a single training example carrying a test example.")
         img_cols = "<th>training example</th><th>test example</th>" if self.images else ""
