@@ -156,3 +156,22 @@ def test_a_filesystem_without_file_locks_still_takes_trials(tmp_path, monkeypatc
     with pytest.warns(UserWarning, match="does not support file locks"):
         ts.Study(data, learner, trials=8, block_size=4, path=tmp_path / "s").run(progress=False)
     assert TrialStore.open(tmp_path / "s").done().all()
+
+
+def test_old_temporary_files_of_killed_writes_are_listed_and_repair_deletes_them(tmp_path):
+    path = _done_study(tmp_path / "s")
+    old = path / "trials.zarr" / "mask" / "c" / "0" / "0.0123abcd.partial"
+    new = path / "trials.zarr" / "mask" / "c" / "1" / "0.4567ef01.partial"
+    tmp = path / "claims" / "block-000001.json.tmp"
+    tmp.parent.mkdir(exist_ok=True)
+    for f in (old, new, tmp):
+        f.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for f in (old, tmp):
+        os.utime(f, (two_hours_ago, two_hours_ago))
+    rep = verify_store(path)
+    assert rep.ok and sorted(rep.stray_files) == sorted(str(f.relative_to(path)) for f in (old, tmp))
+    assert "--repair deletes them" in rep.summary()
+    rep = verify_store(path, repair=True)
+    assert rep.stray_deleted and not old.exists() and not tmp.exists() and new.exists()  # a write may own it
+    assert verify_store(path).ok and int(TrialStore.open(path).done().sum()) == 8

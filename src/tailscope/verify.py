@@ -54,6 +54,10 @@ class VerifyReport:
     deleted_chunks: list[str] = field(default_factory=list)
     #: why ``repair`` changed nothing (damaged array metadata), else ""
     repair_refused: str = ""
+    #: temporary files of writes killed midway (zarr's ``*.partial``, ``claims/*.tmp``), older than an
+    #: hour: harmless litter, deleted by ``repair``
+    stray_files: list[str] = field(default_factory=list)
+    stray_deleted: bool = False
 
     @property
     def bad_trials(self) -> list[int]:
@@ -78,6 +82,10 @@ class VerifyReport:
             lines.append(f"  deleted undecodable chunk files: {', '.join(self.deleted_chunks)}")
         if self.repair_refused:
             lines.append(f"  {self.repair_refused}")
+        if self.stray_files:
+            lines.append(f"  {len(self.stray_files)} temporary files of interrupted writes (harmless) "
+                         + ("deleted" if self.stray_deleted else "found; --repair deletes them") + f": {', '.join(self.stray_files[:3])}"
+                         + (" ..." if len(self.stray_files) > 3 else ""))
         if self.ok:
             lines.append("  every done trial is complete and consistent with the design.")
         return "\n".join(lines)
@@ -86,6 +94,7 @@ class VerifyReport:
         return {"path": self.path, "trials": self.trials, "done": self.done, "checked": self.checked,
                 "ok": self.ok, "bad_trials": self.bad_trials, "repaired": self.repaired,
                 "deleted_chunks": self.deleted_chunks, "repair_refused": self.repair_refused,
+                "stray_files": self.stray_files,
                 "problems": [{"kind": p.kind, "array": p.array, "block": p.block, "trials": p.trials,
                               "detail": p.detail} for p in self.problems]}
 
@@ -215,7 +224,37 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             if key:
                 report.deleted_chunks.append(key)
         report.repaired = clear
+    _stray_files(store, report, repair)
     return report
+
+
+STRAY_AGE_S = 3600.0  # a temporary file this old belongs to no write still running
+
+
+def _stray_files(store: TrialStore, report: VerifyReport, repair: bool) -> None:
+    """Temporary files of killed writes in a local study folder (older than ``STRAY_AGE_S``)."""
+    import time
+    from pathlib import Path
+
+    from tailscope.store import local_path
+
+    root = local_path(store.root)
+    if root is None:
+        return
+    now = time.time()
+    found = [*(Path(root) / "trials.zarr").rglob("*.partial"), *(Path(root) / "claims").glob("*.tmp")]
+    old = []
+    for f in found:
+        try:
+            if now - f.stat().st_mtime > STRAY_AGE_S:
+                old.append(f)
+        except FileNotFoundError:
+            continue
+    report.stray_files = [str(f.relative_to(root)) for f in old]
+    if repair and old:
+        for f in old:
+            f.unlink(missing_ok=True)
+        report.stray_deleted = True
 
 
 def _check_shapes(store: TrialStore, arrays: dict, n: int, n_test: int, problems: list) -> None:
