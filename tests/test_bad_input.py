@@ -113,3 +113,22 @@ def test_label_forms_users_bring():
     with pytest.raises(DataError, match=r"no example in the test split.*larger test_fraction"):
         ts.from_arrays(x[:10], np.arange(10) % 5)
     assert ts.from_arrays(x, np.array([3, 7, 9] * 10).astype(str), classes=["3", "7", "9"]).classes == ["3", "7", "9"]
+
+
+def test_bytes_class_names_and_undecodable_labels():
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    data = ts.from_arrays(x, np.array([b"neg", b"pos"] * 15), classes=[b"neg", b"pos"])
+    assert data.classes == ["neg", "pos"]
+    with pytest.raises(DataError, match=r"not UTF-8 text"):
+        ts.from_arrays(x, np.array([b"\xff", b"pos"] * 15))
+
+
+def test_a_report_of_a_study_in_memory_needs_a_folder(tmp_path):
+    from tailscope.report import write_report
+
+    study = ts.Study(ts.from_arrays(*arrays()), ts.SklearnLearner(LogisticRegression()), trials=4, block_size=4,
+                     path=None)
+    study.run(progress=False)
+    with pytest.raises(ValueError, match="pass out_dir"):
+        write_report(study)
+    assert write_report(study, tmp_path / "report").exists()

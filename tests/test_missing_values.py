@@ -106,3 +106,24 @@ def test_cli_runs_and_reopens_a_study_with_missing_values(tmp_path):
     assert ran.exit_code == 0, ran.output
     again = CliRunner().invoke(app, ["estimate", str(out)])  # reopens the data with its recorded options
     assert again.exit_code == 0, again.output
+
+
+def test_missing_pixels_do_not_blank_a_thumbnail():
+    from tailscope.report.gallery import to_uint8
+
+    img = np.array([[0.0, 0.5], [np.nan, 1.0]])
+    data = ts.from_arrays(np.stack([img] * 6), np.arange(6) % 2, allow_missing=True)
+    out = to_uint8(data, img)
+    assert out.tolist() == [[0, 128], [0, 255]]
+
+
+def test_a_refused_learner_leaves_no_analysis_store(tmp_path):
+    from tailscope.analyses.consistency import consistency
+
+    data = ts.from_arrays(*with_holes(), allow_missing=True)
+    study = ts.Study(data, ts.SklearnLearner(HistGradientBoostingClassifier(max_iter=5)), trials=4, block_size=4,
+                     path=tmp_path / "s")
+    study.run(progress=False)
+    with pytest.raises(DataError, match="cannot train on missing values"):
+        consistency(study, learner=ts.TorchLearner("mlp", epochs=1), trials=4)
+    assert not list((tmp_path / "s").glob("analyses/consistency/studies/*/trials.zarr"))

@@ -170,6 +170,7 @@ class Scores:
             "n_mem_se_zero": int(np.sum(self.mem_se[finite] == 0)),
             "median_mem_ci_width": float(np.median(width[np.isfinite(width)])) if np.isfinite(width).any() else None,
             "n_pairs": len(self.pairs),
+            **({"n_pairs_found": int(self.options["pairs_found"])} if "pairs_found" in self.options else {}),
             "min_n_in": int(self.n_in.min()), "min_n_out": int(self.n_out.min()),
         } | ({"infl_threshold": self.infl_threshold} if self.infl_threshold is not None else {}) | (
             {"n_pairs_negative": int(self.n_pairs_negative), "pairs_false_share_est": self.pairs_false_share_est}

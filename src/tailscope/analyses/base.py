@@ -356,6 +356,7 @@ def scores_of_first(child, trials: int, progress: bool = False, infl_threshold: 
     from tailscope.estimate import EstimateOptions, estimate
 
     trials = int(trials)
+    child.learner.check_data(child.data)  # a learner that cannot take the data: refused before a store exists
     store = child.store
     if store.trials <= trials:
         if not store.done()[:trials].all():

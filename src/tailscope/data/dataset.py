@@ -189,7 +189,7 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
     if y.dtype == bool:  # binary labels: False is class 0, True class 1
         return y.astype(np.int64)
     if y.dtype.kind == "S":  # bytes (e.g. read from HDF5): names
-        return np.char.decode(y, "utf-8")
+        return np.array([decode_name(v, name) for v in y.tolist()], dtype=str)
     if y.dtype != object or not len(y):
         return y
     kinds: dict[str, object] = {}
@@ -205,7 +205,7 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
         else:
             kinds.setdefault(type(v).__name__, v)
     if set(kinds) == {"str"}:
-        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in y])
+        return np.array([decode_name(v, name) for v in y], dtype=str)
     if set(kinds) == {"int"}:
         return y.astype(np.int64)
     if set(kinds) <= {"int", "float"}:
@@ -220,6 +220,17 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
         )
     raise DataError(f"{name} holds labels of types {sorted(kinds)}; labels must be integers 0..C-1 or "
                     "class names (strings).")
+
+
+def decode_name(v, what: str) -> str:
+    """A label or class name as text: bytes (HDF5 files store names so) are decoded as UTF-8."""
+    if isinstance(v, bytes | np.bytes_):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{what} holds the bytes {bytes(v)[:20]!r}, which are not UTF-8 text; decode the names "
+                            "with their encoding first (e.g. [b.decode('latin-1') for b in names]).") from None
+    return str(v)
 
 
 def _nan_rows(x: np.ndarray) -> int:
@@ -397,7 +408,7 @@ def encode_labels(y_train: np.ndarray, y_test: np.ndarray,
         return y_train, y_test, [str(c) for c in range(top + 1)]
     if isinstance(classes, (str, bytes)):
         raise DataError(f"classes must be a list of class names, got the single string {classes!r}.")
-    names = [str(c) for c in classes]
+    names = [decode_name(c, "classes") for c in classes]
     dupes = sorted({c for c in names if names.count(c) > 1})
     if dupes:
         raise DataError(f"classes lists {dupes[:5]} more than once; every class name must be unique.")

@@ -18,6 +18,7 @@ import numpy as np
 from tailscope.data.dataset import (
     DataError,
     Dataset,
+    decode_name,
     encode_labels,
     prepare_labels,
     stratified_split,
@@ -126,8 +127,9 @@ def from_arrays(
         starting with an imputer, or an estimator such as HistGradientBoostingClassifier;
         the torch learners refuse it when a study is created.
     """
-    if not isinstance(allow_missing, bool | np.bool_):
+    if not isinstance(allow_missing, bool | np.bool_) and allow_missing not in (0, 1):
         raise DataError(f"allow_missing must be True or False, got {allow_missing!r}.")
+    allow_missing = bool(allow_missing)
     for arg, x in (("x_train", x_train), ("x_test", x_test)):
         if hasattr(x, "toarray") and hasattr(x, "nnz"):  # scipy.sparse: np.asarray makes a 0-d object array
             raise DataError(f"{arg} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
@@ -255,7 +257,8 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
         raise DataError(f"npz file {p} does not exist; pass npz:PATH with the path of a .npz file.")
     arrays = _read_npz(p)
     used = {k for k in ("classes", "image_shape", "pixel_max") if k in arrays}
-    classes = [str(c) for c in np.atleast_1d(arrays["classes"])] if "classes" in arrays else None
+    classes = [decode_name(c, "classes") for c in np.atleast_1d(arrays["classes"]).tolist()] \
+        if "classes" in arrays else None
     image_shape = tuple(int(s) for s in np.atleast_1d(arrays["image_shape"])) if "image_shape" in arrays \
         else None
     meta: dict = {"source": str(p)}

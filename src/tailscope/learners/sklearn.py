@@ -80,7 +80,8 @@ class SklearnLearner(Learner):
                 f"{type(self.estimator).__name__} cannot take the missing values (NaN) in {data.name} "
                 f"({reason}). Put an imputer first (make_pipeline(SimpleImputer(), "
                 f"{type(self.estimator).__name__}(...))), use an estimator that handles NaN "
-                "(HistGradientBoostingClassifier), or impute the data before building it.")
+                "(HistGradientBoostingClassifier; on the command line, -l forest), or impute the data before "
+                "building it.")
 
     def _missing_value_failure(self, data: Dataset) -> str | None:
         """scikit-learn's complaint about NaN when fitting and predicting on a sample, else None.

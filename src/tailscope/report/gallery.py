@@ -110,7 +110,9 @@ def to_uint8(data: Dataset, img: np.ndarray) -> np.ndarray:
             top = 255 if a.dtype == np.uint8 else max(int(a.max()), 1)
         return np.clip(a.astype(np.float64) * (255.0 / float(top)), 0, 255).round().astype(np.uint8)
     a = a.astype(np.float64)
-    lo, hi = float(a.min()), float(a.max())
+    seen = a[np.isfinite(a)]  # missing pixels (NaN) are drawn black; they do not set the range
+    lo, hi = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 1.0)
+    a = np.where(np.isfinite(a), a, lo)
     if lo >= 0 and hi <= 1:  # already in [0, 1]
         lo, hi = 0.0, 1.0
     elif hi <= lo:
