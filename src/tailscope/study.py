@@ -70,7 +70,9 @@ class Study:
         if isinstance(trials, bool) or not isinstance(trials, int | np.integer) or trials < 2:
             raise ValueError(f"trials must be an integer >= 2 (estimates contrast trials with and "
                              f"without each example), got {trials!r}.")
-        if path is None:  # a study that lives in this process only (quick looks, notebooks)
+        #: made with path=None: lives in this process's memory only (quick looks, notebooks)
+        self.in_memory = path is None
+        if path is None:
             path = f"memory://study-{uuid.uuid4().hex[:12]}"
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a folder path or URL (str or pathlib.Path), or None for a study in "

@@ -90,7 +90,7 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
     if len(scores.mem) != data.n_train or len(scores.y_test) != data.n_test:
         raise ValueError(f"these scores cover {len(scores.mem)} training / {len(scores.y_test)} test examples "
                          f"but the dataset has {data.n_train} / {data.n_test}; pass the study's own data.")
-    if out_dir is None and str(study.path).startswith("memory://"):
+    if out_dir is None and study.in_memory:
         raise ValueError(f"the study lives in this process's memory ({study.path}), where no browser can open "
                          "a report; pass out_dir, a local folder (e.g. write_report(study, 'report')).")
     dest = Path(out_dir) if out_dir is not None else child_location(study.path, "report")
