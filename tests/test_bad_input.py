@@ -132,3 +132,11 @@ def test_a_report_of_a_study_in_memory_needs_a_folder(tmp_path):
     with pytest.raises(ValueError, match="pass out_dir"):
         write_report(study)
     assert write_report(study, tmp_path / "report").exists()
+
+
+def test_boolean_labels_of_one_value_are_named():
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(DataError, match="every label is True: a classifier needs examples of both classes"):
+        ts.from_arrays(x, np.ones(30, bool))
+    data = ts.from_arrays(x, np.arange(30) % 2 == 0, x_test=x[:3], y_test=np.ones(3, bool))  # one-class test: fine
+    assert data.y_test.tolist() == [1, 1, 1]

@@ -182,3 +182,10 @@ def test_disk_errors_are_named_not_called_damage(tmp_path, capsys):
     assert stop.value.exit_code == 2
     out = capsys.readouterr().out
     assert "error:" in out and "Read-only file system" in out and "Traceback" not in out
+
+
+def test_run_says_the_noise_share_of_the_pairs_like_estimate(tmp_path):
+    res = runner.invoke(app, ["run", "-d", "digits", "-l", "knn", "--trials", "8", "--block-size", "8",
+                              "-o", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    assert "pairs found are expected to be noise" in " ".join(res.output.split())

@@ -34,3 +34,10 @@ def test_no_duplicates_and_images():
     assert dup.train_group.shape == (data.n_train,) and dup.test_copy_of.shape == (data.n_test,)
     keys = {data.x_train[i].tobytes() for i in range(data.n_train)}
     assert dup.n_train_in_groups == data.n_train - len(keys) + dup.n_groups
+
+
+def test_every_missing_value_is_the_same_input():
+    x = np.array([[1.0, np.nan], [1.0, -np.float64(np.nan)], [2.0, 3.0], [4.0, 5.0]])
+    x[1, 1] = np.copysign(np.nan, -1.0)  # a NaN with its sign bit set, as 0/0 can give
+    data = ts.from_arrays(x, [0, 0, 1, 1], x_test=x[2:], y_test=[1, 1], allow_missing=True)
+    assert [tuple(exact_duplicates(data).members(0))] == [(0, 1)]

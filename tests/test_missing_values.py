@@ -127,3 +127,15 @@ def test_a_refused_learner_leaves_no_analysis_store(tmp_path):
     with pytest.raises(DataError, match="cannot train on missing values"):
         consistency(study, learner=ts.TorchLearner("mlp", epochs=1), trials=4)
     assert not list((tmp_path / "s").glob("analyses/consistency/studies/*/trials.zarr"))
+
+
+def test_report_says_the_data_has_missing_values(tmp_path):
+    from tailscope.report import write_report
+
+    data = ts.from_arrays(*with_holes(), allow_missing=True)
+    study = ts.Study(data, ts.SklearnLearner(HistGradientBoostingClassifier(max_iter=5)), trials=4, block_size=4,
+                     path=tmp_path / "s")
+    study.run(progress=False)
+    page = write_report(study).read_text()
+    n_train, n_test = data.missing_rows
+    assert f"{n_train} training and {n_test} test rows have missing values (NaN)" in page

@@ -191,6 +191,9 @@ def _estimate_and_print(study, **options) -> None:
     for k, v in s.items():
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else "n/a" if v is None else str(v))
     console.print(table)
+    noise = pairs_noise_text(scores)
+    if noise:
+        console.print(noise, soft_wrap=True, highlight=False)
     console.print(f"scores: {study.scores_dir}", soft_wrap=True, highlight=False)  # one line, to copy
 
 

@@ -187,6 +187,9 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
     if len(rows):
         raise _missing_label_error(name, rows, y)
     if y.dtype == bool:  # binary labels: False is class 0, True class 1
+        if name != "y_test" and len(y) and y.all() == y.any():  # (a test split of one class is fine)
+            raise DataError(f"{name} is boolean and every label is {bool(y[0])}: a classifier needs examples of "
+                            "both classes (False is class 0, True class 1).")
         return y.astype(np.int64)
     if y.dtype.kind == "S":  # bytes (e.g. read from HDF5): names
         return np.array([decode_name(v, name) for v in y.tolist()], dtype=str)

@@ -65,7 +65,8 @@ def _row_keys(x: np.ndarray) -> np.ndarray:
     """Each row's bytes as one opaque value (rows compare equal exactly when their bytes do)."""
     rows = np.ascontiguousarray(x.reshape(len(x), -1))
     if rows.dtype.kind == "f":
-        rows = rows + 0.0  # -0.0 and 0.0 are the same input
+        # -0.0 and 0.0 are the same input, and so is every NaN (missing) whatever its sign and payload
+        rows = np.where(np.isnan(rows), np.nan, rows + 0.0).astype(rows.dtype)
     return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
 
 

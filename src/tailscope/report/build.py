@@ -358,7 +358,7 @@ class _Builder:
         rows = [
             ("dataset", "Dataset", f"{esc(name)}: {fmt(int(dcfg.get('n_train', self.data.n_train)))} train, "
                                    f"{fmt(int(dcfg.get('n_test', self.data.n_test)))} test, "
-                                   f"{fmt(len(self.classes))} classes, {esc(kind)}"),
+                                   f"{fmt(len(self.classes))} classes, {esc(kind)}" + self.missing_text()),
             ("learner", "Learner", esc(learner_label(cfg))),
             ("trials", "Trials done", esc(trials_text)),
             ("ratio", "Subset ratio q and design",
@@ -402,6 +402,14 @@ class _Builder:
             f'<div class="cards">{cards}</div><table class="kv">{table}</table>{"".join(notes)}</section>'
         )
 
+    def missing_text(self) -> str:
+        """", N training and M test rows with missing values (NaN)", or "" when there are none."""
+        n_train, n_test = self.data.missing_rows
+        if not (n_train or n_test):
+            return ""
+        return (f"; {fmt(n_train)} training and {fmt(n_test)} test rows have missing values (NaN), "
+                "which the learner handled itself")
+
     def duplicates_text(self) -> str:
         """The summary row on identical inputs (HTML)."""
         d = self.dups.summary(self.data)
@@ -431,7 +439,8 @@ class _Builder:
                 + "; groups whose copies carry different labels first). Copies with one label have low mem, "
                 "since models trained without one copy usually trained on another; copies with different "
                 "labels point to label errors. "
-                "<code>ts.exact_duplicates(data)</code> lists them all.") if dups.n_groups else ""
+                "<code>ts.exact_duplicates(data)</code> lists them all.") if dups.n_groups else (
+                "No two training inputs are identical, but some test inputs equal a training input.")
         blocks = []
         for g in shown:
             members = dups.members(g)
@@ -445,10 +454,31 @@ class _Builder:
             d = dups.summary(self.data)
             other = (f" ({fmt(d['test_copy_other_label'])} of them with another label)"
                      if d["test_copy_other_label"] else "")
-            tests = ('<p class="note">Test examples identical to a training example: '
-                     f'{fmt(d["test_with_train_copy"])}{other}. Their influence comes mostly from that copy.</p>')
+            tests = ('<h3>Test examples identical to a training example</h3><p class="note">'
+                     f'{fmt(d["test_with_train_copy"])}{other}; their influence comes mostly from that copy '
+                     "(different labels first).</p>" + self.test_copies_table())
         return (f'<section id="duplicates"><h2>Exact duplicates</h2><p class="lead">{lead}</p>'
                 + "".join(blocks) + tests + "</section>")
+
+    def test_copies_table(self) -> str:
+        """Test examples with a training copy: each beside its copy, labels differing first (capped)."""
+        copy_of = self.dups.test_copy_of
+        tests = np.flatnonzero(copy_of >= 0)
+        differs = self.s.y_train[copy_of[tests]] != self.s.y_test[tests]
+        tests = tests[np.lexsort((tests, ~differs))][:DUPLICATE_MEMBERS_CAP]
+        imgs = "<th>test example</th><th>training copy</th>" if self.images else ""
+        rows = []
+        for j in tests:
+            i = int(copy_of[j])
+            pics = (f"<td>{self.img('test', int(j), f'test example {j}')}</td>"
+                    f"<td>{self.img('train', i, f'training example {i}')}</td>") if self.images else ""
+            rows.append(f'<tr>{pics}<td class="num">{int(j)}</td><td>{esc(self.cname(self.s.y_test[j]))}</td>'
+                        f'<td class="num">{i}</td><td>{esc(self.cname(self.s.y_train[i]))}</td></tr>')
+        more = (f'<p class="note">and {fmt(self.dups.n_test_with_copy - len(tests))} more</p>'
+                if self.dups.n_test_with_copy > len(tests) else "")
+        return (f'<table class="examples" data-gallery="test-copies"><thead><tr>{imgs}<th>test #</th>'
+                "<th>test label</th><th>train #</th><th>train label</th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>{more}")
 
     def sec_histogram(self) -> str:
         path = figures.mem_histogram(self.s, self.out / "figures" / "mem_hist.png")
