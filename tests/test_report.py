@@ -350,7 +350,7 @@ def test_pairs_noise_share_is_said_next_to_the_pair_count(synthetic_report, tmp_
     # not recorded (older scores, or a threshold with no mirror): nothing claimed
     import dataclasses
 
-    unrecorded = dataclasses.replace(scores, n_pairs_negative=None, pairs_false_share_est=None)
+    unrecorded = dataclasses.replace(scores, n_pairs_negative=None)  # (the share is derived from it)
     text = write_report(study, out_dir=tmp_path / "r", scores=unrecorded).read_text()
     assert "expected to be noise" not in text
 

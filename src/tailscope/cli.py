@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import errno
 import functools
 import json
 import time
@@ -34,7 +33,7 @@ def friendly(fn):
         from tailscope.data.dataset import DataError
         from tailscope.design import DesignError
         from tailscope.runner import WorkerError
-        from tailscope.store import StoreError
+        from tailscope.store import DISK_ERRNOS, StoreError
 
         try:
             with warnings.catch_warnings(), _sigterm_as_interrupt():
@@ -47,7 +46,7 @@ def friendly(fn):
         except OSError as e:  # the system's reason in one line, not a traceback
             where = f" ({e.filename})" if getattr(e, "filename", None) else ""
             advice = ("; fix that (free space, permissions) and run the same command: stored trials are kept"
-                      if e.errno in _DISK_ERRORS else "")
+                      if e.errno in DISK_ERRNOS else "")
             console.print(f"[bold red]error:[/] {escape(e.strerror or str(e))}{escape(where)}{advice}.")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -82,9 +81,6 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
-
-
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -213,7 +213,7 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     scores = mem.scores(y_tr, y_te, infl, store.config)
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
                       "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs), "pairs_found": int(infl.found)}
-    scores.n_pairs_negative, scores.pairs_false_share_est = infl.negative, infl.false_share()
+    scores.n_pairs_negative = infl.negative
     if infl.found > opt.max_pairs:
         warnings.warn(f"{infl.found:,} pairs have influence >= {opt.infl_threshold:g}, more than max_pairs="
                       f"{opt.max_pairs:,}; only the {opt.max_pairs:,} largest are kept (Scores.pairs is cut "
@@ -468,20 +468,6 @@ class _InfluenceCollector:
             self.found += len(ii)
             if self.kept > 2 * self.opt.max_pairs:
                 self._truncate()
-
-    def false_share(self) -> float | None:
-        """Mirror (target-decoy) estimate of the share of kept pairs that are noise.
-
-        With no true influence an estimate is as likely to land at or below -threshold
-        as at or above +threshold, so the count on the negative side estimates how many
-        of the pairs found are noise: min(1, n_negative / n_found). It is an estimate,
-        not a bound: true negative influence (rare within a class) raises it, and for
-        test examples almost always right (or wrong) the two noise tails differ. None
-        when the threshold is not positive (no mirror) or no pair was found.
-        """
-        if self.negative is None or not self.found:
-            return None
-        return min(1.0, self.negative / self.found)
 
     def _merge_topk(self, tile, scored, se) -> None:
         k = self.topk_idx.shape[1]

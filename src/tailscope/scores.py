@@ -80,10 +80,8 @@ class Scores:
     soft_mem_ci_low: np.ndarray | None = None
     soft_mem_ci_high: np.ndarray | None = None
     #: the mirror of the kept pairs: eligible pairs (same class when kept pairs are) with influence
-    #: at or below -infl_threshold, and min(1, that / pairs found), the estimated share of kept
-    #: pairs that are noise; None when not recorded (older scores, a threshold <= 0, no pairs)
+    #: at or below -infl_threshold; None when not recorded (older scores, a threshold <= 0)
     n_pairs_negative: int | None = None
-    pairs_false_share_est: float | None = None
 
     def __post_init__(self) -> None:
         if self.mem_ci_low is None or self.mem_ci_high is None:  # scores saved before intervals existed
@@ -92,6 +90,22 @@ class Scores:
             self.soft_mem_ci_low = np.full(len(self.mem), np.nan)
             self.soft_mem_ci_high = np.full(len(self.mem), np.nan)
         self.pairs = with_label_names(self.pairs, self.classes)
+
+    @property
+    def pairs_false_share_est(self) -> float | None:
+        """Mirror (target-decoy) estimate of the share of the pairs found that are noise.
+
+        With no true influence an estimate is as likely to land at or below -threshold as
+        at or above +threshold, so the count on the negative side estimates how many of the
+        pairs found are noise: min(1, n_pairs_negative / pairs found). It is an estimate,
+        not a bound: true negative influence (rare within a class) raises it, and for test
+        examples almost always right (or wrong) the two noise tails differ. None when not
+        recorded or no pair was found.
+        """
+        found = self.options.get("pairs_found")
+        if self.n_pairs_negative is None or not found:
+            return None
+        return min(1.0, self.n_pairs_negative / found)
 
     def class_names(self, labels) -> np.ndarray:
         """The class names of integer ``labels`` (an id outside ``classes`` as its digits)."""
@@ -274,8 +288,7 @@ class Scores:
             recorded = meta.get("summary") or {}
             scores = cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
                          se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
-                         n_pairs_negative=recorded.get("n_pairs_negative"),
-                         pairs_false_share_est=recorded.get("pairs_false_share_est"), **arrays)
+                         n_pairs_negative=recorded.get("n_pairs_negative"), **arrays)
         except ScoresUnreadable:
             raise
         except Exception as e:  # truncated or missing files, a JSON cut short, files of another version

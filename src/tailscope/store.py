@@ -68,7 +68,7 @@ ROW_ARRAYS = {
 TRIAL_ARRAYS = ("mask", "seed", *ROW_ARRAYS, "done")
 
 # OSErrors of the disk or its permissions: a write that failed for them damaged nothing
-_NOT_DAMAGE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 # A claim older than this (seconds) is stale even if its process cannot be checked.
 CLAIM_STALE_S = 6 * 3600.0
@@ -379,7 +379,7 @@ class TrialStore:
         except StoreError:
             raise
         except OSError as e:
-            if e.errno not in _NOT_DAMAGE:
+            if e.errno not in DISK_ERRNOS:
                 raise self._damaged(b, e) from e
             t = self.block_trials(b)  # the disk or its permissions, not the store
             raise StoreError(f"block {b} (trials {t[0]}..{t[-1]}) of the store at {self.path} could not be "

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.design import Design
-from tailscope.store import ROW_ARRAYS, StoreError, TrialStore, chunk_exists, chunk_key
+from tailscope.store import (
+    ROW_ARRAYS,
+    STORE_DIR,
+    TRIAL_ARRAYS,
+    StoreError,
+    TrialStore,
+    chunk_exists,
+    chunk_key,
+)
 
 PROB_TOL = 1e-4
 
@@ -131,7 +139,7 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
     problems = report.problems
 
     arrays = {}
-    for name in ("mask", "seed", *ROW_ARRAYS, "done", "y_train", "y_test"):
+    for name in (*TRIAL_ARRAYS, "y_train", "y_test"):
         try:
             arrays[name] = store.array(name)
         except StoreError as e:
@@ -187,11 +195,11 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             continue
         bad.update(_check_rows(b, tt, got, design, n_classes, problems))
 
-    unopened = [p.array for p in problems if p.kind == "store" and p.detail.startswith("array metadata")]
+    unopened = [name for name in (*TRIAL_ARRAYS, "y_train", "y_test") if name not in arrays]
     if repair and unopened:
         # clearing trials would not mend metadata, and every trial's chunks are still there
         report.repair_refused = (f"not repaired: the metadata of {', '.join(unopened)} "
-                                 f"({', '.join(f'trials.zarr/{a}/zarr.json' for a in unopened)}) is damaged, which "
+                                 f"({', '.join(f'{STORE_DIR}/{a}/zarr.json' for a in unopened)}) is damaged, which "
                                  "no trial caused; restore those files from a copy (a new study with the same "
                                  "settings in another folder writes identical ones), then verify again. No done "
                                  "flag was cleared.")
@@ -234,7 +242,6 @@ STRAY_AGE_S = 3600.0  # a temporary file this old belongs to no write still runn
 def _stray_files(store: TrialStore, report: VerifyReport, repair: bool) -> None:
     """Temporary files of killed writes in a local study folder (older than ``STRAY_AGE_S``)."""
     import time
-    from pathlib import Path
 
     from tailscope.store import local_path
 
@@ -242,7 +249,7 @@ def _stray_files(store: TrialStore, report: VerifyReport, repair: bool) -> None:
     if root is None:
         return
     now = time.time()
-    found = [*(Path(root) / "trials.zarr").rglob("*.partial"), *(Path(root) / "claims").glob("*.tmp")]
+    found = [*(Path(root) / STORE_DIR).rglob("*.partial"), *(Path(root) / "claims").glob("*.tmp")]
     old = []
     for f in found:
         try:

@@ -125,7 +125,6 @@ def preprocess(data: Dataset, scale: str | None = None, normalize: str | None = 
     if normalize is not None:
         mean, std, n_const = _fit(data.x_train, divisor, normalize, n_channels, chunk_size)
         record.update(mean=[float(v) for v in mean], std=[float(v) for v in std], n_constant=n_const)
-        mean64, std64 = mean, std
     inv = np.float32(1.0 / divisor)
 
     def transform(x: np.ndarray) -> np.ndarray:
@@ -139,7 +138,7 @@ def preprocess(data: Dataset, scale: str | None = None, normalize: str | None = 
             # centred in float64 before the float32 cast: a feature with a large offset (timestamps)
             # would otherwise lose its spread
             g = _grouped(x[a:b].astype(np.float64) / divisor, normalize, n_channels)
-            _grouped(dst, normalize, n_channels)[...] = (g - mean64) / std64
+            _grouped(dst, normalize, n_channels)[...] = (g - mean) / std
         return out
 
     meta = {k: v for k, v in data.meta.items() if k != "pixel_max"}

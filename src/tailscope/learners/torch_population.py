@@ -849,12 +849,12 @@ def _has_lazy_layers(module: nn.Module) -> bool:
     return any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params() for m in module.modules())
 
 
-def _check_output(probe: nn.Module, x: torch.Tensor, n_classes: int) -> None:
-    with torch.no_grad():
-        try:
-            out = probe(x)
-        except Exception as e:
-            raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: {e}") from e
+def _checked_output(probe: nn.Module, x: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The probe's logits for ``x`` (with their graph, for :func:`_trained_names`), checked."""
+    try:
+        out = probe(x)
+    except Exception as e:
+        raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: {e}") from e
     if not isinstance(out, torch.Tensor):
         raise ModelError(f"the model returned a {type(out).__name__}, not a tensor of logits; make forward "
                          f"return the logits of shape (batch, {n_classes}) (wrap the model in a module that "
@@ -862,6 +862,7 @@ def _check_output(probe: nn.Module, x: torch.Tensor, n_classes: int) -> None:
     if out.shape != (2, n_classes):
         raise ModelError(f"the model returned outputs of shape {tuple(out.shape)} for 2 examples; "
                          f"it must return logits of shape (batch, {n_classes}).")
+    return out
 
 
 def _check_own_weights(a: nn.Module, b: nn.Module) -> None:
@@ -884,14 +885,15 @@ def _check_own_weights(a: nn.Module, b: nn.Module) -> None:
                       "only by their data and batch order.", stacklevel=4)
 
 
-def _trained_names(probe: nn.Module, x: torch.Tensor) -> set[str]:
-    """Parameters that SGD updates: requires_grad and reached by the loss (as torch.optim.SGD,
-    which skips parameters without a gradient)."""
+def _trained_names(probe: nn.Module, out: torch.Tensor) -> set[str]:
+    """Parameters that SGD updates: requires_grad and reached from the probe's output ``out``
+    (as torch.optim.SGD, which skips parameters without a gradient)."""
     named = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
-    if named:
-        out = probe(x)
+    if named and out.requires_grad:
         grads = torch.autograd.grad(out.float().sum(), [p for _, p in named], allow_unused=True)
         named = [(n, p) for (n, p), g in zip(named, grads, strict=True) if g is not None]
+    elif named:  # an output that no parameter reaches
+        named = []
     if not named:
         raise ModelError("the model has no trainable parameters (requires_grad=True and used by forward): "
                          "there is nothing to train.")
@@ -912,9 +914,9 @@ class _FuncPopulation(_Population):
             self.factory = cfg.model
         self.probe_x = xtr[:2].to(dev)  # also materialises lazy layers in _build
         probe = self._build(0)
-        _check_output(probe, self.probe_x, n_classes)
+        out = _checked_output(probe, self.probe_x, n_classes)
         _check_own_weights(probe, self._build(1))
-        self.trained = _trained_names(probe, self.probe_x)  # requires_grad and used by forward
+        self.trained = _trained_names(probe, out)  # requires_grad and used by forward
         # group sizes follow what a group stacks: every parameter (frozen ones are copied per model too)
         self.n_params = sum(p.numel() for p in probe.parameters()) + sum(b.numel() for b in probe.buffers())
         # the module functional_call runs (on the real device: moving it to "meta" would untie tied

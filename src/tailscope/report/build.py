@@ -232,6 +232,7 @@ class _Builder:
         self.images = data.is_image
         self.thumbs = gallery.Thumbnails(data, out) if self.images else None
         self.dups = exact_duplicates(data)
+        self.dup_counts = self.dups.summary(data)
 
     # ------------------------------------------------------------- helpers
     def se_coverage_text(self) -> str:
@@ -252,10 +253,10 @@ class _Builder:
     def ci_summary_text(self) -> str:
         """The summary row on the 95% intervals of mem (HTML)."""
         s = self.s
-        width = np.asarray(s.mem_ci_high, float) - np.asarray(s.mem_ci_low, float)
-        if not np.isfinite(width).any():
+        if self.summary["median_mem_ci_width"] is None:
             return "n/a (no example was both in and out of some trials)"
-        text = f"median width {fmt(float(np.median(width[np.isfinite(width)])), 3)}"
+        width = np.asarray(s.mem_ci_high, float) - np.asarray(s.mem_ci_low, float)
+        text = f"median width {fmt(self.summary['median_mem_ci_width'], 3)}"
         zero = np.isfinite(s.mem_se) & (s.mem_se == 0) & np.isfinite(width)
         if zero.any():
             text += (f"; the {fmt(int(zero.sum()))} examples with SE 0 (every trial agreed) still have intervals "
@@ -412,7 +413,7 @@ class _Builder:
 
     def duplicates_text(self) -> str:
         """The summary row on identical inputs (HTML)."""
-        d = self.dups.summary(self.data)
+        d = self.dup_counts
         if not d["groups"] and not d["test_with_train_copy"]:
             return "none (no two training inputs are identical, and no test input is a training input)"
         parts = []
@@ -451,7 +452,7 @@ class _Builder:
                           + self.examples(members[:DUPLICATE_MEMBERS_CAP], f"duplicates-{int(g)}") + more)
         tests = ""
         if dups.n_test_with_copy:
-            d = dups.summary(self.data)
+            d = self.dup_counts
             other = (f" ({fmt(d['test_copy_other_label'])} of them with another label)"
                      if d["test_copy_other_label"] else "")
             tests = ('<h3>Test examples identical to a training example</h3><p class="note">'
