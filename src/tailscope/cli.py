@@ -252,7 +252,7 @@ def verify(
     repair: Annotated[bool, typer.Option(help="clear the done flags of bad trials so a rerun redoes them")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ):
-    """Check every done trial: chunks readable, mask and seed as designed, no NaN, values in range."""
+    """Check every done trial: chunks readable, mask and seed as designed, no NaN, values in range, rows equal to their checksum."""
     from tailscope.verify import verify_store
 
     rep = verify_store(study_dir, repair=repair)

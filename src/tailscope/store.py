@@ -8,6 +8,8 @@ Layout (``<study>/trials.zarr``)::
     train_prob  (T, n)       float32  probability of the true label
     test_pred   (T, n_test)  int16
     test_prob   (T, n_test)  float32
+    digest      (T,)         int64    CRC-32 of the trial's index, seed, mask and predictions as
+                                      written (-1: written by a version before digests)
     done        (T,)         bool     set only after every other row of the trial is written
     y_train, y_test                   labels, so estimation needs no dataset
     attrs: config, config_hash, fingerprint, tailscope version, trials
@@ -46,6 +48,7 @@ import socket
 import time
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +69,9 @@ ROW_ARRAYS = {
 
 # Arrays with one chunk per block along the trial axis.
 TRIAL_ARRAYS = ("mask", "seed", *ROW_ARRAYS, "done")
+# Per-trial checksums (see row_digests); optional, as stores made before them lack the array.
+DIGEST = "digest"
+NO_DIGEST = -1
 
 # OSErrors of the disk or its permissions: a write that failed for them damaged nothing
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -151,7 +157,8 @@ class TrialStore:
         """
         url = _store_url(path)
         existing = _try_open(url, mode="r")
-        if existing is not None and not _needs_growth(existing, config) and _same_study(existing, config):
+        if (existing is not None and not _needs_growth(existing, config) and _same_study(existing, config)
+                and DIGEST in existing):
             return cls(existing, url)
         with _creation_lock(url):
             # Another process may have created or grown the store while we waited.
@@ -166,9 +173,11 @@ class TrialStore:
                                   + "\n  ".join(config_diff(store.config, config)), stacklevel=3)
                     _create_arrays(url, config, y_train, y_test)
                     return cls(zarr.open_group(url, mode="r+"), url)
-                if config["trials"] > store.trials:
+                if config["trials"] > store.trials or not store.has_digests:
                     store = cls(zarr.open_group(url, mode="r+"), url)
-                    store._grow(int(config["trials"]))
+                    store._add_digests()  # a store made before per-trial checksums
+                    if config["trials"] > store.trials:
+                        store._grow(int(config["trials"]))
                 return store
             _create_arrays(url, config, y_train, y_test)
         # Create-then-verify: the attributes that landed must be ours.
@@ -212,9 +221,15 @@ class TrialStore:
             f"the store at {self.path} was made by a different study config:\n  " + "\n  ".join(diffs)
             + "\nUse another output directory, or rerun with the stored settings; nothing was changed.")
 
+    def _add_digests(self) -> None:
+        """Give a store made before per-trial checksums its digest array (earlier rows: NO_DIGEST)."""
+        if not self.has_digests:
+            done = self.array("done")
+            _ensure_array(self.group, DIGEST, (done.shape[0],), (self.block,), "int64", NO_DIGEST)
+
     def _grow(self, trials: int) -> None:
         cap = _capacity(trials, self.block)
-        for name in ("mask", "seed", "done", *ROW_ARRAYS):
+        for name in ("mask", "seed", "done", *ROW_ARRAYS, *([DIGEST] if self.has_digests else [])):
             arr = self.array(name)
             if arr.shape[0] < cap:
                 arr.resize((cap, *arr.shape[1:]))
@@ -222,6 +237,16 @@ class TrialStore:
         self.group.attrs.update({"config": self.config, "trials": trials})
 
     # ----------------------------------------------------------------- facts
+    @property
+    def has_digests(self) -> bool:
+        """Whether this store records per-trial checksums (stores made before them do not)."""
+        if DIGEST in self._arrays:
+            return True
+        try:
+            return DIGEST in self.group
+        except Exception:
+            return False
+
     @property
     def trials(self) -> int:
         return int(self.group.attrs["trials"])
@@ -319,6 +344,8 @@ class TrialStore:
             self.array("seed")[sel] = seeds
             for name in ROW_ARRAYS:
                 self.array(name)[sel] = getattr(preds, name)
+            if self.has_digests:
+                self.array(DIGEST)[sel] = row_digests(trials, seeds, masks, preds)
             self.array("done")[sel] = True  # last: a block killed before this never counts
         return len(trials)
 
@@ -612,6 +639,7 @@ def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarr
     specs = {"mask": ((cap, n), (B, n), "bool", False), "seed": ((cap,), (B,), "int64", -1)}
     for name, (dim, dtype) in ROW_ARRAYS.items():
         specs[name] = ((cap, sizes[dim]), (B, sizes[dim]), dtype, 0)
+    specs[DIGEST] = ((cap,), (B,), "int64", NO_DIGEST)
     specs["done"] = ((cap,), (B,), "bool", False)
     for name, (shape, chunks, dtype, fill) in specs.items():
         _ensure_array(group, name, shape, chunks, dtype, fill)
@@ -852,6 +880,26 @@ def read_bytes(path: str | Path) -> bytes | None:
 
 def _capacity(trials: int, block: int) -> int:
     return max(block, -(-trials // block) * block)
+
+
+def row_digests(trials: np.ndarray, seeds: np.ndarray, masks: np.ndarray, preds: Predictions) -> np.ndarray:
+    """CRC-32 (as int64) of each trial's index, seed, mask and predictions, in their stored dtypes.
+
+    Written beside the rows, so verify can tell a row that was changed after it was
+    written -- a chunk copied from another block or study, an edit, bits flipped on a
+    disk -- from the trial that was trained, even when every value is still in range.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    rows = [np.asarray(getattr(preds, name), dtype=np.dtype(dtype).newbyteorder("<"))
+            for name, (_, dtype) in ROW_ARRAYS.items()]
+    out = np.empty(len(trials), dtype=np.int64)
+    for k, t in enumerate(trials):
+        h = zlib.crc32(np.array([t, seeds[k]], dtype="<i8").tobytes())
+        h = zlib.crc32(np.packbits(masks[k]).tobytes(), h)
+        for r in rows:
+            h = zlib.crc32(np.ascontiguousarray(r[k]).tobytes(), h)
+        out[k] = h
+    return out
 
 
 def _as_selection(trials: np.ndarray):

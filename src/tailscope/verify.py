@@ -2,7 +2,9 @@
 
 A done trial is good when its chunks exist and decode, its mask is the design's
 rebuild from the trial index, its seed is the design's seed for that trial, its
-predicted labels lie in 0..C-1 and its probabilities are finite and in [0, 1].
+predicted labels lie in 0..C-1, its probabilities are finite and in [0, 1], and its
+rows still match the checksum written with them (stores since per-trial digests; rows
+written before them are checked without it).
 ``repair=True`` clears the done flags of bad trials (and deletes chunk files that
 cannot be decoded, which hold no good data), so the next run redoes exactly those
 trials; good rows are never touched.
@@ -16,7 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.design import Design
+from tailscope.learners.base import Predictions
 from tailscope.store import (
+    DIGEST,
+    NO_DIGEST,
     ROW_ARRAYS,
     STORE_DIR,
     TRIAL_ARRAYS,
@@ -24,6 +29,7 @@ from tailscope.store import (
     TrialStore,
     chunk_exists,
     chunk_key,
+    row_digests,
 )
 
 PROB_TOL = 1e-4
@@ -33,7 +39,8 @@ PROB_TOL = 1e-4
 class Problem:
     """One thing wrong with some trials (or, with ``trials`` empty, with the store itself)."""
 
-    kind: str  # "unreadable chunk", "missing chunk", "mask", "seed", "nan", "prob range", "pred range", "store"
+    kind: str  # "unreadable chunk", "missing chunk", "mask", "seed", "nan", "prob range", "pred range",
+    #            "blank", "digest", "store"
     array: str
     detail: str
     block: int | None = None
@@ -144,6 +151,11 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             arrays[name] = store.array(name)
         except StoreError as e:
             problems.append(Problem("store", name, f"array metadata unreadable: {e.__cause__ or e}"))
+    if store.has_digests:
+        try:
+            arrays[DIGEST] = store.array(DIGEST)
+        except StoreError as e:
+            problems.append(Problem("store", DIGEST, f"array metadata unreadable: {e.__cause__ or e}"))
     if "done" not in arrays:
         return report
     _check_shapes(store, arrays, n, n_test, problems)
@@ -194,8 +206,11 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             bad.update(tt.tolist())
             continue
         bad.update(_check_rows(b, tt, got, design, n_classes, problems))
+        bad.update(_check_digests(b, tt, rows, done, arrays.get(DIGEST), got, problems))
 
     unopened = [name for name in (*TRIAL_ARRAYS, "y_train", "y_test") if name not in arrays]
+    if store.has_digests and DIGEST not in arrays:
+        unopened.append(DIGEST)
     if repair and unopened:
         # clearing trials would not mend metadata, and every trial's chunks are still there
         report.repair_refused = (f"not repaired: the metadata of {', '.join(unopened)} "
@@ -314,6 +329,39 @@ def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: in
         flag("pred range", name, ((a < 0) | (a >= n_classes)).any(axis=1),
              f"predicted labels outside 0..{n_classes - 1}")
     return bad
+
+
+def _check_digests(b: int, tt: np.ndarray, rows: slice, done: np.ndarray, arr, got: dict,
+                   problems: list) -> set[int]:
+    """Done trials whose rows no longer match the checksum written with them.
+
+    Rows without a checksum (written before digests, or the block's digest chunk never
+    written) are not checked here; an undecodable digest chunk is reported, and its
+    trials are redone by a repair because nothing vouches for their rows.
+    """
+    if arr is None or not all(name in got for name in ("mask", "seed", *ROW_ARRAYS)):
+        return set()
+    if not chunk_exists(arr, b):
+        return set()
+    try:
+        stored = np.asarray(arr[rows])[done]
+    except Exception as e:
+        problems.append(Problem("unreadable chunk", DIGEST, _short(e), b, tt.tolist()))
+        return set(tt.tolist())
+    has = stored != NO_DIGEST
+    if not has.any():
+        return set()
+    preds = Predictions(**{name: got[name][has] for name in ROW_ARRAYS})
+    now = row_digests(tt[has], got["seed"][has], got["mask"][has], preds)
+    wrong = np.zeros(len(tt), bool)
+    wrong[np.flatnonzero(has)] = now != stored[has]
+    if not wrong.any():
+        return set()
+    ts = tt[wrong].tolist()
+    problems.append(Problem("digest", DIGEST, "the trial's rows differ from the checksum written with them "
+                            "(changed after writing: a chunk copied from another block or study, an edit, or "
+                            "corruption on disk)", b, ts))
+    return set(ts)
 
 
 def _delete_chunk(arr, b: int) -> str | None:

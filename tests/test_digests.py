@@ -1,0 +1,62 @@
+"""Per-trial checksums: verify finds rows changed after they were written, even when every
+value is still in range, and stores made before checksums keep working and gain them."""
+
+import shutil
+
+import numpy as np
+from conftest import make_synthetic
+
+import tailscope as ts
+from tailscope.store import DIGEST, NO_DIGEST, TrialStore, row_digests
+from tailscope.verify import verify_store
+
+
+def _study(path, trials=8):
+    data, learner = make_synthetic(n=60, n_test=20)
+    return ts.Study(data, learner, trials=trials, block_size=4, path=path)
+
+
+def test_every_done_trial_has_the_checksum_of_its_rows(tmp_path):
+    _study(tmp_path / "s").run(progress=False)
+    store = TrialStore.open(tmp_path / "s")
+    blk = store.read_block(1)
+    stored = store.array(DIGEST)[4:8]
+    np.testing.assert_array_equal(stored, row_digests(blk.trials, blk.seed, blk.mask, blk.preds))
+    assert (stored != NO_DIGEST).all() and verify_store(tmp_path / "s").ok
+
+
+def test_a_chunk_copied_from_another_block_is_found_and_repaired(tmp_path):
+    """Values in range, masks and seeds as designed: only the checksum tells the rows are not this trial's."""
+    path = tmp_path / "s"
+    _study(path).run(progress=False)
+    chunks = path / "trials.zarr" / "test_prob" / "c"
+    shutil.copyfile(chunks / "0" / "0", chunks / "1" / "0")  # block 0's test probabilities into block 1
+    rep = verify_store(path, repair=True)
+    assert rep.bad_trials == [4, 5, 6, 7] and {p.kind for p in rep.problems} == {"digest"}
+    assert "copied from another block" in rep.summary()
+    assert TrialStore.open(path).done().tolist() == [True] * 4 + [False] * 4
+    _study(path).run(progress=False)  # redone, and good again
+    assert verify_store(path).ok
+
+
+def test_one_changed_probability_is_found(tmp_path):
+    path = tmp_path / "s"
+    _study(path).run(progress=False)
+    store = TrialStore.open(path, mode="r+")
+    p = store.array("train_prob")[2]
+    p[7] = 1.0 - p[7] if p[7] != 0.5 else 0.25
+    store.array("train_prob")[2] = p
+    assert verify_store(path).bad_trials == [2]
+
+
+def test_a_store_made_before_checksums_verifies_and_gains_them_when_resumed(tmp_path):
+    path = tmp_path / "s"
+    _study(path, trials=4).run(progress=False)
+    shutil.rmtree(path / "trials.zarr" / DIGEST)  # as an older version wrote it
+    store = TrialStore.open(path)
+    assert not store.has_digests and verify_store(path).ok
+    _study(path, trials=8).run(progress=False)  # grows: the new rows get checksums, the old ones none
+    store = TrialStore.open(path)
+    digests = store.array(DIGEST)[:8]
+    assert (digests[:4] == NO_DIGEST).all() and (digests[4:] != NO_DIGEST).all()
+    assert verify_store(path).ok and ts.estimate(path).trials == 8
