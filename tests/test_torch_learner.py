@@ -235,6 +235,20 @@ def test_mlp_rows_stay_uint8_until_gathered(digits):
     np.testing.assert_allclose(rows_te[torch.arange(5)].numpy(), dense_te[:5].numpy(), atol=1e-5)
 
 
+def test_bf16_rows_are_standardised_before_the_cast():
+    """A feature of mean 500 and spread 1, cast to bf16 raw (8 bits), would keep a handful of values."""
+    from tailscope.learners.torch_population import prepare_rows
+
+    rng = np.random.default_rng(0)
+    x = (500 + rng.standard_normal((400, 3))).astype(np.float32)
+    data = Dataset(x, rng.integers(0, 2, 400), x[:50], rng.integers(0, 2, 50), ["a", "b"])
+    rows, _ = prepare_rows(data)
+    wide = rows[torch.arange(400)]
+    narrow = rows.to(torch.bfloat16)[torch.arange(400)]
+    assert narrow.dtype == torch.bfloat16 and len(torch.unique(narrow[:, 0])) > 100
+    np.testing.assert_allclose(narrow.float().numpy(), wide.numpy(), atol=0.02)
+
+
 def test_large_set_path_trains_the_same_models(digits, monkeypatch):
     """Sets over DENSE_INPUT_BYTES keep uint8 rows and scale per batch: same models."""
     from tailscope.learners import torch_population
@@ -274,3 +288,50 @@ def test_dropout_trials_do_not_depend_on_their_group(digits):
     together = learner.fit_predict(digits, masks, seeds)
     alone = learner.fit_predict(digits, masks[1:2], seeds[1:2])
     np.testing.assert_array_equal(together.test_prob[1], alone.test_prob[0])
+
+
+def _fake_compile(monkeypatch, fail=None):
+    """torch.compile replaced by a counting wrapper of the eager function (real compiling is slow
+    on CPU); ``fail(call_number)`` may return an exception to raise on that call."""
+    compiled = []
+
+    def fake(fn, **kw):
+        calls = [0]
+
+        def run(*args):
+            calls[0] += 1
+            err = fail(calls[0]) if fail else None
+            if err is not None:
+                raise err
+            return fn(*args)
+        compiled.append(fn)
+        return run
+
+    from tailscope.learners import torch_population
+
+    monkeypatch.setattr(torch, "compile", fake)
+    monkeypatch.setattr(torch_population, "_COMPILED", {})  # no fake step outlives the test
+    return compiled
+
+
+def test_a_module_trainer_and_its_compiled_step_are_reused_across_blocks(digits, monkeypatch):
+    compiled = _fake_compile(monkeypatch)
+    masks, seeds = _masks(digits.n_train, 2, seed=3), np.array([1, 2])
+    learner = TorchLearner(small_user_net, epochs=1, compile=True, vectorize=True)
+    first = learner.fit_predict(digits, masks, seeds)
+    second = learner.fit_predict(digits, masks, seeds)  # the next block of a study
+    assert len(compiled) == 1 and len(learner._trainers) == 1
+    np.testing.assert_array_equal(first.test_prob, second.test_prob)
+    assert "_trainers" not in pickle.loads(pickle.dumps(learner)).__dict__
+    eager = TorchLearner(small_user_net, epochs=1, compile=False, vectorize=True).fit_predict(digits, masks, seeds)
+    np.testing.assert_array_equal(first.test_prob, eager.test_prob)
+
+
+def test_a_compile_failure_falls_back_but_running_out_of_memory_is_raised(digits, monkeypatch):
+    masks, seeds = _masks(digits.n_train, 2, seed=3), np.array([1, 2])
+    _fake_compile(monkeypatch, fail=lambda n: RuntimeError("no C++ compiler") if n == 1 else None)
+    with pytest.warns(UserWarning, match="torch.compile failed.*no C.. compiler"):
+        TorchLearner("mlp", epochs=1, compile=True).fit_predict(digits, masks, seeds)
+    _fake_compile(monkeypatch, fail=lambda n: torch.OutOfMemoryError("CUDA out of memory") if n == 3 else None)
+    with pytest.raises(torch.OutOfMemoryError):
+        TorchLearner("mlp", widths=(12,), epochs=1, compile=True).fit_predict(digits, masks, seeds)

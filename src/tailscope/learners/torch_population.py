@@ -64,6 +64,8 @@ PRECISIONS = ("fp32", "bf16")
 _COMPILED: dict[tuple, Callable | None] = {}
 
 _MISSING = object()
+# a step that runs out of memory is never taken for a compile failure (see _Population._get_step)
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 # Parameters per group that fit the CPU well (measured: 16 models of 784-512-10).
 _CPU_GROUP_PARAMS = 6_600_000
 # linear/mlp inputs up to this size (as float32) are standardised once up front; larger
@@ -312,7 +314,7 @@ class TorchLearner(Learner):
             widths = () if self.model == "linear" else (self.widths if self.widths is not None else (128,))
             trainer: _Population = _HandMLP(self, xtr.shape[1], widths, n_classes, dev)
         else:
-            trainer = _FuncPopulation(self, data, xtr, n_classes, dev)
+            trainer = self._func_trainer(data, xtr, n_classes, dev)
         g = self.group_size or trainer.auto_group_size()
         g = max(1, min(g, k_total))
         if trainer.compiled:  # one compiled shape: a short last group is padded with copies
@@ -339,6 +341,20 @@ class TorchLearner(Learner):
         return preds
 
     # ------------------------------------------------------------- helpers
+
+    def _func_trainer(self, data: Dataset, xtr: torch.Tensor, n_classes: int, dev: torch.device) -> _FuncPopulation:
+        """The module trainer for these inputs, kept across blocks so that its compiled step is
+        reused (its checks and probe run once); the latest one only, and never pickled."""
+        key = (tuple(xtr.shape[1:]), data.image_shape, n_classes, str(dev),  # and what it reads once:
+               id(self.model), self.widths, self.precision, self.compile, self.vectorize)
+        cache = self.__dict__.setdefault("_trainers", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = _FuncPopulation(self, data, xtr, n_classes, dev)
+        return cache[key]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_trainers"}
 
     def _check_diverged(self, preds: Predictions, seeds: np.ndarray) -> None:
         """Name diverged training (NaN probabilities: NaN or infinite weights) instead of a bad-output error."""
@@ -493,17 +509,21 @@ def _callable_name(fn) -> str:
 class ScaledRows:
     """Flattened input rows kept in their stored dtype, standardised when indexed.
 
-    ``rows[idx]`` returns float32 ``raw[idx] * mul + add``: exactly the rows of
-    :func:`prepare_inputs` (``images=False``), but a uint8 dataset stays uint8 in
-    memory until a batch is used (Fashion-MNIST: 47 MB instead of 188 MB).
+    ``rows[idx]`` returns ``raw[idx] * mul + add`` computed in float32 (then cast to the
+    dtype set with ``.to(dtype)``): exactly the rows of :func:`prepare_inputs`
+    (``images=False``), but a uint8 dataset stays uint8 in memory until a batch is used
+    (Fashion-MNIST: 47 MB instead of 188 MB). Standardising before the bf16 cast matters:
+    raw values cast to bf16 first keep 8 bits, so a feature of mean 500 and spread 1 would
+    take only a handful of values.
     """
 
-    def __init__(self, raw: torch.Tensor, mul: torch.Tensor, add: torch.Tensor):
-        self.raw, self.mul, self.add = raw, mul, add
+    def __init__(self, raw: torch.Tensor, mul: torch.Tensor, add: torch.Tensor,
+                 dtype: torch.dtype = torch.float32):
+        self.raw, self.mul, self.add, self.dtype = raw, mul, add, dtype
 
     def __getitem__(self, idx) -> torch.Tensor:
-        # computed in the dtype of mul/add (float32, or bf16 after .to(torch.bfloat16))
-        return torch.addcmul(self.add, gather_rows(self.raw, idx).to(self.mul.dtype), self.mul)
+        rows = torch.addcmul(self.add, gather_rows(self.raw, idx).to(self.mul.dtype), self.mul)
+        return rows if self.dtype == rows.dtype else rows.to(self.dtype)
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -515,8 +535,8 @@ class ScaledRows:
     def to(self, where) -> ScaledRows:
         """A device moves the rows; a dtype sets the dtype that indexing returns."""
         if isinstance(where, torch.dtype):
-            return ScaledRows(self.raw, self.mul.to(where), self.add.to(where))
-        return ScaledRows(self.raw.to(where), self.mul.to(where), self.add.to(where))
+            return ScaledRows(self.raw, self.mul, self.add, where)
+        return ScaledRows(self.raw.to(where), self.mul.to(where), self.add.to(where), self.dtype)
 
 
 def shared_tensor(x: np.ndarray) -> torch.Tensor:
@@ -659,30 +679,53 @@ class _Population:
         cap = _CPU_MAX_GROUP * (4 if self.compiled else 1)
         return int(max(1, min(cap, _CPU_GROUP_PARAMS // max(self.n_params, 1))))
 
+    def _step_cache(self) -> dict:
+        """Where compiled steps live: the process-wide cache, for steps that close over nothing."""
+        return _COMPILED
+
     def _get_step(self, key: tuple, eager: Callable) -> Callable:
         if not self.compiled:
             return eager
-        fn = _COMPILED.get(key, _MISSING)
+        cache = self._step_cache()
+        fn = cache.get(key, _MISSING)
         if fn is _MISSING:
+            _allow_recompiles()
             try:
                 fn = torch.compile(eager, dynamic=False)
             except Exception as e:  # pragma: no cover - depends on the platform
                 warnings.warn(f"torch.compile failed ({e!r}); using the eager step.", stacklevel=3)
                 fn = None
-            _COMPILED[key] = fn
+            cache[key] = fn
         if fn is None:
             return eager
+        first = [True]
 
         def guarded(*args):
-            try:
+            if not first[0]:
                 return fn(*args)
-            except Exception as e:  # compile errors surface on the first call
-                if _COMPILED.get(key) is None:
-                    raise
+            # compile errors surface on the first call of a step (compiling runs before the step
+            # changes any weight); errors after that, and running out of memory, are the step's own
+            try:
+                out = fn(*args)
+            except _OUT_OF_MEMORY:
+                raise
+            except Exception as e:
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); using the eager step.", stacklevel=2)
-                _COMPILED[key] = None
+                cache[key] = None
+                first[0] = False
                 return eager(*args)
+            first[0] = False
+            return out
         return guarded
+
+
+def _allow_recompiles() -> None:
+    """Raise dynamo's per-function recompile limit (8): every group shape, width and recipe is a
+    compiled variant of the same step function, and past the limit dynamo silently runs it eagerly."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # (torch < 2.6)
+    if getattr(config, name, 256) < 64:
+        setattr(config, name, 64)
 
 
 def _sgd_update(p: torch.Tensor, m: torch.Tensor, g: torch.Tensor, lr: torch.Tensor,
@@ -937,6 +980,11 @@ class _FuncPopulation(_Population):
                           "such models one by one, each from its own seed).", stacklevel=3)
         if not self.vectorized:
             self.compiled = False
+        self._steps: dict[tuple, Callable | None] = {}
+
+    def _step_cache(self) -> dict:
+        # its steps close over this trainer's module, so they are kept with it, not process-wide
+        return self._steps
 
     def auto_group_size(self) -> int:
         if self.dev.type == "cuda":
@@ -996,7 +1044,7 @@ class _FuncPopulation(_Population):
 
         key = ("func", _callable_name(self.factory) if not isinstance(cfg.model, str) else cfg.model,
                tuple(xtr.shape[1:]), len(seeds), cfg.batch_size, cfg.precision, str(self.dev), mu, wd, nest, ls,
-               cfg.widths, id(self))
+               cfg.widths)
         step = self._get_step(key, step)
         idx, lrs = cfg._schedule(masks, seeds, len(ytr), self.dev)
         aug = self._augmenter(xtr, seeds, idx.shape) if cfg.augment else None
