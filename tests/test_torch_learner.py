@@ -332,6 +332,62 @@ def test_a_compile_failure_falls_back_but_running_out_of_memory_is_raised(digits
     _fake_compile(monkeypatch, fail=lambda n: RuntimeError("no C++ compiler") if n == 1 else None)
     with pytest.warns(UserWarning, match="torch.compile failed.*no C.. compiler"):
         TorchLearner("mlp", epochs=1, compile=True).fit_predict(digits, masks, seeds)
+    # out of memory on a later step is the step's own: smaller groups are tried, compiling stays on
     _fake_compile(monkeypatch, fail=lambda n: torch.OutOfMemoryError("CUDA out of memory") if n == 3 else None)
-    with pytest.raises(torch.OutOfMemoryError):
+    with pytest.warns(UserWarning) as seen, pytest.raises(ModelError, match="out of memory"):
         TorchLearner("mlp", widths=(12,), epochs=1, compile=True).fit_predict(digits, masks, seeds)
+    said = " ".join(str(w.message) for w in seen)
+    assert "ran out of memory" in said and "torch.compile failed" not in said
+
+
+def test_running_out_of_memory_halves_the_group_and_trains_the_same_models(digits, monkeypatch):
+    from tailscope.learners import torch_population
+
+    masks, seeds = _masks(digits.n_train, 6, seed=4), np.arange(6) + 20
+    reference = TorchLearner("mlp", widths=(16,), epochs=1, group_size=2, compile=False).fit_predict(digits, masks, seeds)
+    real_train = torch_population._HandMLP.train
+
+    def small_device(self, xtr, ytr, masks, seeds):  # room for two models at a time
+        if len(seeds) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real_train(self, xtr, ytr, masks, seeds)
+
+    monkeypatch.setattr(torch_population._HandMLP, "train", small_device)
+    learner = TorchLearner("mlp", widths=(16,), epochs=1, group_size=8, compile=False)
+    with pytest.warns(UserWarning) as seen:
+        got = learner.fit_predict(digits, masks, seeds)
+    assert [str(w.message).split(" (")[0] for w in seen] == [
+        "cpu ran out of memory training 6 models at once; going on with groups of 3",
+        "cpu ran out of memory training 3 models at once; going on with groups of 1"]
+    np.testing.assert_array_equal(got.test_prob, reference.test_prob)
+    np.testing.assert_array_equal(got.train_pred, reference.train_pred)
+
+    monkeypatch.setattr(torch_population._HandMLP, "train",
+                        lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    with pytest.warns(UserWarning), pytest.raises(ModelError, match="one model at a time.*Lower batch_size"):
+        learner.fit_predict(digits, masks, seeds)
+
+
+def test_gpu_groups_and_evaluation_batches_fit_the_free_memory(monkeypatch):
+    """Sized from a probe's activations, not from the parameter count alone: a small convnet on
+    32x32 color images has few weights but large activations per model and example."""
+    from tailscope.learners import torch_population as tp
+    from tailscope.learners.torch_models import build_model
+
+    net = build_model("cnn", in_features=32 * 32 * 3, image_shape=(32, 32, 3), n_classes=10, widths=None)
+    act, peak = tp._activation_bytes(net, torch.zeros(2, 3, 32, 32))
+    assert 0 < peak < act
+    n_params = sum(p.numel() for p in net.parameters())
+    free = 10 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (free, 80 << 30))
+    g = tp._gpu_group_size(torch.device("cuda"), n_params, act, batch_size=128)
+    assert 1 <= g < tp._GPU_GROUP_PARAMS // n_params  # the parameter count alone would allow far more
+    assert g * (16 * n_params + 3 * 128 * act) <= 0.6 * free
+
+    class Pop:
+        dev, peak_act_bytes = torch.device("cuda"), peak
+        cfg = TorchLearner("cnn")
+    rows = tp._eval_rows(Pop, g)
+    assert 1 <= rows <= 2048 and 3 * g * rows * peak <= 0.5 * free
+    Pop.dev = torch.device("cpu")
+    assert tp._eval_rows(Pop, g) == 2048

@@ -316,29 +316,58 @@ class TorchLearner(Learner):
         else:
             trainer = self._func_trainer(data, xtr, n_classes, dev)
         g = self.group_size or trainer.auto_group_size()
-        g = max(1, min(g, k_total))
-        if trainer.compiled:  # one compiled shape: a short last group is padded with copies
-            g = balanced_group_size(k_total, g)
-
-        out = {k: [] for k in ("train_pred", "train_prob", "test_pred", "test_prob")}
-        for start in range(0, k_total, g):
-            stop = min(start + g, k_total)
-            gm, gs = masks[start:stop], seeds[start:stop]
-            pad = 0
-            if trainer.compiled and stop - start < g:  # keep one compiled shape: pad with copies
-                pad = g - (stop - start)
-                gm = np.concatenate([gm, np.repeat(gm[-1:], pad, 0)])
-                gs = np.concatenate([gs, np.repeat(gs[-1:], pad, 0)])
-            state = trainer.train(xtr, ytr, gm, gs)
-            for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
-                pred, prob = trainer.evaluate(state, x, y)
-                keep = len(gm) - pad
-                out[f"{split}_pred"].append(pred[:keep])
-                out[f"{split}_prob"].append(prob[:keep])
+        out = self._train_groups(trainer, (xtr, ytr, xte, yte), masks, seeds, max(1, min(g, k_total)))
         preds = Predictions(*(np.concatenate(out[k]) for k in ("train_pred", "train_prob", "test_pred", "test_prob")))
         self._check_diverged(preds, seeds)
         preds.check(k_total, data.n_train, data.n_test, n_classes)
         return preds
+
+    def _train_groups(self, trainer: _Population, tensors: tuple, masks: np.ndarray, seeds: np.ndarray,
+                      g: int) -> dict[str, list[np.ndarray]]:
+        """Train and evaluate the trials in groups of ``g``, halving ``g`` when the device runs out
+        of memory (a trial's model does not depend on its group, so the results are the same)."""
+        xtr, ytr, xte, yte = tensors
+        k_total = len(seeds)
+        if trainer.compiled:  # one compiled shape: a short last group is padded with copies
+            g = balanced_group_size(k_total, g)
+        out = {k: [] for k in ("train_pred", "train_prob", "test_pred", "test_prob")}
+        start = 0
+        while start < k_total:
+            stop = min(start + g, k_total)
+            gm, gs = masks[start:stop], seeds[start:stop]
+            pad = g - (stop - start) if trainer.compiled else 0
+            if pad:
+                gm = np.concatenate([gm, np.repeat(gm[-1:], pad, 0)])
+                gs = np.concatenate([gs, np.repeat(gs[-1:], pad, 0)])
+            try:
+                state = trainer.train(xtr, ytr, gm, gs)
+                done = [(split, *trainer.evaluate(state, x, y)) for split, x, y in
+                        (("train", xtr, ytr), ("test", xte, yte))]
+            except _OUT_OF_MEMORY as e:
+                state = done = None
+                g = self._smaller_group(g, k_total - start, trainer, e)
+                continue
+            for split, pred, prob in done:
+                out[f"{split}_pred"].append(pred[:len(gm) - pad])
+                out[f"{split}_prob"].append(prob[:len(gm) - pad])
+            start = stop
+        return out
+
+    def _smaller_group(self, g: int, left: int, trainer: _Population, e: Exception) -> int:
+        """Half the group after running out of memory, or a ModelError that says what to lower."""
+        if trainer.dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if g == 1:
+            raise ModelError(
+                f"out of memory on {trainer.dev} training one model at a time ({e}). Lower batch_size "
+                f"(now {self.batch_size}) or eval_batch_size (now {self.eval_batch_size}), or use a smaller "
+                "model (widths=...).") from e
+        half = max(1, g // 2)
+        if trainer.compiled:
+            half = balanced_group_size(left, half)
+        warnings.warn(f"{trainer.dev} ran out of memory training {g} models at once; going on with groups of "
+                      f"{half} (set group_size={half} to start there).", stacklevel=4)
+        return half
 
     # ------------------------------------------------------------- helpers
 
@@ -671,9 +700,14 @@ def prepare_inputs(data: Dataset, images: bool) -> tuple[torch.Tensor, torch.Ten
 class _Population:
     compiled: bool = False
 
+    # bytes of activations per example: all of one training forward (kept for the backward
+    # pass), and the largest single layer output (what evaluation holds at once)
+    act_bytes: int = 0
+    peak_act_bytes: int = 0
+
     def auto_group_size(self) -> int:
         if self.dev.type == "cuda":
-            return int(max(1, min(1024, _GPU_GROUP_PARAMS // max(self.n_params, 1))))
+            return _gpu_group_size(self.dev, self.n_params, self.act_bytes, self.cfg.batch_size)
         # CPU: small groups keep activations in cache; per-op overheads set the floor
         # (a compiled step has fewer, fused operations, and tiny models gain up to ~200 a group).
         cap = _CPU_MAX_GROUP * (4 if self.compiled else 1)
@@ -719,6 +753,49 @@ class _Population:
         return guarded
 
 
+def _gpu_group_size(dev: torch.device, n_params: int, act_bytes: int, batch_size: int) -> int:
+    """Models per group on a GPU: as many as 60% of its free memory holds, at most 1024.
+
+    A model costs its weights four times over (fp32 weights, momentum and gradient, a
+    bf16 copy) and, per example of a batch, its activations about three times (kept for
+    the backward pass, their gradients, workspace). Running out of memory anyway halves
+    the group (see TorchLearner._train_groups).
+    """
+    free, _ = torch.cuda.mem_get_info(dev)
+    per_model = 16 * n_params + 3 * batch_size * act_bytes
+    fits = int(0.6 * free) // max(per_model, 1)
+    return int(max(1, min(1024, _GPU_GROUP_PARAMS // max(n_params, 1), fits)))
+
+
+def _eval_rows(pop: _Population, g: int) -> int:
+    """Rows per evaluation batch: ``eval_batch_size``, fewer on a GPU where g models' largest
+    activations would not fit in half of its free memory."""
+    rows = pop.cfg.eval_batch_size
+    if pop.dev.type == "cuda" and pop.peak_act_bytes:
+        free, _ = torch.cuda.mem_get_info(pop.dev)
+        rows = min(rows, max(1, int(0.5 * free) // (3 * g * pop.peak_act_bytes)))
+    return rows
+
+
+def _activation_bytes(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(all, largest) bytes of the leaf modules' outputs per example of ``x``, in one forward pass."""
+    sizes = []
+
+    def hook(_m, _inp, out):
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                sizes.append(t.numel() * 4)  # as float32, the larger of the two precisions
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not any(True for _ in m.children())]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    n = max(len(x), 1)
+    return (sum(sizes) + n - 1) // n, (max(sizes, default=0) + n - 1) // n
+
+
 def _allow_recompiles() -> None:
     """Raise dynamo's per-function recompile limit (8): every group shape, width and recipe is a
     compiled variant of the same step function, and past the limit dynamo silently runs it eagerly."""
@@ -754,6 +831,8 @@ class _HandMLP(_Population):
         self.cfg, self.dev = cfg, dev
         self.dims = [d_in, *[int(w) for w in widths], n_classes]
         self.n_params = sum(a * b + b for a, b in zip(self.dims[:-1], self.dims[1:], strict=True))
+        self.act_bytes = 4 * sum(self.dims)
+        self.peak_act_bytes = 4 * max(self.dims[1:])
         self.dt = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
         compile_ = cfg.compile
         if compile_ == "auto":
@@ -808,9 +887,10 @@ class _HandMLP(_Population):
         bt = [b.to(self.dt) for b in bs]
         w_first = wt[0].reshape(-1, wt[0].shape[2])
         preds, probs = [], []
-        for s in range(0, len(y), self.cfg.eval_batch_size):
-            xb = x[s:s + self.cfg.eval_batch_size].to(self.dt)
-            yb = y[s:s + self.cfg.eval_batch_size]
+        rows = _eval_rows(self, g)
+        for s in range(0, len(y), rows):
+            xb = x[s:s + rows].to(self.dt)
+            yb = y[s:s + rows]
             h = torch.mm(w_first, xb.t()).view(g, -1, len(xb)).add_(bt[0])  # (G, out, N)
             for w, b in zip(wt[1:], bt[1:], strict=True):
                 h = torch.bmm(w, h.relu_()).add_(b)
@@ -960,6 +1040,7 @@ class _FuncPopulation(_Population):
         out = _checked_output(probe, self.probe_x, n_classes)
         _check_own_weights(probe, self._build(1))
         self.trained = _trained_names(probe, out)  # requires_grad and used by forward
+        self.act_bytes, self.peak_act_bytes = _activation_bytes(probe, self.probe_x)
         # group sizes follow what a group stacks: every parameter (frozen ones are copied per model too)
         self.n_params = sum(p.numel() for p in probe.parameters()) + sum(b.numel() for b in probe.buffers())
         # the module functional_call runs (on the real device: moving it to "meta" would untie tied
@@ -1147,11 +1228,12 @@ class _FuncPopulation(_Population):
         fn = vmap(fwd, in_dims=(0, 0, 0), randomness="different")
         preds, probs = [], []
         g = next(iter(params.values())).shape[0]  # (there is a trained parameter: _trained_names)
-        for s in range(0, len(y), self.cfg.eval_batch_size):
-            xb = x[s:s + self.cfg.eval_batch_size]
+        rows = _eval_rows(self, g)
+        for s in range(0, len(y), rows):
+            xb = x[s:s + rows]
             # a shared batch expanded (no copy) to every model; vmap of GroupNorm refuses in_dims=None
             logp = torch.log_softmax(fn(params, buffers, xb.expand(g, *xb.shape)), -1)
-            yb = y[s:s + self.cfg.eval_batch_size]
+            yb = y[s:s + rows]
             preds.append(logp.argmax(-1))
             probs.append(logp.gather(-1, yb.expand(g, -1).unsqueeze(-1)).squeeze(-1).exp())
         return torch.cat(preds, 1).cpu().numpy(), torch.cat(probs, 1).cpu().numpy()
