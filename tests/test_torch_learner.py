@@ -391,3 +391,24 @@ def test_gpu_groups_and_evaluation_batches_fit_the_free_memory(monkeypatch):
     assert 1 <= rows <= 2048 and 3 * g * rows * peak <= 0.5 * free
     Pop.dev = torch.device("cpu")
     assert tp._eval_rows(Pop, g) == 2048
+
+
+def test_each_model_sees_its_subset_once_an_epoch_and_then_waits_at_learning_rate_0():
+    from tailscope.learners.torch_population import _Schedule
+
+    masks = np.zeros((2, 50), bool)
+    masks[0, :20], masks[1, 30:40] = True, True  # 3 and 2 steps per epoch with batches of 8
+    cfg = TorchLearner("mlp", epochs=3, batch_size=8, schedule="constant", warmup=0.0)
+    steps = list(_Schedule(cfg, masks, np.array([1, 2]), torch.device("cpu")))
+    assert len(steps) == 9 and [t for t, _, _ in steps] == list(range(9))
+    idx = torch.stack([it for _, it, _ in steps]).numpy()  # (T, G, B)
+    lrs = torch.stack([lr for _, _, lr in steps]).numpy()
+    for e in range(3):
+        epoch = idx[3 * e:3 * e + 3, 0].reshape(-1)
+        assert set(epoch[:20]) == set(range(20)) and len(set(epoch[:20])) == 20  # a permutation, then wrap
+        assert set(idx[2 * e:2 * e + 2, 1].reshape(-1)) == set(range(30, 40))
+    assert (lrs[:, 0] == 0.1).all() and (lrs[:6, 1] == 0.1).all() and (lrs[6:, 1] == 0).all()
+    assert (idx[6:, 1] == idx[0, 1]).all()  # the shorter model repeats its first batch
+    # each model's batches are its own: the same seed alone gives the same batches
+    alone = torch.stack([it[0] for _, it, _ in _Schedule(cfg, masks[1:], np.array([2]), torch.device("cpu"))])
+    np.testing.assert_array_equal(alone.numpy(), idx[:6, 1])

@@ -42,7 +42,7 @@ import hashlib
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 
 import numpy as np
@@ -395,28 +395,58 @@ class TorchLearner(Learner):
                              "inputs of very large magnitude do the same.")
 
 
-    def _schedule(self, masks: np.ndarray, seeds: np.ndarray, n_total: int, dev: torch.device):
-        """Per-model minibatch indices (T, G, B), learning rates (T, G) and aug streams."""
-        b = self.batch_size
-        sizes = masks.sum(1)
-        spe = -(-sizes // b)  # ceil
-        steps = spe * self.epochs
-        t_max = int(steps.max())
-        g = len(seeds)
-        idx = np.empty((t_max, g, b), dtype=np.int64)
-        lrs = np.zeros((t_max, g), dtype=np.float32)
-        for k in range(g):
-            subset = np.flatnonzero(masks[k])
-            rng = np.random.default_rng([_seed_int(seeds[k]), 1])
-            per_epoch = int(spe[k]) * b
-            # one shuffle of the subset per epoch; the last batch wraps around to its start
-            perms = rng.permuted(np.tile(subset, (self.epochs, 1)), axis=1)
-            order = perms[:, np.arange(per_epoch) % len(subset)].reshape(-1)
-            tk = int(steps[k])
-            idx[:tk, k] = order.reshape(tk, b)
-            idx[tk:, k] = order[:b]
-            lrs[:tk, k] = _lr_curve(self.schedule, self.lr, self.warmup, tk)
-        return torch.as_tensor(idx, device=dev), torch.as_tensor(lrs, device=dev)
+class _Schedule:
+    """Each model's minibatch indices and learning rates, step by step, drawn an epoch at a time.
+
+    Model k shuffles its subset once per epoch from its own stream (``[seed, 1]``; the last
+    batch wraps around to the start), so its batches do not depend on the other models of
+    its group. A model with fewer steps (a smaller subset) repeats its first batch at
+    learning rate 0 (a step that changes nothing) until the longest model ends. Indices
+    are made one epoch ahead, not for the whole run: 1024 models of a 50,000-example set
+    would take GiBs.
+    """
+
+    def __init__(self, cfg: TorchLearner, masks: np.ndarray, seeds: np.ndarray, dev: torch.device):
+        self.b, self.epochs, self.dev = cfg.batch_size, cfg.epochs, dev
+        self.subsets = [np.flatnonzero(m) for m in masks]
+        self.spe = [-(-len(sub) // self.b) for sub in self.subsets]  # steps per epoch (ceil)
+        self.steps = [n * self.epochs for n in self.spe]
+        self.t_max = max(self.steps)
+        self.rngs = [np.random.default_rng([_seed_int(s), 1]) for s in seeds]
+        lrs = np.zeros((self.t_max, len(seeds)), dtype=np.float32)
+        for k, tk in enumerate(self.steps):
+            lrs[:tk, k] = _lr_curve(cfg.schedule, cfg.lr, cfg.warmup, tk)
+        self.lrs = torch.as_tensor(lrs, device=dev)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.t_max, len(self.rngs), self.b
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(step, indices (G, B) on the device, learning rates (G,)) for every step."""
+        g, chunk = len(self.rngs), max(self.spe)
+        pending = [np.empty((0, self.b), dtype=np.int64)] * g
+        drawn, first = [0] * g, [None] * g
+        for t0 in range(0, self.t_max, chunk):
+            n = min(chunk, self.t_max - t0)
+            idx = np.empty((n, g, self.b), dtype=np.int64)
+            for k in range(g):
+                while len(pending[k]) < n and drawn[k] < self.epochs:
+                    order = self._epoch(k)
+                    first[k] = order[0] if first[k] is None else first[k]
+                    pending[k] = np.concatenate([pending[k], order])
+                    drawn[k] += 1
+                take, pending[k] = pending[k][:n], pending[k][n:]
+                idx[:len(take), k] = take
+                idx[len(take):, k] = first[k]
+            idx_t = torch.as_tensor(idx, device=self.dev)
+            for i in range(n):
+                yield t0 + i, idx_t[i], self.lrs[t0 + i]
+
+    def _epoch(self, k: int) -> np.ndarray:
+        sub = self.subsets[k]
+        perm = self.rngs[k].permuted(sub)
+        return perm[np.arange(self.spe[k] * self.b) % len(sub)].reshape(self.spe[k], self.b)
 
 
 def _check_recipe(lr, momentum, weight_decay, label_smoothing, crop_pad) -> None:
@@ -860,16 +890,14 @@ class _HandMLP(_Population):
         ws, bs = self._init(seeds)
         mws = [torch.zeros_like(w) for w in ws]
         mbs = [torch.zeros_like(b) for b in bs]
-        idx, lrs = cfg._schedule(masks, seeds, len(ytr), self.dev)
         x = xtr.to(self.dt)  # dense rows: cast once; ScaledRows: scaled as gathered
         key = ("mlp", tuple(self.dims), len(seeds), cfg.batch_size, str(self.dt), str(self.dev),
                cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.label_smoothing)
         step = self._get_step(key, _mlp_step)
         wc = [w.to(self.dt) for w in ws]
         args = (cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.label_smoothing)
-        for t in range(idx.shape[0]):
-            it = idx[t]
-            wc = step(ws, bs, mws, mbs, wc, gather_rows(x, it), gather_rows(ytr, it), lrs[t], *args)
+        for _, it, lr in _Schedule(cfg, masks, seeds, self.dev):
+            wc = step(ws, bs, mws, mbs, wc, gather_rows(x, it), gather_rows(ytr, it), lr, *args)
         return ws, bs
 
     @torch.no_grad()
@@ -1127,22 +1155,21 @@ class _FuncPopulation(_Population):
                tuple(xtr.shape[1:]), len(seeds), cfg.batch_size, cfg.precision, str(self.dev), mu, wd, nest, ls,
                cfg.widths)
         step = self._get_step(key, step)
-        idx, lrs = cfg._schedule(masks, seeds, len(ytr), self.dev)
-        aug = self._augmenter(xtr, seeds, idx.shape) if cfg.augment else None
+        schedule = _Schedule(cfg, masks, seeds, self.dev)
+        aug = self._augmenter(xtr, seeds, schedule.shape) if cfg.augment else None
         seed_all = _torch_seed(int(np.bitwise_xor.reduce(np.asarray([_seed_int(s) for s in seeds], dtype=np.uint64))), 3)
         with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
             torch.manual_seed(seed_all)  # for dropout-like randomness inside the model
-            for t in range(idx.shape[0]):
-                it = idx[t]
+            for t, it, lr in schedule:
                 xb = aug(t, it) if aug is not None else gather_rows(xtr, it)
-                step(params, fixed, moms, buffers, xb, gather_rows(ytr, it), lrs[t])
+                step(params, fixed, moms, buffers, xb, gather_rows(ytr, it), lr)
         return params | fixed, buffers
 
     def _train_each(self, xtr, ytr, masks, seeds):
         """The same recipe, one plain module at a time (autograd; faster on CPU)."""
         cfg = self.cfg
-        idx, lrs = cfg._schedule(masks, seeds, len(ytr), self.dev)
-        aug = self._augmenter(xtr, seeds, idx.shape) if cfg.augment else None
+        shape = _Schedule(cfg, masks, seeds, self.dev).shape  # (the augmentation streams' length)
+        aug = self._augmenter(xtr, seeds, shape) if cfg.augment else None
         modules = []
         for k, seed in enumerate(seeds):
             module = self._build(seed)
@@ -1151,8 +1178,9 @@ class _FuncPopulation(_Population):
             moms = [torch.zeros_like(p) for p in params]
             with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
                 torch.manual_seed(_torch_seed(seed, 3))  # dropout-like randomness inside the model
-                for t in range(idx.shape[0]):
-                    it = idx[t, k]
+                # its own steps only: the steps of the group's longer models have learning rate 0
+                for t, it, lr in _Schedule(cfg, masks[k:k + 1], seeds[k:k + 1], self.dev):
+                    it = it[0]
                     xb = aug(t, it, k) if aug is not None else gather_rows(xtr, it)
                     with self._ac():
                         out = module(xb)
@@ -1160,7 +1188,7 @@ class _FuncPopulation(_Population):
                     grads = torch.autograd.grad(loss, params)
                     with torch.no_grad():
                         for p, m, g in zip(params, moms, grads, strict=True):
-                            _sgd_update(p, m, g, lrs[t, k:k + 1], cfg.momentum, cfg.weight_decay, cfg.nesterov)
+                            _sgd_update(p, m, g, lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
             modules.append(module)
         return modules
 
@@ -1187,15 +1215,15 @@ class _FuncPopulation(_Population):
         pad = self.cfg.crop_pad
         _, c, h, w = xtr.shape
         xp = F.pad(xtr, (pad, pad, pad, pad)) if pad else xtr
-        offs = np.empty((t_max, g, b, 2), dtype=np.int64)
+        # kept on the host in int16 and moved a step at a time: for a whole run of a large group
+        # they are GiBs (the draws are those of the int64 arrays earlier versions kept)
+        offs = np.empty((t_max, g, b, 2), dtype=np.int16)
         flips = np.zeros((t_max, g, b), dtype=bool)
         for k, s in enumerate(seeds):
             rng = np.random.default_rng([_seed_int(s), 2])
             offs[:, k] = rng.integers(0, 2 * pad + 1, size=(t_max, b, 2))
             if self.cfg.hflip:
                 flips[:, k] = rng.random((t_max, b)) < 0.5
-        offs_t = torch.as_tensor(offs, device=self.dev)
-        flips_t = torch.as_tensor(flips, device=self.dev)
         ar_h = torch.arange(h, device=self.dev)
         ar_w = torch.arange(w, device=self.dev)
 
@@ -1203,8 +1231,9 @@ class _FuncPopulation(_Population):
             """Step t's augmented batch: (G, B, C, H, W), or model k's alone: (B, C, H, W)."""
             sel = slice(None) if k is None else k
             n = it.reshape(-1)
-            o = offs_t[t, sel].reshape(-1, 2)
-            cols = torch.where(flips_t[t, sel].reshape(-1, 1), w - 1 - ar_w, ar_w) + o[:, 1:2]
+            o = torch.as_tensor(offs[t, sel].reshape(-1, 2), device=self.dev).long()
+            flip = torch.as_tensor(flips[t, sel].reshape(-1, 1), device=self.dev)
+            cols = torch.where(flip, w - 1 - ar_w, ar_w) + o[:, 1:2]
             rows = ar_h + o[:, 0:1]
             out = xp[n[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
             out = out.permute(0, 3, 1, 2)
