@@ -412,3 +412,27 @@ def test_each_model_sees_its_subset_once_an_epoch_and_then_waits_at_learning_rat
     # each model's batches are its own: the same seed alone gives the same batches
     alone = torch.stack([it[0] for _, it, _ in _Schedule(cfg, masks[1:], np.array([2]), torch.device("cpu"))])
     np.testing.assert_array_equal(alone.numpy(), idx[:6, 1])
+
+
+def test_worker_processes_spread_over_the_gpus(monkeypatch):
+    from tailscope.runner import _pick_gpu
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for rank in range(5):
+        _pick_gpu(rank)
+    assert chosen == [0, 1, 2, 0, 1]
+
+
+def test_a_ray_task_without_a_gpu_trains_on_cpus_and_devices_are_checked_where_training_runs(digits):
+    learner = TorchLearner("mlp", device="auto")
+    learner.use_cpu_only()
+    assert learner.device == "cpu"
+    cuda = TorchLearner("mlp", device="cuda")  # a driver without a GPU may send it to nodes with one
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available here"):
+            cuda.fit_predict(digits, _masks(digits.n_train, 1), np.array([1]))
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        TorchLearner("mlp", device="gpu")

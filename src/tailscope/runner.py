@@ -102,9 +102,13 @@ def run_local(job: Job, blocks: dict[int, np.ndarray], on_done: Callable[[int], 
 _WORKER_JOB: Job | None = None
 
 
-def _init_worker(job: Job, threads: int, parent_pid: int) -> None:
+def _init_worker(job: Job, threads: int, parent_pid: int, ranks=None) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
+    if ranks is not None:
+        with ranks.get_lock():
+            rank, ranks.value = ranks.value, ranks.value + 1
+        _pick_gpu(rank)
     # Ctrl-C reaches the whole process group: the parent stops the pool, workers print nothing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid)
@@ -119,6 +123,14 @@ def _init_worker(job: Job, threads: int, parent_pid: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
+
+
+def _pick_gpu(rank: int) -> None:
+    """Worker ``rank`` makes GPU ``rank mod count`` its current one, so that workers spread over a
+    machine's GPUs (a learner's device 'cuda' or 'auto' is the current GPU; 'cuda:N' stays N)."""
+    torch = sys.modules.get("torch")  # (only where the learner uses torch)
+    if torch is not None and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(rank % torch.cuda.device_count())
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -156,7 +168,7 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
     ctx = mp.get_context("spawn")
     with _SigtermAsInterrupt() as sigterm, \
             ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                initargs=(job, threads, os.getpid())) as pool:
+                                initargs=(job, threads, os.getpid(), ctx.Value("i", 0))) as pool:
         pending: set[Future] = set()
         queue = iter(blocks.values())
         try:

@@ -33,8 +33,10 @@ def _import_ray():
     return ray
 
 
-def _train_block(job, trials: np.ndarray, threads: int) -> tuple[int, int]:
+def _train_block(job, trials: np.ndarray, threads: int, gpu: bool = False) -> tuple[int, int]:
     """The body of one Ray task: returns (first trial, trials written)."""
+    if not gpu:  # Ray gave this task no GPU (newer Ray versions leave them visible anyway)
+        job.learner.use_cpu_only()
     if threads:
         try:
             import torch
@@ -112,7 +114,7 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
             while queue or pending:
                 while queue and len(pending) < limit:
                     trials = queue.pop(0)
-                    pending[task.remote(job_ref, trials, threads_per_task)] = trials
+                    pending[task.remote(job_ref, trials, threads_per_task, bool(gpus_per_block))] = trials
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     trials = pending.pop(ref)

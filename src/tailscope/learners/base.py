@@ -140,6 +140,10 @@ class Learner(ABC):
         """
         refuse_missing(data, type(self).__name__)
 
+    def use_cpu_only(self) -> None:
+        """Train on CPUs only from now on (called in a Ray task given no GPU); a no-op for CPU learners."""
+        return None
+
     def check_picklable(self) -> None:
         """Raise :class:`LearnerError` if this learner cannot be sent to worker processes.
 

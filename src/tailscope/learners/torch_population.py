@@ -225,7 +225,9 @@ class TorchLearner(Learner):
         if vectorize not in (True, False, "auto"):
             raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}.")
         self.vectorize = vectorize
-        if _resolve_device(device).type == "cuda":
+        # checked here, resolved where it trains: a Ray driver without a GPU may send work to nodes with one
+        dev = _device_type(device)
+        if dev == "cuda" or (dev == "auto" and torch.cuda.is_available()):
             self.preferred_block = 1024
 
     # ------------------------------------------------------------------ spec
@@ -382,6 +384,10 @@ class TorchLearner(Learner):
             cache[key] = _FuncPopulation(self, data, xtr, n_classes, dev)
         return cache[key]
 
+    def use_cpu_only(self) -> None:
+        if self.device == "auto":
+            self.device = "cpu"
+
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_trainers"}
 
@@ -531,12 +537,28 @@ def _raise_malloc_threshold() -> None:
     del block
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def _device_type(device: str | torch.device) -> str:
+    """"auto", "cpu", "cuda", ...: a ValueError naming the choices for a device torch cannot parse."""
     if str(device) == "auto":
+        return "auto"
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from e
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if _device_type(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was requested but CUDA is not available; use device='cpu' or 'auto'.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device={str(device)!r} was requested but CUDA is not available here; use "
+                               "device='cpu' or 'auto'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device={str(device)!r} was requested but this machine has "
+                               f"{torch.cuda.device_count()} GPU(s): use cuda:0..cuda:{torch.cuda.device_count() - 1}, "
+                               "or 'cuda' for the current one.")
     return dev
 
 
