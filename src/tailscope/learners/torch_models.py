@@ -53,7 +53,7 @@ def build_cnn(image_shape: Sequence[int], n_classes: int, widths: Sequence[int] 
     if h < need or w < need:
         raise ModelError(
             f"cnn with {len(widths)} pooling stages needs images of at least {need}x{need}, got {h}x{w}; "
-            "pass fewer widths (e.g. widths=(32,)) or use model='mlp'."
+            + ("pass fewer widths (e.g. widths=(32,)) or " if len(widths) > 1 else "") + "use model='mlp'."
         )
     layers: list[nn.Module] = []
     prev = c

@@ -37,13 +37,13 @@ images built from ``data.image_shape``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -110,20 +110,28 @@ class TorchLearner(Learner):
     precision : {"fp32", "bf16"}
         ``bf16`` runs matmuls/convolutions with bf16 operands and keeps fp32 master
         weights and momentum (explicit casts for linear/mlp, autocast otherwise).
-    device : {"auto", "cpu", "cuda"} or str
-        ``auto`` picks CUDA when available.
+        ``fp32`` turns off TF32 convolutions on GPUs that have them. GPUs before
+        compute capability 8.0 emulate bf16 (slower than fp32; a warning says so).
+    device : {"auto", "cpu", "cuda", "cuda:N"} or str
+        ``auto`` picks CUDA when available. Checked where training runs (a Ray
+        driver without a GPU can send work to nodes with one). Worker processes
+        (``workers > 1``) spread over a machine's GPUs; a Ray task given no GPU
+        trains ``auto`` on CPUs.
     group_size : int, optional
         Models trained together in one batched computation; default sized from the
-        parameter count (about 6.6M parameters per group on CPU: 16 models of
-        784-512-10, at most 64 small models, 256 when compiled; much larger on GPU).
+        parameter count on CPU (about 6.6M parameters per group: 16 models of
+        784-512-10, at most 64 small models, 256 when compiled) and on a GPU from its
+        free memory and a probe's activations (at most 1024). Running out of device
+        memory halves the group, with a warning; the models are the same.
         With a compiled step the groups of a block are made equal in size.
     compile : bool or "auto"
-        ``torch.compile`` the training step (cached per process across calls and
-        blocks). ``auto`` compiles on CUDA, and on CPU for linear/mlp with at least
+        ``torch.compile`` the training step (cached across calls and blocks: per
+        process for linear/mlp, per learner for modules). ``auto`` compiles on CUDA, and on CPU for linear/mlp with at least
         100k parameters per model, where the fused optimizer update pays for the
         compile time. Any compile failure falls back to the eager step with a warning.
     eval_batch_size : int
-        Examples per evaluation batch.
+        Examples per evaluation batch (fewer on a GPU where a group's activations
+        would not fit).
     vectorize : bool or "auto"
         For ``cnn``, ``resnet`` and user modules: train a group with ``torch.func.vmap``
         (True) or each model with plain autograd, one after another (False). ``auto``
@@ -147,7 +155,9 @@ class TorchLearner(Learner):
     settings, not part of :meth:`spec`: they change results only by float rounding (and,
     with ``vectorize``, the dropout draws noted above). Rounding also depends on the
     number of CPU threads, so bit-identical rows need the same thread count.
-    In fp32 on CPU, the same seeds give the same results run after run.
+    In fp32 on CPU, the same seeds give the same results run after run; on a GPU,
+    cuDNN's convolution backward passes are not deterministic, so reruns agree only
+    up to rounding.
     """
 
     preferred_block = 64
@@ -196,8 +206,9 @@ class TorchLearner(Learner):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}.")
         _check_recipe(lr, momentum, weight_decay, label_smoothing, crop_pad)
         widths = _check_widths(model, widths)
-        if group_size is not None and int(group_size) < 1:
-            raise ValueError(f"group_size must be a positive integer or None (auto), got {group_size}.")
+        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int | np.integer)
+                                       or group_size < 1):
+            raise ValueError(f"group_size must be a positive integer or None (auto), got {group_size!r}.")
         if not 0 <= warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup}.")
         if compile not in (True, False, "auto"):
@@ -261,14 +272,15 @@ class TorchLearner(Learner):
     # ------------------------------------------------------------ training
 
     def fit_predict(self, data: Dataset, masks: np.ndarray, seeds: np.ndarray) -> Predictions:
-        if self.num_threads is None:
+        with contextlib.ExitStack() as stack:
+            if self.num_threads is not None:
+                old = torch.get_num_threads()
+                torch.set_num_threads(self.num_threads)
+                stack.callback(torch.set_num_threads, old)
+            if self.precision == "fp32":  # fp32 means fp32: no TF32 convolutions on Ampere and later GPUs
+                stack.enter_context(torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
+                                                               allow_tf32=False))
             return self._fit_predict(data, masks, seeds)
-        old = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            return self._fit_predict(data, masks, seeds)
-        finally:
-            torch.set_num_threads(old)
 
     def check_data(self, data: Dataset) -> None:
         super().check_data(data)  # no missing values
@@ -291,6 +303,8 @@ class TorchLearner(Learner):
             raise ValueError(f"masks must be boolean, got dtype {masks.dtype}.")
         if seeds.shape != (masks.shape[0],):
             raise ValueError(f"seeds must have shape (K,) = ({masks.shape[0]},), got {seeds.shape}.")
+        if not len(masks):
+            raise ValueError("masks has no rows: there is no trial to train (pass at least one mask and seed).")
         empty = np.flatnonzero(masks.sum(1) == 0)
         if len(empty):
             raise ValueError(f"mask rows {empty.tolist()[:5]} select no training examples; every trial needs some.")
@@ -298,6 +312,10 @@ class TorchLearner(Learner):
         dev = _resolve_device(self.device)
         if dev.type == "cpu":
             _raise_malloc_threshold()
+        elif dev.type == "cuda" and self.precision == "bf16" and torch.cuda.get_device_capability(dev) < (8, 0):
+            _warn_once_per_process("bf16-emulated", f"precision='bf16' on {torch.cuda.get_device_name(dev)}: "
+                                   "GPUs before compute capability 8.0 (V100, T4) emulate bf16, which is slower "
+                                   "than fp32 there; use precision='fp32'.")
         self.check_data(data)
         hand = self.model in ("linear", "mlp")
         image_layout = (not hand) and data.is_image
@@ -535,6 +553,15 @@ def _raise_malloc_threshold() -> None:
     block = torch.empty(31 * 2**20, dtype=torch.uint8)
     block[:: 4096] = 0
     del block
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once_per_process(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, stacklevel=3)
 
 
 def _device_type(device: str | torch.device) -> str:
@@ -1027,7 +1054,10 @@ def _checked_output(probe: nn.Module, x: torch.Tensor, n_classes: int) -> torch.
     try:
         out = probe(x)
     except Exception as e:
-        raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: {e}") from e
+        dtypes = {p.dtype for p in probe.parameters()} - {x.dtype}
+        hint = (f" Inputs arrive as {x.dtype}, but the model's parameters are {', '.join(map(str, dtypes))}: build "
+                "it in float32 (no .double() or .half(); precision='bf16' casts where it pays)." if dtypes else "")
+        raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: {e}.{hint}") from e
     if not isinstance(out, torch.Tensor):
         raise ModelError(f"the model returned a {type(out).__name__}, not a tensor of logits; make forward "
                          f"return the logits of shape (batch, {n_classes}) (wrap the model in a module that "
@@ -1125,23 +1155,24 @@ class _FuncPopulation(_Population):
         return int(max(1, min(16, 2_000_000 // max(self.n_params, 1))))
 
     def _build(self, seed) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
+        # (manual_seed also seeds the GPUs: fork_rng gives the caller's GPU streams back too)
+        with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
             torch.manual_seed(_torch_seed(seed, 0))
             module = _call_factory(self.factory)
             if not isinstance(module, nn.Module):
                 raise ModelError(f"the model factory returned {type(module).__name__}, not an nn.Module.")
             check_no_running_stats(module)
             _check_no_embedding(module)
+            if _has_lazy_layers(module):  # sized by a first forward pass, from this seed's CPU stream
+                with torch.no_grad():   # (on the CPU: the same weights whatever the device)
+                    module(self.probe_x.cpu())
             module = module.to(self.dev)
-            if _has_lazy_layers(module):  # sized by a first forward pass, from this seed's stream
-                with torch.no_grad():
-                    module(self.probe_x)
         return module
 
     def _ac(self):
         if self.autocast:
             return torch.autocast(self.dev.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return contextlib.nullcontext()
 
     def train(self, xtr, ytr, masks, seeds):
         if not self.vectorized:
