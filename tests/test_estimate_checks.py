@@ -343,3 +343,11 @@ def test_share_memorized_counts_only_examples_with_an_estimate(tmp_path, synthet
     assert 0 < finite.sum() < len(finite)  # 3 trials: some examples are in all of them or none
     assert s["n_mem_estimated"] == finite.sum()
     assert s["frac_mem_ge_0.25"] == pytest.approx(np.mean(scores.mem[finite] >= 0.25))
+
+
+def test_values_exactly_at_a_threshold_count_whatever_the_rounding():
+    from tailscope.scores import at_least
+
+    assert 0.3 - 0.2 < 0.1 and at_least(np.array([0.3 - 0.2]), 0.1).all()  # 0.09999999999999998
+    assert not at_least(np.array([0.0999, np.nan]), 0.1).any()
+    assert at_least(-np.array([0.2 - 0.3]), 0.1).all()  # the mirror side: -0.1 counts at <= -0.1

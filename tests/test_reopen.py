@@ -26,7 +26,7 @@ def test_unrebuildable_learner_says_how_to_pass_it(tmp_path):
     ts.Study(data, ts.CallableLearner(_const, "const"), trials=4, path=tmp_path / "s").run(progress=False)
     back = ts.Study.open(tmp_path / "s")
     back.trials = 6
-    with pytest.raises(LearnerError, match="learner=..."):
+    with pytest.raises(LearnerError, match=r"learner \(callable: const\) .*learner=..."):
         back.run(progress=False)
     assert ts.Study.open(tmp_path / "s", learner=ts.CallableLearner(_const, "const")).run(progress=False)["done"] == 6
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from tailscope.design import theoretical_se_bound
 from tailscope.learners.base import Predictions
-from tailscope.scores import Scores, mem_interval
+from tailscope.scores import Scores, at_least, mem_interval
 from tailscope.store import Block, TrialStore
 
 PAPER_MEM_THRESHOLD = 0.25
@@ -458,9 +458,9 @@ class _InfluenceCollector:
         self.max_infl_arg[tile] = np.where(np.isfinite(best), np.argmax(scored, axis=1), -1)
         self._merge_topk(tile, scored, se)
         if self.negative is not None:  # same eligibility as kept pairs; NaN compares False
-            low = infl <= -self.opt.infl_threshold
+            low = at_least(-infl, self.opt.infl_threshold)
             self.negative += int(np.count_nonzero(low & same if self.opt.same_class else low))
-        ii, jj = np.nonzero(scored >= self.opt.infl_threshold)
+        ii, jj = np.nonzero(at_least(scored, self.opt.infl_threshold))
         if len(ii):
             self.parts.append({"tr_idx": tile[ii], "tt_idx": jj, "infl": infl[ii, jj], "infl_se": se[ii, jj],
                                "soft_infl": sinfl[ii, jj], "soft_infl_se": sse[ii, jj]})

@@ -18,6 +18,17 @@ SUMMARY_FILE = "summary.json"
 PAPER_FILE = "paper_format.npz"
 
 
+# Estimates are differences of ratios of counts: a value that is exactly a threshold (1/10)
+# can come out one rounding step below it (0.09999999999999998). Thresholds compare with
+# this slack so that ties are kept whatever the rounding.
+TIE_TOL = 1e-9
+
+
+def at_least(values, threshold: float):
+    """``values >= threshold``, ties included despite rounding (NaN compares False)."""
+    return np.asarray(values) >= threshold - TIE_TOL
+
+
 @dataclass
 class Scores:
     """Memorization per training example and influence per train/test pair.
@@ -147,7 +158,7 @@ class Scores:
                              "(`tailscope estimate DIR --any-class`) to get pairs across classes.")
         df = self.pairs
         if threshold is not None:
-            df = df[df["infl"] >= threshold]
+            df = df[at_least(df["infl"], threshold)]
         found = int(self.options.get("pairs_found", len(self.pairs)))
         if found > len(self.pairs) and len(df) and df["infl"].min() <= self.pairs["infl"].min():
             warnings.warn(f"these scores kept only the {len(self.pairs):,} largest of {found:,} pairs (max_pairs); "
@@ -159,7 +170,7 @@ class Scores:
 
     def memorized(self, threshold: float = 0.25) -> np.ndarray:
         """Indices of training examples with mem >= threshold (paper: 0.25), most memorized first."""
-        idx = np.flatnonzero(self.mem >= _number(threshold, "threshold"))
+        idx = np.flatnonzero(at_least(self.mem, _number(threshold, "threshold")))
         return idx[np.argsort(-self.mem[idx], kind="stable")]
 
     def summary(self) -> dict:
@@ -176,9 +187,9 @@ class Scores:
             "max_mem_se": float(np.max(self.mem_se[finite])) if finite.any() else None,
             "se_bound": self.se_bound,
             # among the examples with an estimate (held out by some trials and kept by others)
-            "frac_mem_ge_0.25": float(np.mean(self.mem[np.isfinite(self.mem)] >= 0.25))
+            "frac_mem_ge_0.25": float(np.mean(at_least(self.mem[np.isfinite(self.mem)], 0.25)))
             if np.isfinite(self.mem).any() else None,
-            "n_mem_ge_0.25": int(np.sum(self.mem >= 0.25)),
+            "n_mem_ge_0.25": int(np.sum(at_least(self.mem, 0.25))),
             "n_mem_estimated": int(np.isfinite(self.mem).sum()),
             # an SE of 0 (every trial agreed) is not certainty: the 95% interval says how wide it is
             "n_mem_se_zero": int(np.sum(self.mem_se[finite] == 0)),

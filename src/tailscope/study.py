@@ -260,11 +260,18 @@ class _StoredLearner(Learner):
 
     def fit_predict(self, data, masks, seeds):
         raise LearnerError(
-            f"the study's learner ({self._spec.get('learner', '?')}: {self._spec.get('model') or self._spec.get('name')}) "
+            f"the study's learner ({_learner_name(self._spec)}) "
             f"cannot be rebuilt from the store ({self._reason or 'it was made in Python'}), so no trials can be "
             "trained for it: in "
             "Python pass it, Study.open(path, learner=...) or the analysis's learner= argument; on the command "
             "line, studies made by `tailscope run` rebuild their learner.")
+
+
+def _learner_name(spec: dict) -> str:
+    """"torch_population: mlp", "sklearn: sklearn.linear_model.LogisticRegression", ... from a stored spec."""
+    kind = spec.get("learner") or spec.get("kind") or "learner"
+    what = spec.get("model") or spec.get("estimator") or spec.get("name")
+    return f"{kind}: {what}" if what else str(kind)
 
 
 def study_info(store: TrialStore) -> dict:

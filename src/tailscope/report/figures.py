@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tailscope.scores import Scores
+from tailscope.scores import Scores, at_least
 
 MEM_THRESHOLD = 0.25  # the paper's "memorized" threshold
 
@@ -43,7 +43,7 @@ def correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
 
 def memorized_median_se(scores: Scores) -> float | None:
     """Median standard error over the examples with mem >= 0.25 (finite ones), None if there are none."""
-    se = np.asarray(scores.mem_se, float)[np.asarray(scores.mem, float) >= MEM_THRESHOLD]
+    se = np.asarray(scores.mem_se, float)[at_least(np.asarray(scores.mem, float), MEM_THRESHOLD)]
     se = se[np.isfinite(se)]
     return float(np.median(se)) if len(se) else None
 
@@ -51,7 +51,7 @@ def memorized_median_se(scores: Scores) -> float | None:
 def mem_histogram(scores: Scores, path: Path) -> Path:
     """Histogram of memorization estimates with the paper's 0.25 threshold marked."""
     mem = scores.mem[np.isfinite(scores.mem)]  # examples never held out (or always) have no estimate
-    n_above = int(np.sum(mem >= MEM_THRESHOLD))
+    n_above = int(np.sum(at_least(mem, MEM_THRESHOLD)))
     frac = n_above / max(len(mem), 1)
     fig, ax = _figure(7.5, 3.6)
     lo = min(-0.1, float(mem.min())) if len(mem) else -0.1
