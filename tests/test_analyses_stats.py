@@ -39,8 +39,11 @@ def test_welch_ci_matches_scipy_and_its_p_value():
         assert (abs(w["diff"]) > w["ci"]) == (w["p"] < 0.05)
     one = welch_ci([0.5], [0.4, 0.6])
     assert one["diff"] == pytest.approx(0.0) and np.isnan(one["ci"]) and np.isnan(one["p"])
-    exact = welch_ci([0.9, 0.9], [0.8, 0.8])  # deterministic learner: the difference is exact
-    assert exact["ci"] == 0 and exact["p"] == 0 and exact["diff"] == pytest.approx(0.1)
+    # no spread on either side (a deterministic learner, or ties): nothing to estimate the noise from
+    flat = welch_ci([0.9, 0.9], [0.8, 0.8])
+    assert flat["diff"] == pytest.approx(0.1) and flat["no_spread"] is True
+    assert np.isnan(flat["ci"]) and np.isnan(flat["p"]) and np.isnan(flat["df"])
+    assert welch_ci([0.9, 0.9], [0.8, 0.81])["no_spread"] is False  # one side varies: a test is drawn
 
 
 # ----------------------------------------------------------------------------- marginal utility

@@ -63,6 +63,10 @@ def test_near_duplicates_finds_planted_duplicates(tmp_path):
     assert len(found & planted) >= 18  # the planted pairs are the high-influence ones
     assert s["share_rank1"] >= 0.85 and s["share_near_duplicate"] >= 0.85
     assert s["random_share_rank1"] <= 0.2
+    # each copy is closer to its test example than the random partner drawn for it
+    assert s["share_closer_than_random"] > 0.9 and s["closer_than_random_p"] < 1e-3
+    assert s["pairs_false_share_est"] < 0.5 and s["verdict"] == "closer"
+    assert "mostly from near-copies" in res.reading
     p = res.data["pairs"]
     for a, b, nd, r in zip(p["tr_idx"], p["tt_idx"], p["near_duplicate"], p["rank"], strict=True):
         if (a, b) in planted:

@@ -143,10 +143,12 @@ def test_a_moved_data_file_is_given_to_report_and_analyses_with_the_recorded_opt
                             "-l", "logreg", "--trials", "6", "-o", "s"])
     assert r.exit_code == 0, r.output
     (tmp_path / "d.npz").rename(tmp_path / "moved.npz")
-    r = runner.invoke(app, ["analyze", "correlation", "s"])
+    r = runner.invoke(app, ["analyze", "correlation", "s"])  # reads only the stored trials and scores
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["analyze", "near-duplicates", "s"])  # needs the inputs
     assert r.exit_code == 2 and "tailscope analyze --dataset SPEC NAME DIR" in _one_line(r), r.output
-    r = runner.invoke(app, ["analyze", "--dataset", "npz:moved.npz", "correlation", "s"])
-    assert r.exit_code == 0 and (tmp_path / "s/analyses/correlation/result.json").exists(), r.output
+    r = runner.invoke(app, ["analyze", "--dataset", "npz:moved.npz", "near-duplicates", "s"])
+    assert r.exit_code == 0 and (tmp_path / "s/analyses/near_duplicates/result.json").exists(), r.output
     r = runner.invoke(app, ["report", "s", "--dataset", "npz:moved.npz"])  # pixel_max, split_seed as recorded
     assert r.exit_code == 0 and (tmp_path / "s/report/index.html").exists(), r.output
     r = runner.invoke(app, ["report", "s", "--dataset", "npz:moved.npz", "--data-opt", "split_seed=2"])

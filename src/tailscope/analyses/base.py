@@ -137,10 +137,12 @@ def welch_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
     """Difference of means ``mean(a) - mean(b)`` of two independent samples, Welch's t.
 
     Returns a dict: ``diff``, ``ci`` (half-width of the ``level`` confidence interval,
-    Student t at the Welch-Satterthwaite degrees of freedom), ``df`` and ``p`` (two-sided
-    p-value of diff = 0; ``p < 1 - level`` exactly when the interval excludes 0). ``ci``,
-    ``df`` and ``p`` are NaN when either side has fewer than 2 values. When both sides
-    have no spread the difference is exact: ``ci`` is 0 and ``p`` is 1 if it is 0, else 0.
+    Student t at the Welch-Satterthwaite degrees of freedom), ``df``, ``p`` (two-sided
+    p-value of diff = 0; ``p < 1 - level`` exactly when the interval excludes 0) and
+    ``no_spread``. ``ci``, ``df`` and ``p`` are NaN when either side has fewer than 2
+    values, and when neither side varies (``no_spread`` True): identical repeats (a
+    deterministic learner, or too few repeats to see any spread) say nothing about the
+    noise, so no interval or test can be drawn from them.
     """
     from scipy import stats
 
@@ -148,15 +150,73 @@ def welch_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
     nan = float("nan")
     diff = float(a.mean() - b.mean()) if len(a) and len(b) else nan
     if len(a) < 2 or len(b) < 2:
-        return {"diff": diff, "ci": nan, "df": nan, "p": nan}
+        return {"diff": diff, "ci": nan, "df": nan, "p": nan, "no_spread": False}
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se2 = va + vb
     if se2 <= 0:
-        return {"diff": diff, "ci": 0.0, "df": float(len(a) + len(b) - 2), "p": float(diff == 0)}
+        return {"diff": diff, "ci": nan, "df": nan, "p": nan, "no_spread": True}
     df = float(se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))
     se = float(np.sqrt(se2))
     return {"diff": diff, "ci": float(stats.t.ppf(0.5 + level / 2, df) * se), "df": df,
-            "p": float(2 * stats.t.sf(abs(diff) / se, df))}
+            "p": float(2 * stats.t.sf(abs(diff) / se, df)), "no_spread": False}
+
+
+def identical_repeats(preds: Predictions) -> bool:
+    """Whether every model of ``preds`` predicted exactly what the first did (train and test):
+    models trained on one set with different seeds that agree everywhere come from a
+    deterministic learner, so repeating them measures no noise."""
+    return len(preds.train_pred) > 1 and bool((preds.train_pred == preds.train_pred[0]).all()
+                                               and (preds.test_pred == preds.test_pred[0]).all())
+
+
+# --------------------------------------------------------------------------- checks of settings
+
+
+def check_unit(value, name: str, flag: str | None = None) -> float:
+    """``value`` as a float in (0, 1] (a mem or influence threshold), else a ValueError naming it.
+
+    Memorization and influence are differences of two accuracies, so a cut above 1 selects
+    nothing, and one at or below 0 (or NaN) selects noise or nothing.
+    """
+    label = f"{name} ({flag})" if flag else name
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label} must be a number in (0, 1], got {value!r}.") from None
+    if not (np.isfinite(v) and 0 < v <= 1):
+        raise ValueError(f"{label} must lie in (0, 1] (a difference of two accuracies), got {value!r}.")
+    return v
+
+
+def check_count(value, name: str, minimum: int, flag: str | None = None) -> int:
+    """``value`` as an int >= ``minimum``, else a ValueError naming it."""
+    label = f"{name} ({flag})" if flag else name
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_trainable(learner: Learner) -> None:
+    """Raise the learner's own error now if it is a stand-in that cannot train (a study made in
+    Python whose learner was not passed), before a sub-study's store is created for it."""
+    from tailscope.study import _StoredLearner
+
+    if isinstance(learner, _StoredLearner):
+        learner.fit_predict(None, None, None)  # raises a LearnerError that says how to pass one
+
+
+def with_learner(study, learner: Learner | None):
+    """``study`` training with ``learner`` instead of its own (a shallow copy; the caller's
+    Study is left as it is), or ``study`` itself when ``learner`` is None."""
+    import copy
+
+    if learner is None:
+        return study
+    if not isinstance(learner, Learner):
+        raise TypeError(f"learner must be a tailscope Learner, got {type(learner).__name__}.")
+    out = copy.copy(study)
+    out.learner = learner
+    return out
 
 
 # --------------------------------------------------------------------------- shared by the paper analyses
@@ -357,6 +417,8 @@ def scores_of_first(child, trials: int, progress: bool = False, infl_threshold: 
 
     trials = int(trials)
     child.learner.check_data(child.data)  # a learner that cannot take the data: refused before a store exists
+    if not _has_first(child.path, trials):  # training ahead: a learner that cannot train is refused first
+        check_trainable(child.learner)
     store = child.store
     if store.trials <= trials:
         if not store.done()[:trials].all():
@@ -373,6 +435,104 @@ def scores_of_first(child, trials: int, progress: bool = False, infl_threshold: 
     if store.trials == trials and not low:
         return child.estimate(save=True)
     return estimate(store, options, first_trials=trials)
+
+
+def _has_first(path, trials: int) -> bool:
+    """Whether the store at ``path`` exists and its first ``trials`` trials are done (read only)."""
+    from tailscope.store import StoreError, TrialStore
+
+    try:
+        done = TrialStore.open(path).done()
+    except StoreError:
+        return False
+    return len(done) >= trials and bool(done[:trials].all())
+
+
+# --------------------------------------------------------------------------- influence pairs and their noise
+
+#: at or above this mirror estimate of the share of noise among the high-influence pairs, the
+#: pairs are mostly noise and the analyses built on them draw no conclusion
+NOISE_SHARE_LIMIT = 0.5
+
+
+class StoredStudy:
+    """A study read from its trial store alone: enough for analyses that only read scores.
+
+    It has what :func:`study_scores` uses (``path``, ``store``, ``scores_dir``,
+    ``estimate``) and neither data nor learner, so a study whose dataset cannot be reloaded
+    (made from in-memory arrays, file moved) can still be analysed from its scores.
+    """
+
+    def __init__(self, path):
+        from tailscope.store import TrialStore, is_remote, study_location
+
+        loc = study_location(path)
+        self.path = loc if is_remote(loc) else str(Path(loc).absolute())
+        self.store = TrialStore.open(self.path)
+
+    @property
+    def scores_dir(self):
+        from tailscope.scores import scores_location
+
+        return scores_location(self.path)
+
+    def estimate(self, save: bool = True, **kwargs):
+        from tailscope.estimate import EstimateOptions, estimate
+
+        scores = estimate(self.store, EstimateOptions(**kwargs))
+        if save:
+            scores.save(self.scores_dir)
+        return scores
+
+
+def open_scores_only(study, scores=None, infl_threshold: float | None = None):
+    """``(study, scores)`` like :func:`open_study_scores`, but a study directory is read from its
+    store alone (:class:`StoredStudy`): its data is neither loaded nor needed."""
+    from tailscope.study import Study
+
+    if not isinstance(study, Study | StoredStudy):
+        study = StoredStudy(study)
+    return study, scores if scores is not None else study_scores(study, infl_threshold)
+
+
+def pairs_noise_share(scores, threshold: float, study=None) -> float | None:
+    """Mirror estimate of the share of noise among the same-class pairs with infl >= ``threshold``.
+
+    With no true influence an estimate lands at or below -threshold as often as at or above
+    +threshold, so the negative side counts the noise (see ``Scores.pairs_false_share_est``).
+    The scores' own estimate is used when they were made at this threshold with same-class
+    pairs; otherwise, given the ``study`` the scores came from, the count at this threshold is
+    estimated in memory from the same trials (one pass over the store). None when neither
+    can be had, or no pair was found.
+    """
+    kept = scores.infl_threshold
+    if kept is not None and abs(kept - threshold) <= 1e-12 and scores.options.get("same_class") is True:
+        return scores.pairs_false_share_est
+    if study is None:
+        return None
+    from tailscope.estimate import EstimateOptions, estimate
+
+    store = study.store
+    done = int(store.done().sum())
+    if done < scores.trials or scores.trials < 2:
+        return None
+    first = None if done == scores.trials else int(scores.trials)
+    return estimate(store, EstimateOptions(infl_threshold=float(threshold)), first_trials=first).pairs_false_share_est
+
+
+def noise_sentence(share: float | None, trials: int, n_pairs: int) -> str:
+    """What the mirror estimate says about the pairs, for a reading (empty without pairs)."""
+    if not n_pairs:
+        return ""
+    if share is None:
+        return ("How many of these pairs are noise was not estimated (the scores predate the mirror count); "
+                "re-estimate the study to know. ")
+    pct = f"{100 * share:.0f}%"
+    if share >= NOISE_SHARE_LIMIT:
+        return (f"But about {pct} of these pairs are estimated to be noise at {trials} trials (as many same-class "
+                "pairs reach the threshold below zero as above it, the mirror estimate), so they are mostly "
+                "noise and no conclusion is drawn from them here: run more trials. ")
+    return f"About {pct} of these pairs are estimated to be noise at {trials} trials (mirror estimate). "
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 from pathlib import Path
@@ -48,3 +49,17 @@ def save_and_show(result, study_dir: Path) -> None:
     console.print_json(json.dumps(_jsonable(result.summary)))
     console.print(result.reading)
     console.print(f"saved -> {out}", soft_wrap=True)
+
+
+@contextlib.contextmanager
+def not_resumable(command: str):
+    """Ctrl-C or SIGTERM in an analysis that stores none of the models it trains: say that, not the
+    usual "finished blocks are stored; run the same command to resume", which is untrue here."""
+    from tailscope.cli import console
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: {command} stores none of the models it trains, so there is nothing "
+                      "to resume; running the same command again starts its training over.[/]")
+        raise typer.Exit(130) from None

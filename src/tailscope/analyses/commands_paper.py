@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from tailscope.analyses.cli import StudyArg, analyze_app, save_and_show
+from tailscope.analyses.cli import StudyArg, analyze_app, not_resumable, save_and_show
 from tailscope.cli import friendly
 
 SeedOpt = Annotated[int, typer.Option(help="seed of the analysis' own sampling and training")]
@@ -36,8 +36,10 @@ def marginal_utility_cmd(
     """Accuracy drop from removing high-mem training examples vs random ones (paper Fig. 2), and high-influence pairs."""
     from tailscope.analyses.marginal_utility import marginal_utility
 
-    save_and_show(marginal_utility(study_dir, thresholds=_floats(thresholds), repeats=repeats, seed=seed,
-                                   infl_threshold=infl_threshold), study_dir)
+    with not_resumable("marginal-utility"):
+        result = marginal_utility(study_dir, thresholds=_floats(thresholds), repeats=repeats, seed=seed,
+                                  infl_threshold=infl_threshold)
+    save_and_show(result, study_dir)
 
 
 @analyze_app.command("loo")
@@ -51,7 +53,9 @@ def loo_cmd(
     """Leave-one-out mem on a sample of training examples vs the subsampled estimates."""
     from tailscope.analyses.loo import loo
 
-    save_and_show(loo(study_dir, k=k, repeats=repeats, seed=seed), study_dir)
+    with not_resumable("loo"):
+        result = loo(study_dir, k=k, repeats=repeats, seed=seed)
+    save_and_show(result, study_dir)
 
 
 @analyze_app.command("subset-ratio")

@@ -11,6 +11,8 @@ import numpy as np
 from tailscope.analyses.base import (
     AnalysisResult,
     as_study,
+    check_count,
+    check_unit,
     fmt,
     jaccard,
     new_figure,
@@ -43,6 +45,34 @@ def compare_scores(a, b, mem_threshold: float = 0.25, infl_threshold: float = 0.
     }
 
 
+def _check_settings(study, other, seed, learner, trials) -> None:
+    """Refuse settings that would be ignored or compare a study with itself, before any work."""
+    if trials is not None:
+        check_count(trials, "trials", 2, "--trials")
+    if seed is not None:
+        check_count(seed, "seed", 0, "--seed")
+    if other is None:
+        return
+    given = [f"--{k}" for k, v in (("seed", seed), ("learner", learner), ("trials", trials)) if v is not None]
+    if given:
+        opts = " and ".join(given)
+        raise ValueError(f"--other compares with an existing study, so {opts} (settings of a sibling study to run) "
+                         f"would be ignored; give either --other or {opts}.")
+    if _location(other) == _location(study):
+        raise ValueError(f"--other is the study itself ({_location(study)}); a study is trivially consistent with "
+                         "itself. Give another study of the same data, or --seed/--learner to run one.")
+
+
+def _location(study) -> str:
+    """Where a Study or a study directory lives, comparable between the two (resolved local path or URL)."""
+    from pathlib import Path
+
+    from tailscope.store import is_remote, study_location
+
+    loc = study_location(getattr(study, "path", study))
+    return str(loc) if is_remote(loc) else str(Path(loc).resolve())
+
+
 def consistency(study, other=None, seed: int | None = None, learner=None, trials: int | None = None,
                 mem_threshold: float = 0.25, infl_threshold: float = 0.15, progress: bool = False,
                 scores=None) -> AnalysisResult:
@@ -61,7 +91,13 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
         as ``"mlp"`` or a Learner), same seed; combined with ``seed`` if both are given.
     trials : int, optional
         Trials of the sibling study (default: the study's).
+
+    ``seed``, ``learner`` and ``trials`` describe a sibling study to run, so they are refused
+    with ``other``, as is ``other`` naming the study itself (trivially consistent).
     """
+    _check_settings(study, other, seed, learner, trials)
+    mem_threshold = check_unit(mem_threshold, "mem_threshold")
+    infl_threshold = check_unit(infl_threshold, "infl_threshold")
     study, a = open_study_scores(study, scores, infl_threshold=infl_threshold)
     if other is not None:
         other_study = as_study(other)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from tailscope.analyses.base import (
+    NOISE_SHARE_LIMIT,
     AnalysisResult,
+    check_unit,
     fmt,
     new_figure,
-    open_study_scores,
+    noise_sentence,
+    open_scores_only,
+    pairs_noise_share,
     pearson,
     spearman,
 )
@@ -35,10 +39,17 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
     -------
     AnalysisResult
         ``summary``: Pearson and Spearman between mem and max_infl, the share of
-        high-influence pairs whose training example has mem >= ``mem_threshold``, and
-        the share expected if pairs picked training examples at random.
+        high-influence pairs whose training example has mem >= ``mem_threshold``, the
+        share expected if pairs picked training examples at random, the mirror estimate
+        of the share of those pairs that are noise (``pairs_false_share_est``) and the
+        ``verdict`` the reading states.
+
+    Only the study's trials and scores are read: a study whose dataset cannot be reloaded
+    is analysed all the same.
     """
-    study, scores = open_study_scores(study, scores, infl_threshold=infl_threshold)
+    mem_threshold = check_unit(mem_threshold, "mem_threshold", "--mem-threshold")
+    infl_threshold = check_unit(infl_threshold, "infl_threshold", "--infl-threshold")
+    study, scores = open_scores_only(study, scores, infl_threshold=infl_threshold)
     mem, mx = scores.mem, scores.max_infl
     ok = np.isfinite(mem) & np.isfinite(mx)
     pairs = scores.influence_pairs(infl_threshold)
@@ -53,7 +64,9 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
         "mean_maxinfl_mem_ge_threshold": float(np.nanmean(mx[high_mem & ok])) if (high_mem & ok).any() else None,
         "mean_maxinfl_mem_lt_threshold": float(np.nanmean(mx[~high_mem & ok])) if (~high_mem & ok).any() else None,
         "mem_threshold": mem_threshold, "infl_threshold": infl_threshold, "trials": int(scores.trials),
+        "pairs_false_share_est": pairs_noise_share(scores, infl_threshold, study) if len(tr) else None,
     }
+    summary["verdict"] = _verdict(summary)
     fig, ax = new_figure(1, 5.5, 4.2)
     in_pair = np.zeros(len(mem), bool)
     in_pair[tr] = True
@@ -71,14 +84,47 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
         f"Over {int(ok.sum())} training examples ({scores.trials} trials), memorization and each example's "
         f"largest influence on a same-class test example correlate with Pearson "
         f"{fmt(summary['pearson_mem_maxinfl'])} and Spearman {fmt(summary['spearman_mem_maxinfl'])}. "
-        f"Of the {len(pairs)} high-influence pairs (infl >= {infl_threshold}), "
-        f"{fmt(100 * share if len(tr) else float('nan'), 1)}% have a training example with mem >= {mem_threshold}, "
-        f"against {fmt(100 * base_share, 1)}% of all training examples: "
-        + ("high influence concentrates on memorized examples, as in the paper, where a test example leans on "
-           "a training example only when that example is atypical enough to need memorizing."
-           if len(tr) and share > 2 * base_share else
-           "here high influence is not much more common among memorized examples than among the rest"
-           + (" (no pairs were found at this threshold)." if not len(tr) else "."))
+        + _reading(summary)
     )
     return AnalysisResult("correlation", "Memorization vs influence", summary, reading,
                           data={"mem": mem, "max_infl": mx, "pair_tr_idx": tr}, figure=fig)
+
+
+def _verdict(s: dict) -> str:
+    """``none`` (no pairs), ``noise`` (mostly noise), else how the pairs' share of memorized
+    training examples compares with the base share: ``concentrated`` (more than twice it),
+    ``higher``, ``same`` (within 10% of it) or ``lower``."""
+    share, base, noise = s["share_pairs_mem_ge_threshold"], s["share_train_mem_ge_threshold"], s["pairs_false_share_est"]
+    if not s["n_pairs"]:
+        return "none"
+    if noise is not None and noise >= NOISE_SHARE_LIMIT:
+        return "noise"
+    if share > 2 * base:
+        return "concentrated"
+    if abs(share - base) <= 0.1 * base:
+        return "same"
+    return "higher" if share > base else "lower"
+
+
+def _reading(s: dict) -> str:
+    """The pairs' part of the reading: their share of memorized examples against the base share,
+    and a verdict only when the pairs are not mostly noise."""
+    pct = lambda v: fmt(100 * v, 1)  # noqa: E731
+    n, mt, it = s["n_pairs"], s["mem_threshold"], s["infl_threshold"]
+    if not n:
+        return (f"No same-class pair reaches influence {it}, so nothing is said about how high influence and "
+                "memorization go together: run more trials or lower the threshold.")
+    text = (f"Of the {n} high-influence pairs (infl >= {it}), {pct(s['share_pairs_mem_ge_threshold'])}% have a "
+            f"training example with mem >= {mt}, against {pct(s['share_train_mem_ge_threshold'])}% of all "
+            "training examples. " + noise_sentence(s["pairs_false_share_est"], s["trials"], n))
+    return text + {
+        "noise": "",
+        "concentrated": "High influence concentrates on memorized examples, as in the paper, where a test example "
+                        "leans on a training example only when that example is atypical enough to need memorizing.",
+        "higher": "High influence is more common among memorized examples, but less than twice as common as among "
+                  "all training examples: a weaker concentration than the paper's.",
+        "same": "High influence is about as common among memorized examples as among the rest: no concentration "
+                "on memorized examples shows here.",
+        "lower": "High influence is less common among memorized examples than among all training examples, the "
+                 "opposite of the paper's finding.",
+    }[s["verdict"]]

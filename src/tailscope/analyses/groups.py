@@ -33,6 +33,7 @@ import numpy as np
 from tailscope.analyses.base import (
     ANALYSES_DIR,
     AnalysisResult,
+    check_count,
     fmt,
     mask_seeds,
     open_study_scores,
@@ -273,12 +274,32 @@ def _stored_trials(store: str | Path, design: GroupDesign, key: str, correct: np
     except (KeyError, ValueError, OSError):  # an older file without a key, or a damaged one
         rows = None
     if rows is None or rows.shape[1:] != correct.shape[1:]:
-        warnings.warn(f"{store} holds group trials made with other settings (or is unreadable); they are "
-                      "not reused and will be replaced. Pass another study path to keep them.", stacklevel=3)
+        moved = _set_aside_file(store)
+        warnings.warn(f"{store} holds group trials made with other settings (or is unreadable); they are not "
+                      f"reused, and were moved to {moved} (never deleted: move the file back to resume them "
+                      "with their settings).", stacklevel=3)
         return 0
     k = min(len(rows), len(correct))
     correct[:k] = rows[:k]
     return k
+
+
+def _set_aside_file(store: str | Path) -> str:
+    """Move the trials file ``store`` to ``<its folder>/.replaced/<stem>-<time>.npz`` and return
+    where: trained trials that another run's settings cannot use are kept, as ``set_aside`` keeps
+    replaced sub-studies."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(store))
+    folder, name = root.rstrip("/").rsplit("/", 1)
+    stem, _, ext = name.rpartition(".")
+    base = f"{folder}/.replaced/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest, k = f"{base}.{ext}", 1
+    while fs.exists(dest):  # two replacements within a second
+        dest, k = f"{base}-{k}.{ext}", k + 1
+    fs.makedirs(f"{folder}/.replaced", exist_ok=True)
+    fs.mv(root, dest)
+    return fs.unstrip_protocol(dest) if "://" in str(store) else dest
 
 
 # ----------------------------------------------------------------------------- the analysis
@@ -305,6 +326,7 @@ def group_memorization(study, groups=None, per_class: int = 10, trials: int = 10
     -------
     AnalysisResult named ``groups``; the trials are kept (and resumed) in ``analyses/groups/trials.npz``.
     """
+    trials = check_count(trials, "trials", 2, "--trials")  # before the clustering and the scores
     study, scores = open_study_scores(study, scores)
     data = study.data
     source = "user"

@@ -18,6 +18,7 @@ from tailscope.analyses.base import (
     ANALYSES_DIR,
     AnalysisResult,
     as_study,
+    check_count,
     fmt,
     new_figure,
     replaced_note,
@@ -25,6 +26,7 @@ from tailscope.analyses.base import (
     set_aside,
     settled_child_study,
     study_scores,
+    with_learner,
 )
 from tailscope.data.dataset import Dataset
 
@@ -70,10 +72,25 @@ def _drop_stale_relabel_studies(study, keep: str, prefix: str) -> None:
                           + replaced_note(moved) + ".", stacklevel=3)
 
 
+def _check_fraction(fraction: float) -> float:
+    if not 0 < fraction < 1:  # NaN too
+        raise ValueError(f"fraction (--fraction) must lie in (0, 1), got {fraction}.")
+    return float(fraction)
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% interval of a ROC AUC from Hanley & McNeil's (1982) standard error, clipped to [0, 1]."""
+    if not (n_pos and n_neg and np.isfinite(auc)):
+        return float("nan"), float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    se = float(np.sqrt(max(var, 0.0)))
+    return max(0.0, auc - z * se), min(1.0, auc + z * se)
+
+
 def flip_labels(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.ndarray]:
     """Flip a seeded ``fraction`` of training labels; returns the noisy data and the flipped indices."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must lie in (0, 1), got {fraction}.")
+    _check_fraction(fraction)
     rng = np.random.default_rng([seed, 0xF1A])
     k = max(1, int(round(fraction * data.n_train)))
     idx = np.sort(rng.choice(data.n_train, k, replace=False))
@@ -81,7 +98,7 @@ def flip_labels(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, np.
 
 
 def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None = None,
-                relabel_top: bool = True, progress: bool = False, scores=None) -> AnalysisResult:
+                relabel_top: bool = True, progress: bool = False, scores=None, learner=None) -> AnalysisResult:
     """Score mem as a detector of planted label noise, and show the mem of relabeled top-mem examples.
 
     Parameters
@@ -99,17 +116,25 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
     progress : bool
     scores : Scores, optional
         The clean study's scores.
+    learner : Learner, optional
+        Train the noisy studies with this learner instead of the study's (needed for a
+        study made in Python, whose learner cannot be rebuilt from its store).
 
     Returns
     -------
     AnalysisResult
-        ``summary``: ROC AUC and average precision of mem for the flipped examples,
-        precision at the number flipped, mean mem of flipped/clean examples, and (with
+        ``summary``: ROC AUC of mem for the flipped examples with its 95% interval
+        (Hanley-McNeil) and whether it excludes 0.5 (``detects``), average precision,
+        precision at the number flipped, mean mem and in-sample accuracy (share of models
+        trained on an example that predict its label) of flipped/clean examples, and (with
         ``relabel_top``) the mean mem of the top-mem examples before and after relabeling.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    study = as_study(study)
+    _check_fraction(fraction)
+    if trials is not None:
+        check_count(trials, "trials", 2, "--trials")
+    study = with_learner(as_study(study, learner), learner)
     noisy_data, flipped = flip_labels(study.data, fraction, seed)
     noisy = settled_child_study(study, f"label_noise/studies/flip{fraction:g}_seed{seed}", data=noisy_data,
                                 trials=trials, what="planted-noise study")
@@ -126,7 +151,11 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
         "mean_mem_flipped": float(mem[is_flip].mean()), "mean_mem_clean": float(mem[~is_flip].mean()),
         "frac_flipped_mem_ge_0.25": float(np.mean(mem[is_flip] >= 0.25)),
         "frac_clean_mem_ge_0.25": float(np.mean(mem[~is_flip] >= 0.25)),
+        "acc_in_flipped": _nanmean(ns.acc_in[is_flip]), "acc_in_clean": _nanmean(ns.acc_in[~is_flip]),
+        "acc_out_flipped": _nanmean(ns.acc_out[is_flip]),
     }
+    lo, hi = auc_interval(summary["roc_auc"], int(k), int((~is_flip).sum()))
+    summary.update(roc_auc_ci_low=lo, roc_auc_ci_high=hi, detects=bool(lo > 0.5))
     data = {"flipped": flipped, "mem_noisy": ns.mem}
     before = after = None
     if relabel_top:
@@ -167,18 +196,7 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
     ax2.set_ylabel("training examples")
     ax2.set_title("Memorization of noise, directly")
 
-    reading = (
-        f"Flipping {k} training labels ({fraction:.0%}) to another class and rerunning the study with "
-        f"{ns.trials} trials, memorization ranks the flipped examples first with ROC AUC {summary['roc_auc']:.3f} "
-        f"and average precision {summary['average_precision']:.3f} (base rate {summary['base_rate']:.3f}); "
-        f"{summary['precision_at_n_flipped']:.0%} of the {k} highest-mem examples are flipped ones. Flipped "
-        f"examples have mean mem {summary['mean_mem_flipped']:.3f} ({summary['frac_flipped_mem_ge_0.25']:.0%} at "
-        f">= 0.25) against {summary['mean_mem_clean']:.3f} for clean ones"
-        + (": a model fits a wrong label only by memorizing it, since models that did not see it predict the "
-           "original class." if summary["roc_auc"] >= 0.6 and summary["mean_mem_flipped"] > summary["mean_mem_clean"]
-           else "; memorization does not single out the flipped labels here (the models may not fit them at "
-                "all: more epochs or a larger model, and more trials, would tell).")
-    )
+    reading = _detection_reading(summary, k, fraction, ns.trials)
     if before is not None:
         reading += (
             f" Relabeling the clean study's {k} highest-mem examples at random moves their mean mem from "
@@ -203,3 +221,47 @@ def _noise_comparison(before: float, after: float) -> str:
                 "simply mislabeled.")
     return ("Their original memorization is above that of the same examples with random labels, so noise does "
             "not explain it.")
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, float)
+    return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
+
+
+def _detection_reading(s: dict, k: int, fraction: float, trials: int) -> str:
+    """How well mem finds the flipped labels: a detection claimed only when the AUC's interval
+    lies above 0.5, else said not to happen, with the likely reason."""
+    auc = (f"ROC AUC {s['roc_auc']:.3f} (95% interval {fmt(s['roc_auc_ci_low'])} to {fmt(s['roc_auc_ci_high'])}) "
+           f"and average precision {s['average_precision']:.3f} (base rate {s['base_rate']:.3f})")
+    head = f"Flipping {k} training labels ({fraction:.0%}) to another class and rerunning the study with {trials} trials, "
+    rest = (f"{s['precision_at_n_flipped']:.0%} of the {k} highest-mem examples are flipped ones. Flipped "
+            f"examples have mean mem {s['mean_mem_flipped']:.3f} ({s['frac_flipped_mem_ge_0.25']:.0%} at >= 0.25) "
+            f"against {s['mean_mem_clean']:.3f} for clean ones")
+    if s["detects"]:
+        strong = s["roc_auc"] >= 0.6 and s["mean_mem_flipped"] > s["mean_mem_clean"]
+        return (head + f"memorization ranks the flipped examples above the clean ones: {auc}; " + rest
+                + (": a model fits a wrong label only by memorizing it, since models that did not see it predict "
+                   "the original class." if strong else "; the separation is weak (AUC below 0.6)."))
+    where = ("below 0.5 beyond noise: flipped examples get lower mem than clean ones"
+             if s["roc_auc_ci_high"] < 0.5 else "at or below 0.5, no better than chance" if s["roc_auc"] <= 0.5
+             else "an interval that includes 0.5")
+    return (head + f"memorization does not single out the flipped examples: {auc}, {where}. " + rest + ". "
+            + _why_not(s))
+
+
+def _why_not(s: dict) -> str:
+    """The likely reason mem misses the flipped labels, from how well the models fit them."""
+    fit, clean = s["acc_in_flipped"], s["acc_in_clean"]
+    if not np.isfinite(fit):
+        return "Whether the models fit the flipped labels is unknown (no trial trained on them)."
+    if fit < 0.5:
+        return (f"The likely reason: the models do not fit the flipped labels. Trained on a flipped example, they "
+                f"predict its new label only {fit:.0%} of the time (clean examples: {_pct(clean)}), so there is "
+                "little memorization to find; more epochs, a larger model or less regularisation would fit them.")
+    return (f"The models do fit the flipped labels ({fit:.0%} of the time when trained on them), so the likely "
+            "reason is noise: clean examples are memorized about as much at these settings, and more trials "
+            "would narrow the interval.")
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if np.isfinite(x) else "n/a"

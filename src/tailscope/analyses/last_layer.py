@@ -35,6 +35,8 @@ import numpy as np
 
 from tailscope.analyses.base import (
     AnalysisResult,
+    check_count,
+    check_unit,
     open_study_scores,
     scores_of_first,
     settled_child_study,
@@ -183,7 +185,7 @@ def feature_dataset(data: Dataset, model, xtr, xte, k: int) -> Dataset:
 
 
 def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int = 0, scores=None,
-                            threshold: float = 0.25, progress: bool = False) -> AnalysisResult:
+                            threshold: float = 0.25, progress: bool = False, learner=None) -> AnalysisResult:
     """Memorization when only the last k layers are (re)trained on frozen features, vs the full network.
 
     Parameters
@@ -199,27 +201,24 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
         Seed of the full-data network and of the k studies' subsets.
     threshold : float
         "Memorized" means mem >= threshold (paper: 0.25).
+    learner : TorchLearner, optional
+        The study's learner, when it cannot be rebuilt from the store (a study made in
+        Python); its architecture and hyperparameters are the ones split and retrained.
 
     Returns
     -------
     AnalysisResult named ``last_layer``; each k's trials and scores live in
     ``analyses/last_layer/k<k>/``.
     """
-
-    study, scores = open_study_scores(study, scores)
-    learner = torch_learner_of(study.learner)
+    threshold = check_unit(threshold, "threshold", "--threshold")
+    if trials is not None:
+        check_count(trials, "trials", 2, "--trials")
+    study, scores = open_study_scores(study, scores, learner=learner)
+    learner = torch_learner_of(learner or study.learner)
     data = study.data
+    ks = _checked_ks(learner, data, ks)  # on the untrained architecture: before the full network is trained
     model, xtr, xte = train_full_network(learner, data, seed=seed)
     n_layers = len(_param_layers(model))
-    mk = max_k(model)
-    if ks is None:
-        ks = [k for k in range(1, mk + 1) if k < n_layers] or [1]
-    ks = sorted({int(k) for k in ks})
-    for k in ks:  # validate all before training anything
-        top_architecture(model, k)
-        if k >= n_layers:
-            raise ValueError(f"k={k} would retrain all {n_layers} layers of this network on its raw inputs: nothing "
-                             f"is frozen, so it is the study itself again. Use k <= {n_layers - 1}.")
     import torch
 
     with torch.no_grad():
@@ -254,6 +253,25 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
     return AnalysisResult(name=NAME, title="Which layers memorize: retraining only the last k layers",
                           summary=summary, reading=_reading(rows, full, summary),
                           data={"rows": rows + [full]}, figure=_figure(rows, full, threshold, learner.model))
+
+
+def _checked_ks(learner, data: Dataset, ks) -> list[int]:
+    """The k to retrain (default: every k below the full depth that is a Linear/ReLU stack), each
+    checked on the learner's architecture, which does not depend on the trained weights."""
+    from tailscope.learners.torch_models import build_model
+
+    model = build_model(learner.model, in_features=int(np.prod(data.x_train.shape[1:])),
+                        image_shape=data.image_shape, n_classes=data.n_classes, widths=learner.widths)
+    n_layers, mk = len(_param_layers(model)), max_k(model)
+    if ks is None:
+        return [k for k in range(1, mk + 1) if k < n_layers] or [1]
+    ks = sorted({check_count(k, "k", 1, "--k") for k in ks})
+    for k in ks:
+        top_architecture(model, k)
+        if k >= n_layers:
+            raise ValueError(f"k={k} would retrain all {n_layers} layers of this network on its raw inputs: nothing "
+                             f"is frozen, so it is the study itself again. Use k <= {n_layers - 1}.")
+    return ks
 
 
 def _reading(rows: list[dict], full: dict, s: dict) -> str:

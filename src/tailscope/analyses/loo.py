@@ -24,6 +24,7 @@ import numpy as np
 
 from tailscope.analyses.base import (
     AnalysisResult,
+    check_count,
     fmt,
     mean_ci,
     new_figure,
@@ -109,7 +110,8 @@ def split_estimates(store, trials: int) -> tuple[tuple[np.ndarray, np.ndarray], 
 
 def _gap(est: np.ndarray, loo_mem: np.ndarray) -> tuple[float, float, float]:
     """Mean of est - loo over examples with an estimate, the half-width of its 95% t interval, and
-    the two-sided p-value of a zero mean (one-sample t; NaN with fewer than 2 examples or no spread)."""
+    the two-sided p-value of a zero mean (one-sample t). Interval and p are NaN with fewer than 2
+    examples, and when every difference is the same: no spread, so no noise can be estimated."""
     from scipy import stats
 
     d = np.asarray(est, float) - loo_mem
@@ -118,8 +120,33 @@ def _gap(est: np.ndarray, loo_mem: np.ndarray) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
     m, h = mean_ci(d)
     if len(d) < 2 or not np.ptp(d) > 0:
-        return m, (0.0 if len(d) >= 2 else float("nan")), (float(m == 0) if len(d) >= 2 else float("nan"))
+        return m, float("nan"), float("nan")
     return m, h, float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _paired_means(est: np.ndarray, loo_mem: np.ndarray) -> tuple[float, float, int]:
+    """Mean of ``est`` and of LOO mem over the same examples, those with an estimate, and how many:
+    the two means whose difference is the gap :func:`_gap` reports."""
+    ok = np.isfinite(np.asarray(est, float))
+    if not ok.any():
+        return float("nan"), float("nan"), 0
+    return float(np.mean(est[ok])), float(np.mean(loo_mem[ok])), int(ok.sum())
+
+
+def _no_spread_note(est: np.ndarray, loo_mem: np.ndarray, deterministic: bool | None) -> str:
+    """Why a gap has no interval: fewer than 2 examples, or all differences alike (and why)."""
+    d = np.asarray(est, float) - loo_mem
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return "No sampled example has this estimate, so there is no gap to test."
+    if len(d) < 2:
+        return (f"With {len(d)} example to compare there is no spread, so the gap has no interval and is not "
+                "tested; sample more examples (--k).")
+    why = ("the learner is deterministic (identical predictions for every seed on S), so LOO mem is 0 or +-1 "
+           "and the repeats measure no noise" if deterministic else
+           "too few examples or repeats to see any noise; raise --k or --repeats")
+    return (f"All {len(d)} differences are the same ({fmt(float(d[0]))}), so their spread, and with it an "
+            f"interval for the gap, cannot be estimated: {why}. The gap is not tested.")
 
 
 def stratified_sample(mem: np.ndarray, k: int, seed: int, edges=STRATA) -> np.ndarray:
@@ -181,12 +208,11 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
         from all trials, which includes the selection half. ``data``: the sample, the
         estimates with SEs, and the agreement curve.
     """
+    k, repeats = check_count(k, "k", 1, "--k"), check_count(repeats, "repeats", 1, "--repeats")
     study, scores = open_study_scores(study, scores)
     learner = learner or study.learner
     data = study.data
     n = data.n_train
-    if repeats < 1 or k < 1:
-        raise ValueError(f"k and repeats must be >= 1, got k={k}, repeats={repeats}.")
     total = int(scores.trials)
     split = split_estimates(study.store, total)
     if split is not None:
@@ -225,12 +251,16 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     h_gap, h_ci, h_p = _gap(held_mem, loo_mem)
     s_gap, s_ci, _ = _gap(sel_mem, loo_mem)
     f_gap, _, _ = _gap(sub_mem, loo_mem)
-    n_held = int(np.isfinite(held_mem).sum())
+    h_mean, h_loo, n_held = _paired_means(held_mem, loo_mem)
+    s_mean, s_loo, n_sel = _paired_means(sel_mem, loo_mem)
+    f_mean, f_loo, n_sub = _paired_means(sub_mem, loo_mem)
     summary = {
         "k": int(len(idx)), "repeats": int(repeats), "trials": int(scores.trials), "ratio": float(scores.ratio),
         "pearson": pearson(sub_mem, loo_mem), "spearman": spearman(sub_mem, loo_mem),
         "mean_abs_diff": float(np.nanmean(np.abs(sub_mem - loo_mem))),
-        "mean_loo_mem": float(loo_mem.mean()), "mean_subsampled_mem": float(np.nanmean(sub_mem)),
+        # each mean beside a gap is over the same examples as the gap (those with that estimate)
+        "mean_loo_mem": float(loo_mem.mean()), "mean_subsampled_mem": f_mean,
+        "mean_loo_mem_subsampled": f_loo, "n_subsampled": n_sub,
         "median_loo_se": float(np.median(loo_se)), "median_subsampled_se": _nanmedian(sub_se),
         "learner_deterministic_on_S": deterministic,
         "cross_fitted": split is not None,
@@ -239,10 +269,10 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
         "n_heldout": n_held,
         "heldout_pearson": pearson(held_mem, loo_mem), "heldout_spearman": spearman(held_mem, loo_mem),
         "heldout_mean_abs_diff": float(np.nanmean(np.abs(held_mem - loo_mem))) if n_held else float("nan"),
-        "mean_heldout_mem": float(np.nanmean(held_mem)) if n_held else float("nan"),
+        "mean_heldout_mem": h_mean, "mean_loo_mem_heldout": h_loo,
         "heldout_mean_diff": h_gap, "heldout_mean_diff_ci": h_ci, "heldout_mean_diff_p": h_p,
         "median_heldout_se": _nanmedian(held_se),
-        "mean_selection_mem": float(np.nanmean(sel_mem)),
+        "mean_selection_mem": s_mean, "mean_loo_mem_selection": s_loo, "n_selection": n_sel,
         "selection_mean_diff": s_gap, "selection_mean_diff_ci": s_ci,
         "selection_effect": s_gap - h_gap if split is not None else float("nan"),
         "mean_diff": f_gap,
@@ -281,6 +311,7 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     parts = []
     if split is not None:
         on = f"{n_held} of them (the others have no held-out estimate)" if n_held < len(idx) else "them"
+        over = f"over the {n_held} examples with a held-out estimate"
         parts.append(
             f"{len(idx)} training examples were sampled across memorization strata of the estimate from the first "
             f"{half} of the study's {total} trials (the selection half). Leave-one-out memorization, measured "
@@ -288,9 +319,9 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
             f"estimate from the other {total - half} trials, which played no part in choosing them: Pearson "
             f"{fmt(summary['heldout_pearson'])}, Spearman {fmt(summary['heldout_spearman'])}, mean absolute "
             f"difference {fmt(summary['heldout_mean_abs_diff'])} (both estimates' noise included: median SE "
-            f"{fmt(summary['median_heldout_se'])} held out, {fmt(summary['median_loo_se'])} LOO); mean subsampled "
-            f"mem {fmt(summary['mean_heldout_mem'])} against mean LOO mem {fmt(summary['mean_loo_mem'])}, a gap "
-            f"of {_pm3(h_gap, h_ci)} (95% t interval over the examples, {_pv(h_p)}).")
+            f"{fmt(summary['median_heldout_se'])} held out, {fmt(summary['median_loo_se'])} LOO); {over}, mean "
+            f"subsampled mem {fmt(h_mean)} against mean LOO mem {fmt(h_loo)}, a gap of {_pm3(h_gap, h_ci)} "
+            f"(95% t interval over the examples, {_pv(h_p)}).")
         if np.isfinite(h_ci) and abs(h_gap) > h_ci:
             parts.append(f"That gap excludes 0, so on these examples the subsampled mem_m is "
                          f"{'higher' if h_gap > 0 else 'lower'} than leave-one-out mem beyond noise: the two "
@@ -299,8 +330,11 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
             parts.append("That gap is not resolved from 0: on these examples the subsampled estimate matches "
                          "leave-one-out mem within noise, though by definition the two can differ: "
                          f"{definition}.")
+        else:
+            parts.append(_no_spread_note(held_mem, loo_mem, deterministic))
         parts.append(
-            f"Compared instead with the selection half's own estimate, the same examples show a gap of "
+            f"Compared instead with the selection half's own estimate ({n_sel} examples with one: mean "
+            f"{fmt(s_mean)} against mean LOO mem {fmt(s_loo)}), the examples show a gap of "
             f"{_pm3(s_gap, s_ci)}; the difference, {fmt(s_gap - h_gap)}, is a selection effect plus noise (both "
             "halves estimate the same quantity, only one chose the examples): examples put in high strata by a "
             "noisy estimate tend to be those whose noise pushed it up, and those in low strata the reverse, so "
@@ -309,20 +343,22 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
         parts.append(
             f"With all {total} trials (the study's scores, which include the selection half, so part of that "
             f"effect remains): Pearson {fmt(summary['pearson'])}, Spearman {fmt(summary['spearman'])}, mean "
-            f"absolute difference {fmt(summary['mean_abs_diff'])}, mean subsampled mem "
-            f"{fmt(summary['mean_subsampled_mem'])}, a gap of {fmt(f_gap)}.")
+            f"absolute difference {fmt(summary['mean_abs_diff'])}; over the {n_sub} examples with an estimate, "
+            f"mean subsampled mem {fmt(f_mean)} against mean LOO mem {fmt(f_loo)}, a gap of {fmt(f_gap)}.")
     else:
         parts.append(
             f"On {len(idx)} training examples sampled across memorization strata, the subsampled estimate from "
             f"{total} trials is compared with leave-one-out memorization measured from {repeats} models on S and "
             f"{repeats} on each S\\{{i}}: Pearson {fmt(summary['pearson'])}, Spearman {fmt(summary['spearman'])}, "
-            f"mean absolute difference {fmt(summary['mean_abs_diff'])} (mean LOO mem {fmt(summary['mean_loo_mem'])}, "
-            f"mean subsampled mem {fmt(summary['mean_subsampled_mem'])}, a gap of {_pm3(s_gap, s_ci)}). "
+            f"mean absolute difference {fmt(summary['mean_abs_diff'])} (over the {n_sub} examples with an "
+            f"estimate, mean LOO mem {fmt(f_loo)}, mean subsampled mem {fmt(f_mean)}, a gap of {_pm3(s_gap, s_ci)}). "
             f"{total} trials are too few to split into two halves of at least 2, so the examples were chosen on "
             "the same estimate they are compared with: examples put in high strata by a noisy estimate tend to be "
             "those whose noise pushed it up (regression to the mean), so this gap and the absolute differences "
             "are inflated by that selection and do not measure how the quantities differ. By definition "
             f"they can differ too: {definition}.")
+        if not np.isfinite(s_ci):
+            parts.append(_no_spread_note(sel_mem, loo_mem, deterministic))
     parts.append(
         f"Using only the first {ts_[0] if ts_ else 'n/a'} trials the Spearman agreement is {fmt(first)}; with "
         f"{ts_[-1] if ts_ else 'n/a'} it is {fmt(last)}"

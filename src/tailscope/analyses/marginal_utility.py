@@ -18,7 +18,9 @@ import numpy as np
 from tailscope.analyses.base import (
     AnalysisResult,
     accuracy,
+    check_unit,
     fmt,
+    identical_repeats,
     mean_ci,
     new_figure,
     open_study_scores,
@@ -28,6 +30,29 @@ from tailscope.analyses.base import (
 
 #: confidence level of every interval in this analysis
 LEVEL = 0.95
+#: streams of the seeds derived per experiment (see :func:`_seeds`)
+_MEM_STREAM, _INFL_STREAM = 0x3A7, 0x1F1
+
+
+def _seeds(seed: int, stream: int, key: float = 0.0) -> tuple[int, int, np.random.Generator]:
+    """Model seeds for the chosen and the random removal, and the generator of the random sets, of
+    the experiment ``key`` (a mem threshold, or 0 for the high-influence experiment).
+
+    They come from ``seed`` and the key's own value (its float64 bits), not from its position
+    among the other thresholds: an experiment gives the same numbers whatever else is run.
+    """
+    bits = int(np.float64(float(key) + 0.0).view(np.uint64))  # + 0.0: -0.0 and 0.0 are one key
+    rng = np.random.default_rng([int(seed), stream, bits])
+    mem_seed, rand_seed = (int(v) for v in rng.integers(0, 2**31 - 1, 2))
+    return mem_seed, rand_seed, rng
+
+
+def _random_removals(rng: np.random.Generator, n: int, k: int, repeats: int) -> np.ndarray:
+    """(repeats, n) masks, each without k training examples drawn at random."""
+    keep = np.ones((repeats, n), bool)
+    for r in range(repeats):
+        keep[r, rng.choice(n, k, replace=False)] = False
+    return keep
 
 
 def _drop(base: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
@@ -56,13 +81,15 @@ def compare_removals(base: np.ndarray, acc_mem: np.ndarray, acc_rand: np.ndarray
         rand_drop = mean(acc_rand) - mean(acc_mem) (the shared full-set models cancel),
         with ``excess_ci``, ``excess_df`` and the two-sided Welch ``excess_p``; ``verdict``:
         "more" or "less" when the interval of the excess excludes 0, "unresolved" when it
-        does not, "untested" without an interval (a single model on a side).
+        does not, "untested" without an interval (a single model on a side, or no spread:
+        every model of both reduced sets reached the same accuracy, ``no_spread`` True).
     """
     out = {}
     out["mem_drop"], out["mem_ci"] = _drop(base, acc_mem)
     out["rand_drop"], out["rand_ci"] = _drop(base, acc_rand)
     w = welch_ci(acc_rand, acc_mem, LEVEL)
-    out.update(excess_drop=w["diff"], excess_ci=w["ci"], excess_df=w["df"], excess_p=w["p"])
+    out.update(excess_drop=w["diff"], excess_ci=w["ci"], excess_df=w["df"], excess_p=w["p"],
+               no_spread=w["no_spread"])
     if not np.isfinite(w["ci"]):
         out["verdict"] = "untested"
     else:
@@ -92,20 +119,21 @@ def _versus(r: dict, what: str = "removing as many at random") -> str:
 
 
 def _pm(drop: float, ci: float, digits: int) -> str:
-    """``drop +- ci`` in percentage points, or the bare drop without an interval (one model)."""
+    """``drop +- ci`` in percentage points, or the bare drop without an interval (one model, or no spread)."""
     if np.isfinite(ci):
         return f"{100 * drop:.{digits}f} +- {100 * ci:.{digits}f}"
     return f"{100 * drop:.{digits}f}"
 
 
-def _check(thresholds, repeats) -> list[float]:
+def _check(thresholds, repeats, infl_threshold) -> list[float]:
     if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1 (models per training set; >= 2 for confidence "
                          f"intervals), got {repeats!r}.")
+    check_unit(infl_threshold, "infl_threshold", "--infl-threshold")
     thr = [float(t) for t in thresholds]
     if not thr:
         raise ValueError("give at least one mem threshold, e.g. thresholds=(0.1, 0.2, 0.3, 0.4).")
-    bad = [t for t in thr if not -1 <= t <= 1]
+    bad = [t for t in thr if not -1 <= t <= 1]  # NaN too
     if bad:
         raise ValueError(f"mem thresholds must lie in [-1, 1] (mem is a difference of two accuracies), got "
                          f"{bad}; examples with mem > threshold are removed.")
@@ -139,17 +167,17 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
         per-model accuracies; ``summary`` has the same per threshold and adds the
         high-influence experiment.
     """
-    thresholds = _check(thresholds, repeats)
+    thresholds = _check(thresholds, repeats, infl_threshold)
     repeats = int(repeats)
     study, scores = open_study_scores(study, scores, infl_threshold=infl_threshold)
     learner = learner or study.learner
     data = study.data
     n, y_te = data.n_train, data.y_test
-    rng = np.random.default_rng([seed, 0x3A7])
     full = train_on_masks(learner, data, np.ones((repeats, n), bool), seed)
+    deterministic = identical_repeats(full)
     base_acc = accuracy(full.test_pred, y_te)
     curve = []
-    for s, thr in enumerate(thresholds):
+    for thr in thresholds:
         removed = np.flatnonzero(scores.mem > thr)
         row = {"threshold": float(thr), "n_removed": int(len(removed)), "frac_removed": len(removed) / n}
         if len(removed) == 0 or len(removed) >= n:
@@ -157,13 +185,12 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
                                                    "excess_ci", "excess_df", "excess_p")}, verdict="skipped")
             curve.append(row)
             continue
+        mem_seed, rand_seed, rng = _seeds(seed, _MEM_STREAM, thr)
         keep = np.ones((repeats, n), bool)
         keep[:, removed] = False
-        acc_mem = accuracy(train_on_masks(learner, data, keep, seed + 101 * (s + 1)).test_pred, y_te)
-        rand = np.ones((repeats, n), bool)
-        for r in range(repeats):
-            rand[r, rng.choice(n, len(removed), replace=False)] = False
-        acc_rand = accuracy(train_on_masks(learner, data, rand, seed + 101 * (s + 1) + 7).test_pred, y_te)
+        acc_mem = accuracy(train_on_masks(learner, data, keep, mem_seed).test_pred, y_te)
+        rand = _random_removals(rng, n, len(removed), repeats)
+        acc_rand = accuracy(train_on_masks(learner, data, rand, rand_seed).test_pred, y_te)
         row.update(compare_removals(base_acc, acc_mem, acc_rand), acc_mem=acc_mem, acc_rand=acc_rand)
         curve.append(row)
 
@@ -174,13 +201,11 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     infl = {"n_pairs": len(pairs), "n_train_removed": int(len(tr)), "n_test_affected": int(len(tt)),
             "n_train": int(n)}
     if len(tr) and len(tr) < n:
+        hi_seed, rand_seed, rng = _seeds(seed, _INFL_STREAM)
         keep = np.ones((repeats, n), bool)
         keep[:, tr] = False
-        p_hi = train_on_masks(learner, data, keep, seed + 9001)
-        rand = np.ones((repeats, n), bool)
-        for r in range(repeats):
-            rand[r, rng.choice(n, len(tr), replace=False)] = False
-        p_rand = train_on_masks(learner, data, rand, seed + 9002)
+        p_hi = train_on_masks(learner, data, keep, hi_seed)
+        p_rand = train_on_masks(learner, data, _random_removals(rng, n, len(tr), repeats), rand_seed)
         base_tt = accuracy(full.test_pred[:, tt], y_te[tt])
         for on, base_on, cols in (("on_pairs", base_tt, tt), ("on_all", base_acc, slice(None))):
             c = compare_removals(base_on, accuracy(p_hi.test_pred[:, cols], y_te[cols]),
@@ -189,10 +214,11 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
             infl[f"rand_{on}_drop"], infl[f"rand_{on}_ci"] = c["rand_drop"], c["rand_ci"]
             infl[f"excess_{on}_drop"], infl[f"excess_{on}_ci"] = c["excess_drop"], c["excess_ci"]
             infl[f"excess_{on}_p"] = c["excess_p"]
+            infl[f"no_spread_{on}"] = c["no_spread"]
     ok = [r for r in curve if np.isfinite(r["mem_drop"])]
     summary = {
         "base_test_acc": mean_ci(base_acc)[0], "repeats": int(repeats), "trials": int(scores.trials),
-        "has_intervals": repeats >= 2, "ci_level": LEVEL,
+        "has_intervals": repeats >= 2, "ci_level": LEVEL, "learner_deterministic": deterministic if repeats > 1 else None,
         **{f"drop_mem_gt_{r['threshold']}": r["mem_drop"] for r in curve},
         **{f"drop_rand_gt_{r['threshold']}": r["rand_drop"] for r in curve},
         **{f"ci_mem_gt_{r['threshold']}": r["mem_ci"] for r in curve},
@@ -277,6 +303,7 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
                      "so removing them leaves nothing to train on; that experiment was skipped.")
     else:
         parts.append(f"No pair has infl >= {infl_threshold:g}, so the high-influence experiment was skipped.")
+    parts += _spread_note(curve, infl, repeats, deterministic)
     tested = [r for r in curve if r["verdict"] in ("more", "less", "unresolved")]
     if tested:
         parts.append(f"Intervals are 95% Welch t intervals over R = {repeats} models per set. Each verdict against "
@@ -291,3 +318,29 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
     return AnalysisResult("marginal_utility", "Marginal utility of memorized examples", summary, " ".join(parts),
                           data={"curve": curve, "base_acc": base_acc, "influence": infl,
                                 "removed_train": tr, "affected_test": tt}, figure=fig)
+
+
+def _spread_note(curve: list[dict], infl: dict, repeats: int, deterministic: bool) -> list[str]:
+    """Why some drops above have no interval although R >= 2 models were trained per set: the
+    models of a set (or of both sets compared) all reached the same accuracy."""
+    if repeats < 2:
+        return []
+    cis = ("mem_ci", "rand_ci", "excess_ci")
+    flat = [f"{r['threshold']:g}" for r in curve
+            if r["verdict"] != "skipped" and not all(np.isfinite(r[k]) for k in cis)]
+    flat_infl = "hi_on_pairs_ci" in infl and not all(
+        np.isfinite(infl[f"{k}_{on}_ci"]) for k in ("hi", "rand", "excess") for on in ("on_pairs", "on_all"))
+    if not flat and not flat_infl:
+        return []
+    where = ", ".join(([f"mem > {', '.join(flat)}"] if flat else []) + (["the high-influence pairs"] if flat_infl
+                                                                          else []))
+    if deterministic:
+        return [f"The learner is deterministic: its {repeats} models on the full set, trained with different "
+                "seeds, made identical predictions, so the models of one training set are copies. Where an "
+                f"interval is missing ({where}) there was no spread to estimate it from: a drop between fixed "
+                "training sets is a single exact result for this learner, not a tested one, and random removal "
+                "varies only by the examples it removes (when those all reach the same accuracy, the comparison "
+                "with it is not tested either)."]
+    return [f"Where a drop has no interval ({where}), the {repeats} models of the sets compared all reached the "
+            "same test accuracy, so their spread, and with it an interval, cannot be estimated: too few repeats "
+            "to see the noise, so it is not tested; rerun with more --repeats."]

@@ -22,7 +22,12 @@ For a pair (i, j) of training example i and test example j of the same class c:
   test-to-nearest-training distances.
 
 Baseline: for every high-influence pair, one random training example of the same
-class as the test example (seeded) is measured the same way.
+class as the test example (seeded) is measured the same way. The reading compares each
+pair with its own random partner (the same test example): the share of pairs whose
+training example is the closer of the two, against 50% if nearness did not matter
+(two-sided binomial test; pairs sharing a test example are not independent, so read the
+p-value as approximate). When the mirror estimate says the pairs are mostly noise
+(``pairs_false_share_est`` >= 0.5) no conclusion is drawn.
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tailscope.analyses.base import AnalysisResult, open_study_scores, scaled_inputs
+from tailscope.analyses.base import (
+    NOISE_SHARE_LIMIT,
+    AnalysisResult,
+    check_count,
+    check_unit,
+    noise_sentence,
+    open_study_scores,
+    pairs_noise_share,
+    scaled_inputs,
+)
 from tailscope.data.dataset import Dataset
 
 NAME = "near_duplicates"
@@ -124,8 +138,10 @@ def near_duplicates(study, scores=None, threshold: float = 0.15, percentile: flo
     -------
     AnalysisResult named ``near_duplicates``; ``data["pairs"]`` holds one record per pair.
     """
-    if not 0 < percentile < 100:
-        raise ValueError(f"percentile must lie in (0, 100), got {percentile}.")
+    threshold = check_unit(threshold, "threshold", "--threshold")
+    if not 0 < percentile < 100:  # also refuses NaN
+        raise ValueError(f"percentile (--percentile) must lie in (0, 100), got {percentile}.")
+    n_gallery = check_count(n_gallery, "n_gallery", 0, "--gallery")
     study, scores = open_study_scores(study, scores, infl_threshold=threshold)
     data = study.data
     pairs = scores.influence_pairs(threshold=threshold, same_class=True)
@@ -161,7 +177,11 @@ def near_duplicates(study, scores=None, threshold: float = 0.15, percentile: flo
         "median_nn_dist_all_test": med(ref),
         "median_nn_dist_pair_tests": med(both["nn_dist"][np.unique(tt)]),
         "median_class_size": med(class_size),
+        **_closer_than_random(rank, rrank),
+        "pairs_false_share_est": pairs_noise_share(scores, threshold, study) if n else None,
+        "trials": int(scores.trials),
     }
+    summary["verdict"] = _verdict(summary)
     # the same shares for other percentiles, to see how the definition matters
     for p in (5, 10, 25, 50):
         t = float(np.percentile(ref, p)) if len(ref) else float("nan")
@@ -181,20 +201,44 @@ def near_duplicates(study, scores=None, threshold: float = 0.15, percentile: flo
     return result
 
 
+def _closer_than_random(rank: np.ndarray, rrank: np.ndarray, level: float = 0.05) -> dict:
+    """How often a high-influence pair's training example is closer to its test example than the
+    random partner drawn for the same test example (ties, e.g. the same example drawn, left out),
+    and the two-sided binomial p-value of 50% (nearness does not matter)."""
+    from scipy.stats import binomtest
+
+    closer, farther = int(np.sum(rank < rrank)), int(np.sum(rank > rrank))
+    m = closer + farther
+    p = float(binomtest(closer, m, 0.5).pvalue) if m else float("nan")
+    return {"n_closer_than_random": closer, "n_farther_than_random": farther,
+            "share_closer_than_random": closer / m if m else float("nan"), "closer_than_random_p": p}
+
+
+def _verdict(s: dict, level: float = 0.05) -> str:
+    """``none`` (no pairs), ``noise`` (mostly noise), ``closer`` / ``farther`` (than random partners,
+    p < ``level``) or ``alike`` (no difference resolved)."""
+    if not s["n_pairs"]:
+        return "none"
+    noise = s["pairs_false_share_est"]
+    if noise is not None and noise >= NOISE_SHARE_LIMIT:
+        return "noise"
+    if not s["closer_than_random_p"] < level:  # NaN too: every pair tied with its partner
+        return "alike"
+    return "closer" if s["share_closer_than_random"] > 0.5 else "farther"
+
+
 def _reading(s: dict) -> str:
     if s["n_pairs"] == 0:
         return (f"No same-class pair reaches influence {s['threshold']}, so there is nothing to compare. "
                 "Run more trials (the estimates' noise hides high influence) or lower the threshold "
                 "(re-estimate with `tailscope estimate --threshold`).")
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-    ratio = s["share_rank1"] / s["random_share_rank1"] if s["random_share_rank1"] > 0 else float("inf")
-    more = f": {ratio:.1f} times as often" if np.isfinite(ratio) else "; random pairs never are"
     return (
         f"Of the {s['n_pairs']} same-class train/test pairs with influence >= {s['threshold']} "
         f"({s['n_test_examples']} test examples), the training example is the test example's nearest "
         f"training example of its class in {pct(s['share_rank1'])} of pairs (median rank {s['median_rank']:.0f} "
         f"of a class of about {s['median_class_size']:.0f}), against {pct(s['random_share_rank1'])} for random "
-        f"same-class pairs (median rank {s['random_median_rank']:.0f}){more}. "
+        f"same-class pairs (median rank {s['random_median_rank']:.0f}). "
         f"{s['n_near_duplicate']} pairs ({pct(s['share_near_duplicate'])}) are near-duplicates, i.e. rank 1 and "
         f"closer than {s['tau']:.3g}, the {s['percentile']:g}th percentile of all test examples' "
         f"nearest-neighbour distances (random pairs: {pct(s['random_share_near_duplicate'])}); with the 25th "
@@ -204,11 +248,32 @@ def _reading(s: dict) -> str:
         f"{s['random_median_dist']:.3g} for random pairs and {s['median_nn_dist_all_test']:.3g} from a "
         "typical test example to its nearest same-class training example (the test examples of these pairs: "
         f"{s['median_nn_dist_pair_tests']:.3g}). "
-        + ("High influence here comes mostly from near-copies of the test example in the training set."
-           if s["share_near_duplicate"] >= 0.5 else
-           "Many high-influence training examples are close to, but not copies of, their test examples: "
-           "influence also reaches beyond near-duplicates.")
+        f"Against the random partner drawn for the same test example, the high-influence training example is "
+        f"the closer one in {s['n_closer_than_random']} and the farther in {s['n_farther_than_random']} pairs "
+        f"(50% each if nearness did not matter; binomial p {_p(s['closer_than_random_p'])}). "
+        + noise_sentence(s["pairs_false_share_est"], s["trials"], s["n_pairs"]) + _conclusion(s)
     )
+
+
+def _p(p: float) -> str:
+    return "n/a" if not np.isfinite(p) else "< 0.001" if p < 1e-3 else f"= {p:.2g}"
+
+
+def _conclusion(s: dict) -> str:
+    """The last sentence, from the verdict: what the distances say about influence and nearness."""
+    if s["verdict"] == "closer":
+        if s["share_near_duplicate"] >= 0.5:
+            return "High influence here comes mostly from near-copies of the test example in the training set."
+        return ("High-influence training examples are closer to their test examples than random ones of the "
+                "class, but mostly not copies of them: influence also reaches beyond near-duplicates.")
+    if s["verdict"] == "farther":
+        return ("High-influence training examples are farther from their test examples than random ones of the "
+                "class: influence here does not come from near-duplicates.")
+    if s["verdict"] == "alike":
+        return ("High-influence training examples are no closer to their test examples than random ones of the "
+                "class (the difference is not resolved): the distances give no sign that influence here comes "
+                "from near-duplicates.")
+    return ""
 
 
 def _rank_bins(max_rank: int) -> np.ndarray:

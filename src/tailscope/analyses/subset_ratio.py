@@ -15,10 +15,11 @@ from tailscope.analyses.base import (
     scores_of_first,
     settled_child_study,
     spearman,
+    with_learner,
 )
 from tailscope.design import theoretical_se_bound
 from tailscope.estimate import estimate
-from tailscope.store import child_location, read_bytes
+from tailscope.store import child_location, read_bytes, stable_spec
 
 # A measured SE from fewer trials without an example than this is called out in the reading.
 FEW_OUT = 20
@@ -29,7 +30,8 @@ def _loo_result(study_dir) -> dict | None:
     return None if raw is None else json.loads(raw)["data"]
 
 
-def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool = False) -> AnalysisResult:
+def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool = False,
+                 learner=None) -> AnalysisResult:
     """Run a study per subset ratio q (under ``<study>/analyses/subset_ratio/studies/q<q>``) and compare.
 
     Parameters
@@ -40,6 +42,10 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
     trials : int
         Trials per ratio (kept small: the point is the comparison at equal cost).
     progress : bool
+    learner : Learner, optional
+        Train the ratios' studies with this learner instead of the study's (needed for a
+        study made in Python, whose learner cannot be rebuilt from its store). The study's
+        own trials are reused at its ratio only when it is the study's learner.
 
     Returns
     -------
@@ -68,10 +74,11 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
     bad = [r for r in ratios if not 0 < r < 1]
     if bad:
         raise ValueError(f"subset ratios must lie strictly between 0 and 1, got {bad}.")
-    study = as_study(study)
+    own_learner = learner is None or _same_learner(study, learner)
+    study = with_learner(as_study(study, learner), learner)
     res, own = {}, None
     for q in ratios:
-        if _is_own_ratio(study, q, trials):  # the same trials as the study's first ones: reuse, not retrain
+        if own_learner and _is_own_ratio(study, q, trials):  # the same trials as the study's first ones: reuse, not retrain
             own = q  # (estimated in memory: the study's own saved scores are left as they are)
             res[q] = estimate(study._existing_store(), first_trials=trials)
             continue
@@ -169,6 +176,17 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
                                 "settings": {"ratios": ratios, "trials": trials, "seed": int(study.design.seed),
                                              "design": study.design.kind, "learner": study.learner.spec()}},
                           figure=fig)
+
+
+def _same_learner(study, learner) -> bool:
+    """Whether ``learner`` is the one the study's trials were made with (same spec)."""
+    from tailscope.store import StoreError, TrialStore
+
+    try:
+        made = TrialStore.open(study.path if hasattr(study, "path") else study).config["learner"]
+    except (StoreError, KeyError):
+        return False
+    return stable_spec(made) == stable_spec(json.loads(json.dumps(learner.spec(), default=str)))
 
 
 def _is_own_ratio(study, q: float, trials: int) -> bool:
