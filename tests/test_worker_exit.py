@@ -188,3 +188,23 @@ def test_sigterm_stops_a_single_process_cli_run_with_the_resume_message(tmp_path
     assert proc.returncode == 130, (out, err)
     assert "interrupted: finished blocks are stored" in out and "Traceback" not in err, (out, err)
     assert verify_store(study).ok and 4 <= done_trials(study) < 400
+
+
+def test_a_script_without_the_main_guard_fails_with_the_reason_instead_of_hanging(tmp_path):
+    """Its workers die while re-importing it; a large job (the dataset) written into their start-up
+    pipe once blocked the parent forever."""
+    script = tmp_path / "noguard.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import numpy as np
+        import tailscope as ts
+        from conftest import make_synthetic
+
+        data, learner = make_synthetic(n=20000, n_test=50)  # a job far larger than a pipe's buffer
+        ts.Study(data, learner, trials=8, block_size=4, path={str(tmp_path / "s")!r}).run(workers=2, progress=False)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and 'if __name__ == "__main__":' in proc.stderr.splitlines()[-1]
+    assert not list(tmp_path.glob("tailscope-job-*"))

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -102,9 +104,10 @@ def run_local(job: Job, blocks: dict[int, np.ndarray], on_done: Callable[[int], 
 _WORKER_JOB: Job | None = None
 
 
-def _init_worker(job: Job, threads: int, parent_pid: int, ranks=None) -> None:
+def _init_worker(job_file: str, threads: int, parent_pid: int, ranks=None) -> None:
     global _WORKER_JOB
-    _WORKER_JOB = job
+    with open(job_file, "rb") as f:
+        _WORKER_JOB = pickle.load(f)
     if ranks is not None:
         with ranks.get_lock():
             rank, ranks.value = ranks.value, ranks.value + 1
@@ -166,33 +169,58 @@ def run_processes(job: Job, blocks: dict[int, np.ndarray], workers: int,
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn: forking a process that already runs torch/BLAS threads can deadlock.
     ctx = mp.get_context("spawn")
-    with _SigtermAsInterrupt() as sigterm, \
-            ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                initargs=(job, threads, os.getpid(), ctx.Value("i", 0))) as pool:
-        pending: set[Future] = set()
-        queue = iter(blocks.values())
-        try:
+    with _job_file(job) as job_file:
+        with _SigtermAsInterrupt() as sigterm, \
+                ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                    initargs=(job_file, threads, os.getpid(), ctx.Value("i", 0))) as pool:
+            _run_pool(pool, sigterm, blocks, workers, on_done)
+
+
+@contextlib.contextmanager
+def _job_file(job: Job) -> Iterator[str]:
+    """The pickled job in a private temporary file that workers read, removed afterwards.
+
+    Sent as a pool initializer argument, the job (with its dataset) would be written into
+    each new worker's start-up pipe; a worker that dies while starting (a script without
+    the ``__main__`` guard) never reads it, and once the pipe is full the write blocks
+    forever. A file path is a few bytes, so the pool sees the dead worker and says why.
+    """
+    fd, path = tempfile.mkstemp(prefix="tailscope-job-", suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _run_pool(pool: ProcessPoolExecutor, sigterm: _SigtermAsInterrupt, blocks: dict[int, np.ndarray],
+              workers: int, on_done: Callable[[int], None]) -> None:
+    pending: set[Future] = set()
+    queue = iter(blocks.values())
+    try:
+        with sigterm.held():
+            _fill(pool, pending, queue, 2 * workers)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                on_done(f.result())
             with sigterm.held():
                 _fill(pool, pending, queue, 2 * workers)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    on_done(f.result())
-                with sigterm.held():
-                    _fill(pool, pending, queue, 2 * workers)
-        except BrokenProcessPool as e:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise WorkerError(
-                "a worker process died before finishing its block (finished blocks are kept: rerun to "
-                "resume). It was killed (e.g. out of memory: try fewer workers), or, called from a Python "
-                "script, the script lacks `if __name__ == \"__main__\":` around the calling code (each "
-                "worker re-imports it).") from e
-        except (KeyboardInterrupt, SystemExit):
-            _stop_workers(pool)
-            raise
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    except BrokenProcessPool as e:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise WorkerError(
+            "a worker process died before finishing its block (finished blocks are kept: rerun to "
+            "resume). It was killed (e.g. out of memory: try fewer workers), or, called from a Python "
+            "script, the script lacks `if __name__ == \"__main__\":` around the calling code (each "
+            "worker re-imports it).") from e
+    except (KeyboardInterrupt, SystemExit):
+        _stop_workers(pool)
+        raise
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 class _SigtermAsInterrupt:
