@@ -88,3 +88,22 @@ def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"pip install 'tailscope\[ray\]'"):
         backend._import_ray()
+
+
+def test_gpus_asked_of_a_ray_instance_without_them_are_refused_or_warned_about():
+    from tailscope.backends.ray import _check_gpus
+    from tailscope.runner import WorkerError
+
+    class Ray:
+        def __init__(self, gpus):
+            self.gpus = gpus
+
+        def cluster_resources(self):
+            return {"CPU": 2.0, **({"GPU": self.gpus} if self.gpus else {})}
+
+    with pytest.raises(WorkerError, match="has 0: its tasks would wait forever. Drop --gpus-per-block"):
+        _check_gpus(Ray(0), 0.25, None)  # a private instance on this machine
+    with pytest.warns(UserWarning, match="cluster at head:6379 has 0 now"):
+        _check_gpus(Ray(0), 0.25, "head:6379")  # an autoscaler may add GPU nodes
+    _check_gpus(Ray(1), 0.25, None)
+    _check_gpus(Ray(0), 0.0, None)

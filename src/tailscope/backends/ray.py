@@ -18,6 +18,7 @@ leaves it running.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -102,6 +103,7 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
             ray.init(**opts)
         started = True
     try:
+        _check_gpus(ray, gpus_per_block, address)
         job_ref = ray.put(job)
         task = ray.remote(_train_block).options(
             num_cpus=cpus_per_block, num_gpus=gpus_per_block or 0, max_retries=max_retries,
@@ -132,6 +134,24 @@ def run_ray(job, blocks: dict[int, np.ndarray], on_done: Callable[[int], None], 
     finally:
         if started:
             ray.shutdown()  # stops a local instance; from a cluster it only disconnects
+
+
+def _check_gpus(ray, gpus_per_block: float, address: str | None) -> None:
+    """Tasks asking for GPUs that no node has wait forever: refused on a private instance, and
+    warned about on a cluster (an autoscaler may still add GPU nodes)."""
+    if not gpus_per_block:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0))
+    if have >= gpus_per_block:
+        return
+    what = f"asks for {gpus_per_block:g} GPU per block, but {'the cluster at ' + address if address else 'this machine'} " \
+           f"has {have:g}"
+    if not address:
+        from tailscope.runner import WorkerError
+
+        raise WorkerError(f"--gpus-per-block {what}: its tasks would wait forever. Drop --gpus-per-block "
+                          "(gpus_per_block=0) to train on CPUs, or run where a GPU is.")
+    warnings.warn(f"gpus_per_block {what} now; tasks wait until a node with a GPU joins.", stacklevel=3)
 
 
 def _task_error(e: Exception, trials: np.ndarray, retried: bool) -> Exception:
