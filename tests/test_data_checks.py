@@ -270,3 +270,30 @@ def test_rgba_and_ambiguous_layouts(tmp_path):
                                          r"np\.moveaxis\(x, 1, -1\).*image_shape=\(H, W, C\)"):
         amb = ts.from_arrays(rng.normal(size=(40, 3, 8, 4)), y)
     assert amb.image_shape is None
+
+
+@pytest.mark.parametrize("y, match", [
+    (np.arange(100) % 2 - 1, r"negative labels \(e.g. -1\).*return_inverse=True"),
+    ((np.arange(100) % 2) * 2 - 1, "negative labels"),
+    (np.linspace(0, 1, 100), "not whole numbers.*studies classifiers"),
+])
+def test_labels_that_are_not_class_indices_are_named_before_any_split(y, match):
+    x = np.random.default_rng(0).random((100, 3))
+    with pytest.raises(DataError, match=match):
+        ts.from_arrays(x, y)  # (an automatic split once said "at least 2 classes" or "no test example")
+    with pytest.raises(DataError, match=match):
+        ts.from_arrays(x, y, x, np.abs(y))
+    ok = ts.from_arrays(x, (np.arange(100) % 3).astype(float))  # class ids stored as floats
+    assert ok.classes == ["0", "1", "2"] and ok.y_train.dtype == np.int64
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"test_fraction": "0.2"}, r"test_fraction must be a number in \(0, 1\), got '0.2'"),
+    ({"test_fraction": float("nan")}, "test_fraction must be a number"),
+    ({"split_seed": "abc"}, "split_seed must be a non-negative integer, got 'abc'"),
+    ({"split_seed": 1.5}, "split_seed must be a non-negative integer"),
+])
+def test_split_options_of_the_wrong_type_are_named(kw, match):
+    x = np.random.default_rng(0).random((100, 3))
+    with pytest.raises(DataError, match=match):
+        ts.from_arrays(x, np.arange(100) % 2, **kw)

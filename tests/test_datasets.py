@@ -103,7 +103,7 @@ def test_npz_explicit_split_and_errors(tmp_path):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(f"npz:{tmp_path / 'none.npz'}")
-    with pytest.raises(DataError, match="test_fraction must lie in"):
+    with pytest.raises(DataError, match="test_fraction must be a number in"):
         from_arrays(x_tr, y_tr, test_fraction=1.5)
 
 

@@ -171,8 +171,31 @@ def prepare_labels(y, name: str = "y") -> np.ndarray:
     labels get the ``argmax(1)`` hint), missing labels (NaN, inf, None), and object
     arrays that mix strings and numbers. Object arrays of strings become ``str`` arrays
     and object arrays of integers become int64; other dtypes pass unchanged (the Dataset
-    checks the values).
+    checks the values). Numeric labels must be class indices: integer-valued (integer
+    floats become int64) and not negative.
     """
+    return _class_indices(_label_array(y, name), name)
+
+
+def _class_indices(y: np.ndarray, name: str) -> np.ndarray:
+    """Numeric labels checked as class indices (names pass unchanged)."""
+    if y.dtype.kind not in "iuf" or not len(y):
+        return y
+    if y.dtype.kind == "f":
+        frac = y[y != np.round(y)]
+        if len(frac):
+            raise DataError(f"{name} has labels that are not whole numbers (e.g. {frac[0]:g}): labels are classes, "
+                            "and tailscope studies classifiers. Pass integer class indices 0..C-1 (class ids stored "
+                            f"as floats: {name}.astype(int)), or class names as strings.")
+        y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{name} has negative labels (e.g. {int(y.min())}); labels are class indices 0..C-1. Map "
+                        f"them with np.unique({name}, return_inverse=True)[1] (keep the unique values as class "
+                        f"names), or pass them as names: {name}.astype(str).")
+    return y
+
+
+def _label_array(y, name: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim == 0:
         raise DataError(f"{name} is a single value (a 0-d array: {y.item()!r}); it must be a 1-D array "
@@ -352,8 +375,11 @@ def _refuse_non_finite(split: str, x: np.ndarray, allow_missing: bool) -> None:
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of indices into (train, test); each class keeps >= 1 train example."""
-    if not 0 < test_fraction < 1:
-        raise DataError(f"test_fraction must lie in (0, 1), got {test_fraction}.")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float | np.number) \
+            or not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DataError(f"split_seed must be a non-negative integer, got {seed!r}.")
     # Labels are checked first: a NaN label equals no class, so its row would silently vanish.
     y = prepare_labels(y, "y")
     rng = np.random.default_rng(seed)
