@@ -81,11 +81,11 @@ def test_failed_report_leaves_the_old_one_and_a_rerun_replaces_it(image_study, m
     assert _siblings(report) == ["report"]  # the temporary folder is gone
 
     monkeypatch.setattr(figures, "precision_curve", real_precision)
-    (report / "img" / "stale.png").write_bytes(b"x")  # an image no new page references
+    (report / "img" / "train_99999.png").write_bytes(b"x")  # an earlier report's image no new page references
     scores = study.estimate(save=False, infl_threshold=0.3)  # a different page
     assert write_report(study, scores=scores) == index
     assert tree_digest(report) != before and "infl &ge; 0.300" in index.read_text()
-    assert not (report / "img" / "stale.png").exists()
+    assert not (report / "img" / "train_99999.png").exists()
     assert all(p.is_file() for p in _referenced(index))
     assert _siblings(report) == ["report"]
 
@@ -171,3 +171,20 @@ def test_a_failed_report_of_a_url_study_leaves_the_remote_one(synthetic, monkeyp
     srcs = re.findall(r'<img[^>]* src="([^"]+)"', page)
     assert srcs and all(fs.isfile(f"{root}/report/{s}") for s in srcs)
     assert not fs.exists(f"{root}/report/img/stale.png")
+
+
+@pytest.mark.parametrize(("mine", "named"), [
+    ("img/notes.txt", "img/notes.txt"), ("img/my_digit.png", "img/my_digit.png"),
+    ("figures/my_plot.png", "figures/my_plot.png"), ("img/sub/x.png", "img/sub"),
+    ("analyses/keep/figure.png", "analyses/keep")])
+def test_user_files_inside_the_report_subfolders_are_refused_not_deleted(image_study, tmp_path, mine, named):
+    out = tmp_path / "r"
+    write_report(image_study, out_dir=out)
+    (out / "img" / ".DS_Store").write_bytes(b"\0")  # browser litter inside goes with the folder
+    assert write_report(image_study, out_dir=out).is_file()
+    (out / mine).parent.mkdir(parents=True, exist_ok=True)
+    (out / mine).write_text("mine")
+    before = tree_digest(out)
+    with pytest.raises(ValueError, match=rf"holds other files \({re.escape(named)}\); the report replaces"):
+        write_report(image_study, out_dir=out)
+    assert tree_digest(out) == before  # refused before anything was written or deleted

@@ -27,6 +27,7 @@ from tailscope.learners import (
     SklearnLearner,
     SyntheticLearner,
 )
+from tailscope.report import write_report
 from tailscope.scores import Scores, ScoresUnreadable
 from tailscope.store import StoreError, TrialStore
 from tailscope.study import Study
@@ -39,7 +40,7 @@ __all__ = [
     "LearnerError", "Predictions", "Scores", "ScoresUnreadable", "SklearnLearner", "StoreError", "Study",
     "SyntheticLearner", "TorchLearner", "TrialStore",
     "estimate", "exact_duplicates", "from_arrays", "from_huggingface", "from_torch", "load_dataset", "preprocess",
-    "theoretical_se_bound",
+    "theoretical_se_bound", "write_report",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import posixpath
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,12 +18,14 @@ from tailscope.estimate import PAPER_INFL_THRESHOLD
 from tailscope.report import figures, gallery
 from tailscope.report.analyses import AnalysisEntry, collect_analyses
 from tailscope.report.html import (
+    anchor,
     esc,
     figure,
     fmt,
     markdown_paragraphs,
     page,
     pct,
+    plural,
     sort_value,
     summary_value,
     url,
@@ -37,10 +40,18 @@ PAIRS_CAP = 60
 DUPLICATE_GROUPS_CAP = 12
 DUPLICATE_MEMBERS_CAP = 24
 N_FEATURES_SHOWN = 5
+MIN_CURVE_POINTS = 3  # fewer points on the precision curve show no trend
 
 
-_IMAGE_DIRS = ("img", "figures", "analyses")
-_REPORT_ENTRIES = {"index.html", *_IMAGE_DIRS}  # all a report folder holds
+_IMAGE_DIRS = ("img", "figures", "analyses")  # with index.html, all a report folder holds
+FIGURE_FILES = ("mem_hist.png", "mem_vs_infl.png", "precision.png")  # under figures/
+# the files a report writes in each of those folders; anything else there is the user's, and a
+# rewrite (which replaces the folder whole) would delete it
+_WRITTEN = {
+    "img": re.compile(r"(train|test)_\d+\.png").fullmatch,
+    "figures": frozenset(FIGURE_FILES).__contains__,
+    "analyses": re.compile(r"[^/]+\.png").fullmatch,  # one figure per analysis, named after its folder
+}
 
 
 CI_SENTENCE = ("The 95% interval is the Agresti&ndash;Caffo interval for a difference of two proportions "
@@ -62,7 +73,7 @@ def write_report(study_or_path: Study | str | Path, out_dir: str | Path | None =
         ``figures/``, ``img/`` (thumbnails of the examples shown) and ``analyses/``;
         it opens from disk with no network. The new report is rendered beside it and
         replaces the whole folder once complete (an interrupted run leaves the old one);
-        a folder holding anything else is refused.
+        a folder holding anything else, there or in those subfolders, is refused.
     data : Dataset, optional
         The study's dataset (needed when it cannot be reloaded from its source).
     scores : Scores, optional
@@ -124,13 +135,28 @@ def _check_replaceable(dest: Path) -> None:
             raise ValueError(f"report folder {dest} is (or holds) the current directory; pass another folder.")
     if not dest.exists():
         return
-    # files a file browser leaves (.DS_Store, Thumbs.db, desktop.ini) go with the folder
-    names = sorted(p.name for p in dest.iterdir() if not _browser_litter(p.name)) if dest.is_dir() else None
-    if names is None or not set(names) <= _REPORT_ENTRIES:
-        other = [n for n in names or () if n not in _REPORT_ENTRIES]
-        what = "is a file" if names is None else f"holds other files ({', '.join(other[:5])})"
+    other = _foreign_files(dest) if dest.is_dir() else None
+    if other is None or other:
+        what = "is a file" if other is None else f"holds other files ({', '.join(other[:5])})"
         raise ValueError(f"report folder {dest} {what}; the report replaces the whole folder, which would "
                          "delete them. Pass a new folder (an earlier report may be replaced).")
+
+
+def _foreign_files(dest: Path) -> list[str]:
+    """What a report folder holds that no report wrote, as paths relative to it (sorted).
+
+    Files a file browser leaves (.DS_Store, Thumbs.db, desktop.ini) go with the folder.
+    """
+    other = []
+    for p in sorted(dest.iterdir()):
+        if _browser_litter(p.name) or p.name == "index.html":
+            continue
+        if p.name not in _WRITTEN or not p.is_dir():
+            other.append(p.name)
+            continue
+        other += [f"{p.name}/{f.name}" for f in sorted(p.iterdir())
+                  if not (_browser_litter(f.name) or (f.is_file() and _WRITTEN[p.name](f.name)))]
+    return other
 
 
 def shown_path(path) -> str:
@@ -200,8 +226,9 @@ def _publish(local: Path, index_aside: Path, url: str) -> None:
 def _write(study: Study, data: Dataset, scores: Scores, out: Path) -> Path:
     out.mkdir(parents=True)
     (out / "figures").mkdir()
-    done = int(study.store.done().sum())
-    builder = _Builder(study, data, scores, out, done)
+    store = study.store
+    # the store's counts, not the scores': it may have grown (more trials done or planned) since
+    builder = _Builder(study, data, scores, out, int(store.done().sum()), int(store.trials))
     index = out / "index.html"
     index.write_text(builder.render(), encoding="utf-8")
     return index
@@ -224,8 +251,9 @@ def learner_label(config: dict) -> str:
 
 
 class _Builder:
-    def __init__(self, study: Study, data: Dataset, scores: Scores, out: Path, done: int):
-        self.study, self.data, self.s, self.out, self.done = study, data, scores, out, done
+    def __init__(self, study: Study, data: Dataset, scores: Scores, out: Path, done: int, planned: int):
+        self.study, self.data, self.s, self.out = study, data, scores, out
+        self.done, self.planned = done, planned
         self.summary = scores.summary()
         self.config = scores.config or study.config
         self.classes = list(scores.classes)
@@ -270,9 +298,15 @@ class _Builder:
             return ""
         t = fmt(self.s.infl_threshold, 3)
         found = int(self.s.options.get("pairs_found", len(self.s.pairs)))
-        return (f"About {pct(share, 0)} of the {fmt(found)} pairs found at infl &ge; {t} are expected to be noise at "
-                f"this number of trials, fewer among the largest ({fmt(int(neg))} pairs reach infl &le; "
-                f"&minus;{t}, and noise reaches either side about equally often); run more trials to sharpen.")
+        if not neg:  # "about 0% ... (0 pairs reach ...)" would read as a measured share
+            return (f"No pair reached infl &le; &minus;{t} (noise reaches either side about equally often), so "
+                    f"this mirror check saw no sign of noise among the {plural(found, 'pair')} found at "
+                    f"infl &ge; {t}; it is an estimate, not a guarantee: run more trials to sharpen.")
+        reach = "reaches" if int(neg) == 1 else "reach"
+        return (f"About {pct(share, 0)} of the {plural(found, 'pair')} found at infl &ge; {t} are expected to be "
+                f"noise at this number of trials, fewer among the largest ({plural(int(neg), 'pair')} {reach} "
+                f"infl &le; &minus;{t}, and noise reaches either side about equally often); run more trials to "
+                "sharpen.")
 
     def infl_threshold_text(self) -> str:
         """The influence threshold these scores were estimated with, in words (HTML)."""
@@ -325,7 +359,7 @@ class _Builder:
         from tailscope import __version__
 
         footer = (f"Written by tailscope {esc(__version__)}. Every number on this page comes from the study's "
-                  f"scores (<code>{esc(self.study.scores_dir)}</code>) and its recorded config; "
+                  f"scores (<code>{esc(shown_path(self.study.scores_dir))}</code>) and its recorded config; "
                   f"memorized means mem &ge; 0.25 (the paper's threshold); high influence means "
                   f"{self.infl_threshold_text()}.")
         return page(title, subtitle, nav, sections, footer)
@@ -334,25 +368,22 @@ class _Builder:
         s, cfg = self.summary, self.config
         dcfg, design = cfg.get("dataset") or {}, cfg.get("design") or {}
         name = (cfg.get("source") or {}).get("name") or self.data.name
-        planned = cfg.get("trials")
         shape = self.data.image_shape
         kind = (f"images {'x'.join(str(v) for v in shape)}" if shape
                 else f"{int(np.prod(self.data.x_train.shape[1:]))} features")
         design_text = str(design.get("kind", "?"))
         if design.get("kind") == "balanced" and design.get("block"):
             design_text += f" (blocks of {fmt(int(design['block']))} trials)"
-        trials_text = fmt(int(s["trials"]))
-        if planned is not None:
-            trials_text += f" of {fmt(int(planned))} planned"
         stats = [
-            ("trials", fmt(int(s["trials"])), "trials (trained models)"),
+            ("trials", fmt(int(s["trials"])),
+             "trials (trained models)" if self.done == s["trials"] else "trials behind these scores"),
             ("mean_acc_in", pct(s["mean_acc_in"]), "accuracy on examples a model trained on"),
             ("mean_acc_out", pct(s["mean_acc_out"]), "accuracy on training examples it did not see"),
             ("mean_test_acc", pct(s["mean_test_acc"]), "test accuracy (mean over models)"),
             ("n_mem", f"{fmt(s['n_mem_ge_0.25'])}", f"memorized (mem \u2265 0.25), {pct(s['frac_mem_ge_0.25'])}"),
             # the interval, not the SE: with most examples always right the median SE is 0
             ("median_mem_ci_width", fmt(s.get("median_mem_ci_width"), 3),
-             f"median width of mem's 95% interval (SE bound {fmt(s['se_bound'], 4)})"),
+             "median width of mem's 95% interval" + self.bound_width_text()),
         ]
         cards = "".join(f'<div class="stat" data-key="{esc(k)}"><div class="v">{esc(v)}</div>'
                         f'<div class="k">{esc(label)}</div></div>' for k, v, label in stats)
@@ -361,7 +392,7 @@ class _Builder:
                                    f"{fmt(int(dcfg.get('n_test', self.data.n_test)))} test, "
                                    f"{fmt(len(self.classes))} classes, {esc(kind)}" + self.missing_text()),
             ("learner", "Learner", esc(learner_label(cfg))),
-            ("trials", "Trials done", esc(trials_text)),
+            ("trials", "Trials done", self.trials_text()),
             ("ratio", "Subset ratio q and design",
              f"q = {esc(fmt(s['ratio'], 2))} (each model trains on {pct(s['ratio'], 0)} of the training set), "
              f"{esc(design_text)} design, seed {esc(design.get('seed', '?'))}"),
@@ -391,9 +422,7 @@ class _Builder:
         if self.done > self.s.trials:
             notes.append(f'<p class="note warn">The trial store has {fmt(self.done)} done trials but these scores '
                          f"come from {fmt(int(self.s.trials))}: run <code>tailscope estimate</code> to update them.</p>")
-        if s["min_n_out"] is not None and s["min_n_out"] < 2:
-            notes.append('<p class="note warn">Some training examples were held out of fewer than 2 trials, so '
-                         "their mem has no standard error (shown as n/a); more trials fix this.</p>")
+        notes.append(self.few_trials_note())
         return (
             '<section id="summary"><h2>Summary</h2>'
             '<p class="lead">Each of the trained models saw a random subset of the training set. An example is '
@@ -402,6 +431,36 @@ class _Builder:
             "below is roughly the average memorization.</p>"
             f'<div class="cards">{cards}</div><table class="kv">{table}</table>{"".join(notes)}</section>'
         )
+
+    def trials_text(self) -> str:
+        """The "Trials done" row: the trials behind the scores and, when it differs, the store's count."""
+        n, of = int(self.s.trials), f"of {fmt(self.planned)} planned"
+        if self.done == n:
+            return f"{fmt(n)} {of}"
+        return f"scores from {plural(n, 'trial')}; {fmt(self.done)} done in the store, {of}"
+
+    def bound_width_text(self) -> str:
+        """The SE bound as an interval width, so the card compares widths with widths (plain text)."""
+        bound = self.summary["se_bound"]
+        if bound is None or not math.isfinite(bound):
+            return ""
+        return f" (\u00b11.96 \u00d7 SE bound {fmt(bound, 3)}: {fmt(2 * 1.96 * bound, 3)} wide)"
+
+    def few_trials_note(self) -> str:
+        """A warning naming how many examples have no SE for want of trials ("" when none; HTML).
+
+        An SE needs an example in 2 trials and out of 2: at 3 trials no example has both.
+        """
+        few = int(((np.asarray(self.s.n_in) < 2) | (np.asarray(self.s.n_out) < 2)).sum())
+        if not few:
+            return ""
+        if few == len(self.s.n_out):
+            who, whose = "All training examples were", "so no mem has a standard error"
+        else:
+            who = f"{plural(few, 'training example')} {'was' if few == 1 else 'were'}"
+            whose = "so their mem has no standard error"
+        return (f'<p class="note warn">{who} in fewer than 2 trials or out of fewer than 2, {whose} '
+                "(shown as n/a); more trials fix this.</p>")
 
     def missing_text(self) -> str:
         """", N training and M test rows with missing values (NaN)", or "" when there are none."""
@@ -418,8 +477,8 @@ class _Builder:
             return "none (no two training inputs are identical, and no test input is a training input)"
         parts = []
         if d["groups"]:
-            parts.append(f"{fmt(d['train_in_groups'])} training examples in {fmt(d['groups'])} groups of identical "
-                         f"inputs, {fmt(d['conflicting_groups'])} of them with different labels (likely label "
+            parts.append(f"{fmt(d['train_in_groups'])} training examples in {plural(d['groups'], 'group')} of "
+                         f"identical inputs, {fmt(d['conflicting_groups'])} of them with different labels (likely label "
                          "errors); a duplicated example's mem is lowered, since models trained without one copy "
                          "usually saw another")
         if d["test_with_train_copy"]:
@@ -435,7 +494,7 @@ class _Builder:
         # groups with different labels first, then the largest
         order = sorted(range(dups.n_groups), key=lambda g: (g not in conflicting, -sizes[g], g))
         shown = order[:DUPLICATE_GROUPS_CAP]
-        lead = (f"Training examples whose inputs are byte-for-byte identical ({fmt(dups.n_groups)} groups"
+        lead = (f"Training examples whose inputs are byte-for-byte identical ({plural(dups.n_groups, 'group')}"
                 + (f", the first {fmt(len(shown))} shown" if len(shown) < dups.n_groups else "")
                 + "; groups whose copies carry different labels first). Copies with one label have low mem, "
                 "since models trained without one copy usually trained on another; copies with different "
@@ -446,7 +505,7 @@ class _Builder:
         for g in shown:
             members = dups.members(g)
             tag = " (labels differ)" if g in conflicting else ""
-            more = (f'<p class="note">and {fmt(len(members) - DUPLICATE_MEMBERS_CAP)} more copies</p>'
+            more = (f'<p class="note">and {plural(len(members) - DUPLICATE_MEMBERS_CAP, "more copy", "more copies")}</p>'
                     if len(members) > DUPLICATE_MEMBERS_CAP else "")
             blocks.append(f'<h3>Group {fmt(int(g))}: {fmt(len(members))} copies{tag}</h3>'
                           + self.examples(members[:DUPLICATE_MEMBERS_CAP], f"duplicates-{int(g)}") + more)
@@ -488,12 +547,24 @@ class _Builder:
         unestimated = (f"(of {fmt(s['n_train'])}; the others were never held out, or never trained on) "
                        if n_est < s["n_train"] else "")
         cap = (f"Distribution of the memorization estimates of the {fmt(n_est)} training examples that have one "
-               + unestimated
-               + "(log scale: most examples sit near 0, learned from their class). The dashed line is the paper's "
+               + unestimated + f"(log scale; {self.near_zero_text()}). The dashed line is the paper's "
                f"threshold 0.25; {fmt(s['n_mem_ge_0.25'])} examples ({pct(s['frac_mem_ge_0.25'], 2)}) lie at or "
                "above it. Negative values are estimation noise around 0.")
         return ('<section id="memorization"><h2>Memorization estimates</h2>'
                 + figure(f"figures/{path.name}", "histogram of memorization estimates", cap) + "</section>")
+
+    def near_zero_text(self) -> str:
+        """How many estimates sit near 0 (learned from their class), from the numbers, not assumed."""
+        mem = np.asarray(self.s.mem, float)
+        mem = mem[np.isfinite(mem)]
+        near = int((np.abs(mem) < gallery.NEAR_ZERO).sum())
+        where = f"within {gallery.NEAR_ZERO:g} of 0, learned from their class"
+        if not near:
+            return f"no example sits {where}"
+        share = near / len(mem)
+        if share > 0.5:
+            return f"most examples ({pct(share)}) sit {where}"
+        return f"only {fmt(near)} ({pct(share)}) sit {where}"
 
     def sec_memorized(self) -> str:
         idx, above = gallery.most_memorized(self.s, MEMORIZED_CAP)
@@ -501,9 +572,11 @@ class _Builder:
         if above:
             lead = (f"The {fmt(len(idx))} most memorized training examples "
                     + (f"(of {fmt(n_above)} with mem &ge; 0.25)" if n_above > len(idx) else "(all with mem &ge; 0.25)")
-                    + ", highest first. Under each: the label it was given, mem &plusmn; standard error, its 95% "
-                    "interval, and what the models that did not train on it predict instead (their most frequent "
-                    "answer and its share). " + CI_SENTENCE + " "
+                    + f", highest first. {'Under each' if self.images else 'Each row'}: the label it was given, "
+                    "mem &plusmn; standard error, its 95% interval, and what the models that did not train on it "
+                    "predict instead (their most frequent answer and its share)"
+                    + ("" if self.images else f", then its first {N_FEATURES_SHOWN} features")
+                    + ". " + CI_SENTENCE + " "
                     "Atypical, ambiguous or mislabeled examples are learned only by fitting them individually.")
         else:
             lead = (f"No training example reaches mem &ge; 0.25; these are the {fmt(len(idx))} with the highest "
@@ -516,11 +589,38 @@ class _Builder:
         classes = np.unique(self.s.y_train[idx]) if len(idx) else np.unique(self.s.y_train)
         per_class = max(2, min(8, TYPICAL_CAP // max(len(classes), 1)))
         sel = gallery.typical_examples(self.s, classes, per_class, TYPICAL_CAP)
-        lead = ("For contrast: examples of the same classes whose memorization estimate is closest to 0 "
-                "(models classify them equally well whether or not they trained on them), up to "
-                f"{fmt(per_class)} per class.")
+        lead = "For contrast: " + self.typical_text(sel, per_class) + self.typical_missing_text(classes, sel)
         return (f'<section id="typical"><h2>Typical examples of the same classes</h2><p class="lead">{lead}</p>'
                 f"{self.examples(sel, 'typical')}</section>")
+
+    def typical_missing_text(self, classes: np.ndarray, sel: np.ndarray) -> str:
+        """Which classes of the memorized examples have no typical example shown, and why ("" if none)."""
+        y = self.s.y_train
+        candidate = gallery.typical_candidates(self.s)
+        empty = [c for c in classes if not (candidate & (y == c)).any()]
+        capped = len(classes) - len(empty) - len(np.unique(y[sel]))
+        text = ""
+        if empty and len(sel):
+            text += (f" {fmt(len(empty))} of the {plural(len(classes), 'class', 'classes')} "
+                     f"{'has' if len(empty) == 1 else 'have'} no example with mem below 0.25 to show.")
+        if capped:  # many classes: per_class * classes passes the cap
+            text += (f" {plural(capped, 'class', 'classes')} of the memorized examples "
+                     f"{'is' if capped == 1 else 'are'} not shown: the section holds at most {fmt(TYPICAL_CAP)} "
+                     "examples.")
+        return text
+
+    def typical_text(self, sel: np.ndarray, per_class: int) -> str:
+        """What the typical examples shown are, worded from their estimates (HTML)."""
+        if not len(sel):
+            return "no example of these classes has a memorization estimate below 0.25, so none is shown."
+        what = f"up to {fmt(per_class)} examples per class, of the same classes, whose memorization estimate is closest to 0"
+        far = float(np.max(np.abs(self.s.mem[sel])))
+        if far < gallery.NEAR_ZERO:
+            within = "have mem 0" if far == 0 else f"lie within {fmt(far, 3)} of 0"
+            return (f"{what} (models classify them about equally well whether or not they trained on them); all "
+                    f"shown {within}.")
+        return (f"{what}. Not all are near 0 in this study: the estimates shown reach |mem| = {fmt(far, 3)}, so some "
+                "of these are also learned mostly by training on them.")
 
     def examples(self, idx: np.ndarray, what: str) -> str:
         s = self.s
@@ -536,8 +636,8 @@ class _Builder:
                     f'<figure class="card" title="{esc(tip)}">'
                     + self.img("train", i, f"training example {i}, label {self.cname(s.y_train[i])}")
                     + f'<figcaption class="cap"><span class="lab">{esc(self.cname(s.y_train[i]))}</span> '
-                    f'<span class="muted">#{i}</span><br>mem <span class="mem">{fmt(s.mem[i])}</span> &plusmn; '
-                    f'{fmt(s.mem_se[i])}<br><span class="ci">95% CI {self.ci_text(i)}</span>'
+                    f'<span class="muted">#{i}</span><br><span class="nw">mem <span class="mem">{fmt(s.mem[i])}</span>'
+                    f' &plusmn; {fmt(s.mem_se[i])}</span><br><span class="ci">95% CI {self.ci_text(i)}</span>'
                     f'<br><span class="muted">held out &rarr;</span> {self.out_pred_text(i)}'
                     "</figcaption></figure>")
             return f'<div class="gallery" data-gallery="{esc(what)}">' + "".join(cards) + "</div>"
@@ -595,7 +695,7 @@ class _Builder:
                 f'<td class="num" data-v="{tr}">{tr}</td><td data-v="{esc(trl)}">{esc(trl)}</td>'
                 f'<td class="num" data-v="{tt}">{tt}</td><td data-v="{esc(ttl)}">{esc(ttl)}</td>'
                 f'<td class="num infl" data-v="{sort_value(r.infl)}">{fmt(r.infl)}</td>'
-                f'<td class="num" data-v="{sort_value(r.infl_se)}">&plusmn; {fmt(r.infl_se)}</td>'
+                f'<td class="num nw" data-v="{sort_value(r.infl_se)}">&plusmn; {fmt(r.infl_se)}</td>'
                 f'<td class="num" data-v="{sort_value(s.mem[tr])}">{fmt(s.mem[tr])}</td>{feats}</tr>')
         return ('<section id="influence"><h2>High-influence pairs</h2>'
                 f'<p class="lead">{lead}</p><table class="sortable pairs" data-total="{total}">'
@@ -604,24 +704,29 @@ class _Builder:
     def sec_scatter(self) -> str:
         path, (pearson, spearman, n) = figures.mem_vs_influence(self.s, self.out / "figures" / "mem_vs_infl.png")
         cap = (f"Each dot is a training example ({fmt(n)} with both estimates): its memorization (x) against its "
-               "largest influence on a test example of its class (y). Examples that must be memorized to be "
+               f"largest influence on {self.influence_scope_text()} (y). Examples that must be memorized to be "
                "learned are often the ones that help a similar rare test example. "
                f"Pearson r = {fmt(pearson)}, Spearman &rho; = {fmt(spearman)}.")
         return ('<section id="mem-vs-influence"><h2>Memorization vs influence</h2>'
                 + figure(f"figures/{path.name}", "scatter of memorization against largest influence", cap)
                 + "</section>")
 
+    def influence_scope_text(self) -> str:
+        """Which test examples a training example's largest influence is taken over, per the scores' option."""
+        same = self.s.options.get("same_class")
+        if same is None:  # scores saved before the option was recorded
+            return "a test example"
+        return "a test example of its class" if same else "any test example, of any class (estimated across classes)"
+
     def sec_precision(self) -> str:
         path = figures.precision_curve(self.s, self.out / "figures" / "precision.png")
         s = self.summary
         med, bound = s["median_mem_se"], s["se_bound"]
-        verdict = ""
         mem_se = figures.memorized_median_se(self.s)
+        verdict = " " + self.trend_text()
         if med is not None and bound is not None and math.isfinite(med) and math.isfinite(bound):
             verdict = (f" At {fmt(int(s['trials']))} trials the median SE is {fmt(med, 4)} against a bound of "
-                       f"{fmt(bound, 4)}. If the blue curve is still falling steeply, or the bound is large next to "
-                       "the effects you care about (0.25 for memorization, 0.15 for influence), run more trials: "
-                       "the study resumes where it stopped.")
+                       f"{fmt(bound, 4)}." + verdict)
         cap = ("Median standard error of the memorization estimates as trials were added (blue), and the "
                "theoretical bound on the standard deviation of a subsampled estimate, "
                f"0.5&radic;(1/(qt) + 1/((1&minus;q)t)) with q = {fmt(self.s.ratio, 2)} (red, dashed), the worst "
@@ -636,11 +741,40 @@ class _Builder:
                 + figure(f"figures/{path.name}", "median standard error of mem against number of trials", cap)
                 + "</section>")
 
+    def trend_text(self) -> str:
+        """What the precision curve can tell about more trials, given how many points it has (HTML)."""
+        se = np.asarray(self.s.se_curve_median, float)
+        se = se[np.isfinite(se)]
+        resume = "run more trials: the study resumes where it stopped."
+        if not len(se):
+            return "The curve has no point yet: no example has an SE at this number of trials; " + resume
+        if_large = ("if the bound is large next to the effects you care about (0.25 for memorization, 0.15 for "
+                    "influence), ")
+        if len(se) < MIN_CURVE_POINTS:  # one block of trials draws a single point: no trend to read
+            return (f"The curve has only {plural(len(se), 'point')} (one per block of trials), too few to show "
+                    f"whether it is still falling; {if_large}{resume}")
+        if not se.any():
+            return ("Here the median SE is 0 at every point (most examples get the same answer from every model), "
+                    f"so the blue line shows no trend; {if_large}{resume}")
+        return f"If the blue curve is still falling steeply, or {if_large}{resume}"
+
+    @staticmethod
+    def analysis_id(name: str, taken: set[str]) -> str:
+        """A safe, unique id for an analysis folder name (which may hold spaces or "#"); added to ``taken``."""
+        base = f"analysis-{anchor(name)}"
+        key, n = base, 1
+        while key in taken:
+            n += 1
+            key = f"{base}-{n}"
+        taken.add(key)
+        return key
+
     def sec_analyses(self, entries: list[AnalysisEntry]) -> str:
         parts = ['<section id="analyses"><h2>Analyses</h2><p class="lead">Experiments run on this study '
                  f"(from <code>{esc(shown_path(child_location(self.study.path, 'analyses')))}</code>).</p>"]
+        ids: set[str] = set()
         for e in entries:
-            parts.append(f'<div class="analysis" id="analysis-{esc(e.name)}"><h3>{esc(e.title)}</h3>')
+            parts.append(f'<div class="analysis" id="{self.analysis_id(e.name, ids)}"><h3>{esc(e.title)}</h3>')
             if e.problem:
                 parts.append(f'<p class="note warn">{esc(e.problem)}</p></div>')
                 continue

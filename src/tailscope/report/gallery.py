@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from tailscope.data.dataset import Dataset
-from tailscope.scores import Scores
+from tailscope.scores import Scores, at_least
 
 MEM_THRESHOLD = 0.25
+NEAR_ZERO = 0.1  # |mem| below this reads "near 0" on the page
 THUMB_PX = 64  # thumbnails are upscaled (nearest neighbour) to at least this many pixels a side
+THUMB_MAX_PX = 128  # larger images are scaled down to this (a gallery card is about 130 px wide)
+RANGE_SAMPLE_VALUES = 2_000_000  # pixels read (from evenly spaced training images) for a display range
+RANGE_PERCENTILES = (0.5, 99.5)  # a few extreme pixels do not set the range
 
 
 # ----------------------------------------------------------------- selection
@@ -35,19 +39,30 @@ def most_memorized(scores: Scores, cap: int = 48) -> tuple[np.ndarray, bool]:
     se = _uncertainty(scores)
     # highest mem first; ties: narrower 95% interval, then lower index
     order = finite[np.lexsort((finite, se[finite], -mem[finite]))]
-    above = order[mem[order] >= MEM_THRESHOLD]
+    above = order[at_least(mem[order], MEM_THRESHOLD)]
     if len(above):
         return above[:cap], True
     return order[:cap], False
 
 
+def typical_candidates(scores: Scores) -> np.ndarray:
+    """Which training examples may be shown as typical: an estimate, and not memorized (mem < 0.25)."""
+    mem = np.asarray(scores.mem, float)
+    return np.isfinite(mem) & ~at_least(mem, MEM_THRESHOLD)
+
+
 def typical_examples(scores: Scores, classes: np.ndarray, per_class: int, cap: int = 48) -> np.ndarray:
-    """For each class in ``classes``: examples whose mem is closest to 0, most certain first."""
+    """For each class in ``classes``: examples whose mem is closest to 0, most certain first.
+
+    Memorized examples (mem >= 0.25) are never offered as typical, even in a study where
+    no example of a class comes closer to 0.
+    """
     mem = np.asarray(scores.mem, float)
     se = _uncertainty(scores)
+    candidate = typical_candidates(scores)
     out: list[np.ndarray] = []
     for c in classes:
-        idx = np.flatnonzero((scores.y_train == c) & np.isfinite(mem))
+        idx = np.flatnonzero((scores.y_train == c) & candidate)
         if not len(idx):
             continue
         # closest to zero, then models without it still get it right, then narrower interval, then index
@@ -86,7 +101,7 @@ def as_image(data: Dataset, x_row: np.ndarray) -> np.ndarray:
 def display_max(data: Dataset) -> float | None:
     """The pixel value drawn as white: ``meta["pixel_max"]`` when the dataset records one, else
     for integer (or bool) images the largest training pixel when it lies in 1..255 (so 0..16
-    digits are not drawn nearly black), else None (the caller decides per image).
+    digits are not drawn nearly black), else None (see :func:`display_range`).
     """
     top = data.meta.get("pixel_max")
     if top:
@@ -96,32 +111,62 @@ def display_max(data: Dataset) -> float | None:
         return None
     cached = data.__dict__.get("_display_max")  # one pass over x_train per dataset
     if cached is None:
-        cached = float(x.max())
+        cached = float(x.max()) if x.min() >= 0 else 0.0  # signed pixels: not a 0..max scale
         data.__dict__["_display_max"] = cached
     return cached if 0 < cached <= 255 else None
 
 
+def display_range(data: Dataset) -> tuple[float, float]:
+    """The pixel values drawn as black and white, one pair for the whole dataset.
+
+    One range for every thumbnail, never one per image: a dark or low-contrast example
+    (often a memorized one) must look dark, and thumbnails must be comparable. It is
+    0..``pixel_max`` when the dataset records one (or 0..the largest pixel of 0..255 integer
+    images, see :func:`display_max`); 0..1 for floats already in [0, 1]; else robust
+    percentiles of the training set (standardized images: roughly the mean ± 2.5 SD).
+    """
+    top = display_max(data)
+    if top is not None:
+        return 0.0, top
+    cached = data.__dict__.get("_display_range")  # computed once per dataset
+    if cached is None:
+        cached = _value_range(data.x_train)
+        data.__dict__["_display_range"] = cached
+    return cached
+
+
+def _value_range(x: np.ndarray) -> tuple[float, float]:
+    """A display range from evenly spaced rows, about RANGE_SAMPLE_VALUES pixels (NaN ignored)."""
+    if not len(x) or x.dtype == bool:
+        return 0.0, 1.0
+    n_rows = min(len(x), max(1, RANGE_SAMPLE_VALUES // max(int(np.prod(x.shape[1:])), 1)))
+    rows = np.unique(np.linspace(0, len(x) - 1, n_rows).round().astype(np.int64))
+    seen = np.asarray(x[rows], dtype=np.float64).reshape(-1)
+    seen = seen[np.isfinite(seen)]
+    if not seen.size:
+        return 0.0, 1.0
+    low, high = float(seen.min()), float(seen.max())
+    if low >= 0 and high <= 1:
+        return 0.0, 1.0
+    p_low, p_high = (float(v) for v in np.percentile(seen, RANGE_PERCENTILES))
+    lo = 0.0 if low >= 0 else p_low  # non-negative pixels: 0 stays black
+    hi = p_high if p_high > lo else high
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
 def to_uint8(data: Dataset, img: np.ndarray) -> np.ndarray:
-    """Pixel values scaled to 0..255 by the dataset's pixel maximum (see :func:`display_max`)."""
-    a = np.asarray(img)
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        top = display_max(data)
-        if top is None:
-            top = 255 if a.dtype == np.uint8 else max(int(a.max()), 1)
-        return np.clip(a.astype(np.float64) * (255.0 / float(top)), 0, 255).round().astype(np.uint8)
-    a = a.astype(np.float64)
-    seen = a[np.isfinite(a)]  # missing pixels (NaN) are drawn black; they do not set the range
-    lo, hi = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 1.0)
+    """Pixel values scaled to 0..255 by the dataset's display range (see :func:`display_range`).
+
+    Missing pixels (NaN) are drawn black.
+    """
+    lo, hi = display_range(data)
+    a = np.asarray(img, dtype=np.float64)
     a = np.where(np.isfinite(a), a, lo)
-    if lo >= 0 and hi <= 1:  # already in [0, 1]
-        lo, hi = 0.0, 1.0
-    elif hi <= lo:
-        hi = lo + 1.0
-    return np.clip((a - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
+    return np.clip((a - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
 
 
 def thumbnail(data: Dataset, x_row: np.ndarray, path: Path, px: int = THUMB_PX) -> Path:
-    """Write one example as a nearest-neighbour upscaled PNG."""
+    """Write one example as a PNG: small images upscaled (nearest neighbour), large ones shrunk."""
     from PIL import Image
 
     img = to_uint8(data, as_image(data, x_row))
@@ -135,8 +180,11 @@ def thumbnail(data: Dataset, x_row: np.ndarray, path: Path, px: int = THUMB_PX) 
     else:  # other channel counts: show the first channel
         pil = Image.fromarray(img[..., 0], mode="L")
     scale = max(1, math.ceil(px / max(h, w)))
-    if scale > 1:
+    if scale > 1:  # crisp pixels: the browser would blur a small image it scales up
         pil = pil.resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    elif max(h, w) > THUMB_MAX_PX:  # smooth: nearest neighbour would drop whole rows of a photo
+        shrink = THUMB_MAX_PX / max(h, w)
+        pil = pil.resize((max(1, round(w * shrink)), max(1, round(h * shrink))), Image.Resampling.LANCZOS)
     pil.save(path, optimize=True)
     return path
 

@@ -36,6 +36,16 @@ def fmt(x, digits: int = 3) -> str:
     return str(x)
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """ "1 group", "2 groups" (``many`` for irregular plurals: plural(n, "copy", "copies"))."""
+    return f"{fmt(int(n))} {word if int(n) == 1 else (many or word + 's')}"
+
+
+def anchor(name: str) -> str:
+    """A name as a safe id/fragment: letters, digits, "-" and "_" kept, runs of anything else "-"."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(name)).strip("-") or "x"
+
+
 def pct(x, digits: int = 1) -> str:
     if x is None or not math.isfinite(float(x)):
         return "n/a"
@@ -56,27 +66,73 @@ _INLINE = [
 ]
 
 
+_BULLET = re.compile(r"^(?:[-*+]|\d+[.)])\s+")
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code`, **bold** and *italic* rendered."""
+    body = esc(text)
+    for pattern, repl in _INLINE:
+        body = pattern.sub(repl, body)
+    return body
+
+
+def _render(kind: str | None, items: list[str]) -> list[str]:
+    """A run of lines of one kind ("p", "ul" or "ol") as HTML."""
+    if not items:
+        return []
+    if kind == "p":
+        return [f"<p>{_inline(' '.join(items))}</p>"]
+    return [f"<{kind}>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + f"</{kind}>"]
+
+
+def _blocks(lines: list[str]) -> list[str]:
+    """One Markdown paragraph as <p> text and lists; an indented line continues a list item."""
+    out: list[str] = []
+    kind, items = None, []
+    for line in lines:
+        text = line.strip()
+        bullet = _BULLET.match(text)
+        if bullet:
+            tag = "ol" if text[0].isdigit() else "ul"
+            if kind != tag:
+                out += _render(kind, items)
+                kind, items = tag, []
+            items.append(text[bullet.end():])
+        elif kind in ("ul", "ol") and line[:1].isspace():
+            items[-1] += " " + text
+        else:
+            if kind != "p":
+                out += _render(kind, items)
+                kind, items = "p", []
+            items.append(text)
+    return out + _render(kind, items)
+
+
 def markdown_paragraphs(text: str) -> str:
-    """A reading (plain Markdown) as escaped paragraphs; only `code`, **bold** and *italic* are kept."""
+    """A reading (plain Markdown) as escaped HTML: paragraphs and bullet or numbered lists.
+
+    Only `code`, **bold** and *italic* are rendered inside; a heading line (#) becomes text.
+    """
     out = []
     for para in re.split(r"\n\s*\n", text.strip()):
-        lines = [ln.strip() for ln in para.splitlines() if ln.strip()]
-        if not lines:
-            continue
-        heading = lines[0].startswith("#")
-        body = esc(" ".join(ln.lstrip("#").strip() if heading and i == 0 else ln
-                            for i, ln in enumerate(lines)))
-        for pattern, repl in _INLINE:
-            body = pattern.sub(repl, body)
-        out.append(f"<p>{body}</p>")
+        lines = [ln.rstrip() for ln in para.splitlines() if ln.strip()]
+        if lines and lines[0].lstrip().startswith("#"):
+            lines[0] = lines[0].lstrip().lstrip("#").strip()
+        out.extend(_blocks(lines))
     return "\n".join(out)
 
 
 def summary_value(v) -> str:
-    """A value from an analysis' summary dict, escaped."""
+    """A value from an analysis' summary dict, escaped: null as a dash, 13.0 as 13."""
+    if v is None:
+        return "&mdash;"
     if is_num(v):
-        return esc(fmt(v, 4) if isinstance(v, float | np.floating) else fmt(v))
-    if isinstance(v, str | bool) or v is None:
+        if isinstance(v, float | np.floating) and not float(v).is_integer():
+            return esc(fmt(v, 4))
+        # JSON turns some counts into floats; 13.0000 would suggest a measured fraction
+        return esc(fmt(int(v)))
+    if isinstance(v, str | bool):
         return esc(v)
     text = json.dumps(v, default=str)
     return esc(text if len(text) <= 200 else text[:197] + "...")
@@ -89,6 +145,7 @@ body { margin:0; font:15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans
 header.top { background:#24292f; color:#fff; padding:18px 28px; }
 header.top h1 { margin:0; font-size:22px; }
 header.top p { margin:4px 0 0; color:#c9d1d9; font-size:14px; }
+header.top code { background:#3d444d; color:#f0f6fc; }
 nav { position:sticky; top:0; z-index:5; background:var(--panel); border-bottom:1px solid var(--line); padding:6px 28px; font-size:14px; }
 nav a { color:var(--accent); text-decoration:none; margin-right:16px; }
 main { max-width:1160px; margin:0 auto; padding:8px 28px 60px; }
@@ -114,12 +171,13 @@ figure.plot { margin:10px 0 16px; }
 figure.plot img { max-width:100%; border:1px solid var(--line); }
 figcaption { color:var(--muted); font-size:13.5px; max-width:860px; margin-top:4px; }
 .gallery { display:grid; grid-template-columns:repeat(auto-fill, minmax(132px, 1fr)); gap:10px; }
-.card { margin:0; border:1px solid var(--line); border-radius:8px; padding:8px; background:#fff; text-align:center; }
-.card img { image-rendering:pixelated; background:#000; }
-.card .cap { font-size:12.5px; line-height:1.35; margin-top:4px; }
+.card { margin:0; border:1px solid var(--line); border-radius:8px; padding:8px; background:#fff; text-align:center; min-width:0; }
+.card img { image-rendering:pixelated; background:#000; max-width:100%; height:auto; }
+.card .cap { font-size:12.5px; line-height:1.35; margin-top:4px; overflow-wrap:anywhere; }
+.nw, .ci { white-space:nowrap; }  /* a value stays on the line of its SE or interval */
 .card .lab { font-weight:600; }
 .card .muted, .muted { color:var(--muted); }
-.thumb { image-rendering:pixelated; background:#000; vertical-align:middle; }
+.thumb { image-rendering:pixelated; background:#000; vertical-align:middle; max-width:128px; height:auto; }
 .pairimg { display:flex; gap:6px; align-items:center; }
 .analysis { margin:10px 0 20px; }
 code { background:var(--panel); padding:0 3px; border-radius:3px; }
