@@ -28,7 +28,7 @@ def test_failed_first_run_does_not_lock_the_store(tmp_path):
         bad.run(progress=False)
     assert (path / "trials.zarr").exists() and not TrialStore.open(path).done().any()
     good = ts.Study(data, ts.CallableLearner(_constant, "constant"), trials=8, block_size=4, path=path)
-    with pytest.warns(UserWarning, match="(?s)no done trial.*learner.name"):
+    with pytest.warns(UserWarning, match="(?s)no done trial.*learner: stored callable broken, requested callable constant"):
         res = good.run(progress=False)
     assert res["done"] == 8
     assert TrialStore.open(path).config["learner"] == good.config["learner"]

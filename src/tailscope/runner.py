@@ -87,6 +87,10 @@ def select_shard(blocks: dict[int, np.ndarray], shard: tuple[int, int] | None) -
     """Keep the blocks of shard i of N (block index mod N == i)."""
     if shard is None:
         return blocks
+    if isinstance(shard, str):  # "i/N", as on the command line
+        shard = tuple(int(v) if v.strip().isdigit() else v for v in shard.split("/"))
+    if not isinstance(shard, tuple | list) or len(shard) != 2:
+        raise ValueError(f"shard must be (i, N) or 'i/N' with 0 <= i < N, got {shard!r}.")
     i, n = shard
     integers = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (i, n))
     if not (integers and n >= 1 and 0 <= i < n):
@@ -286,6 +290,21 @@ def _fill(pool, pending: set, queue: Iterable, limit: int) -> None:
             break
 
 
+def _check_backend_options(backend: str, options: dict) -> None:
+    """Keyword options of run() are the Ray backend's (see backends.ray.run_ray): any other is named."""
+    import inspect
+
+    from tailscope.backends.ray import run_ray
+
+    known = [p for p in inspect.signature(run_ray).parameters if p not in ("job", "blocks", "on_done")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"run() got unknown options {unknown}; its options are workers, backend, progress, shard "
+                        f"and, for backend='ray', {', '.join(known)}.")
+    if backend != "ray" and options:
+        raise ValueError(f"options {sorted(options)} are for the Ray backend; pass backend='ray'.")
+
+
 def run_blocks(job: Job, blocks: dict[int, np.ndarray], workers: int = 1, backend: str = "auto",
                progress: bool = True, **backend_options) -> float:
     """Train ``blocks`` with the chosen backend; returns wall seconds."""
@@ -301,8 +320,7 @@ def run_blocks(job: Job, blocks: dict[int, np.ndarray], workers: int = 1, backen
     check_backend(backend)
     if backend == "auto":
         backend = "local" if workers <= 1 else "processes"
-    if backend != "ray" and backend_options:
-        raise ValueError(f"options {sorted(backend_options)} are for the Ray backend; pass backend='ray'.")
+    _check_backend_options(backend, backend_options)
     total = int(sum(len(t) for t in blocks.values()))
     t0 = time.perf_counter()
     columns = (TextColumn("[bold]training trials"), BarColumn(), MofNCompleteColumn(),

@@ -226,6 +226,8 @@ class Scores:
         from tailscope.store import owner_tag
 
         loc = _Location(directory, storage_options)
+        if loc.fs.isfile(loc.path):
+            raise ValueError(f"{directory} is a file; scores are saved into a folder (new or existing).")
         loc.makedirs()
         loc.remove_temporaries()  # of saves killed earlier
         write_id = uuid.uuid4().hex[:12]  # in every file: load refuses files of two saves
@@ -266,6 +268,8 @@ class Scores:
         """The paper's published layout: tr_idx, tt_idx, infl (kept pairs) and mem (per train example)."""
         import fsspec
 
+        if Path(str(path)).is_dir():
+            raise ValueError(f"{path} is a folder; give the file to write, e.g. {Path(str(path)) / PAPER_FILE}.")
         with fsspec.open(_url(path), "wb", **(storage_options or {})) as f:
             np.savez(f, tr_idx=self.pairs["tr_idx"].to_numpy(), tt_idx=self.pairs["tt_idx"].to_numpy(),
                      infl=self.pairs["infl"].to_numpy(), mem=self.mem)
@@ -433,4 +437,6 @@ def _number(value, name: str) -> float:
     """``value`` as a float; a TypeError naming ``name`` for strings and other non-numbers."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise TypeError(f"{name} must be a number, got {value!r}.")
+    if np.isnan(value):
+        raise ValueError(f"{name} must be a number, got NaN (which no value reaches).")
     return float(value)

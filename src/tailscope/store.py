@@ -99,17 +99,30 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# what a learner is, as opposed to its settings: a change here is said in one line
+_LEARNER_IDENTITY = ("learner", "kind", "estimator", "model", "name")
+
+
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """One line per setting that differs (``learner.lr: stored 0.1, requested 0.05``); a learner
+    of another kind or model is one line, not a line for each of its parameters."""
     out = []
     for k in sorted(set(a) | set(b)):
         if k in VOLATILE_KEYS and not prefix:
             continue
         va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
+        if k == "learner" and not prefix and isinstance(va, dict) and isinstance(vb, dict) and \
+                _learner_id(va) != _learner_id(vb):
+            out.append(f"learner: stored {_learner_id(va)}, requested {_learner_id(vb)}")
+        elif isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{k}.")
         elif va != vb:
             out.append(f"{prefix}{k}: stored {va!r}, requested {vb!r}")
     return out
+
+
+def _learner_id(spec: dict) -> str:
+    return " ".join(str(spec[k]) for k in _LEARNER_IDENTITY if spec.get(k) is not None) or "?"
 
 
 @dataclass

@@ -91,6 +91,9 @@ class Study:
         # absolute (local) or a repaired URL: workers and Ray tasks may run in other directories
         loc = study_location(path)
         self.path = loc if is_remote(loc) else str(Path(loc).absolute())
+        if not is_remote(loc) and Path(self.path).is_file():
+            raise ValueError(f"path {path} is a file, not a folder; a study is a folder (new or existing): "
+                             "give another path.")
         self._store: TrialStore | None = None
 
     # ------------------------------------------------------------- config
@@ -123,7 +126,7 @@ class Study:
 
     # ------------------------------------------------------------- running
     def run(self, workers: int = 1, backend: str = "auto", progress: bool = True,
-            shard: tuple[int, int] | None = None, **backend_options) -> dict:
+            shard: tuple[int, int] | str | None = None, **backend_options) -> dict:
         """Train every trial not yet done (of this shard); returns a summary dict."""
         if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}.")
@@ -161,6 +164,7 @@ class Study:
         Keyword arguments are fields of :class:`EstimateOptions` (``infl_threshold``,
         ``top_k``, ``full_matrix_path``, ...).
         """
+        _check_option_names(kwargs)
         if options is not None and kwargs:  # both: the keywords change the given options
             options = dataclasses.replace(options, **kwargs)
         options = options or EstimateOptions(**kwargs)
@@ -265,6 +269,18 @@ class _StoredLearner(Learner):
             "trained for it: in "
             "Python pass it, Study.open(path, learner=...) or the analysis's learner= argument; on the command "
             "line, studies made by `tailscope run` rebuild their learner.")
+
+
+def _check_option_names(kwargs: dict) -> None:
+    """A TypeError naming the EstimateOptions field meant (``threshold`` is the CLI's name)."""
+    import difflib
+
+    names = [f.name for f in dataclasses.fields(EstimateOptions)]
+    for key in kwargs:
+        if key not in names:
+            guess = ["infl_threshold"] if key == "threshold" else difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {guess[0]}?" if guess else ""
+            raise TypeError(f"estimate() got an unknown option {key!r}.{hint} Options: {', '.join(names)}.")
 
 
 def _learner_name(spec: dict) -> str:

@@ -1,0 +1,53 @@
+"""Python API mistakes get messages that name the problem and the fix (as the CLI's do)."""
+
+import numpy as np
+import pytest
+from conftest import make_synthetic
+
+import tailscope as ts
+
+
+@pytest.fixture()
+def done_study(tmp_path):
+    data, learner = make_synthetic(n=60, n_test=20)
+    study = ts.Study(data, learner, trials=8, block_size=4, path=tmp_path / "s")
+    study.run(progress=False)
+    return study
+
+
+def test_a_study_path_that_is_a_file_is_named(tmp_path):
+    data, learner = make_synthetic(n=60, n_test=20)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        ts.Study(data, learner, trials=4, path=tmp_path / "afile")
+
+
+def test_scores_written_to_a_file_or_a_folder_by_mistake_are_refused(done_study, tmp_path):
+    scores = done_study.estimate(save=False)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file; scores are saved into a folder"):
+        scores.save(tmp_path / "afile")
+    with pytest.raises(ValueError, match="is a folder; give the file to write"):
+        scores.export_paper_format(tmp_path)
+    with pytest.raises(ValueError, match="NaN"):
+        scores.influence_pairs(threshold=float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        scores.memorized(float("nan"))
+
+
+def test_estimate_options_are_named_with_the_one_meant(done_study):
+    with pytest.raises(TypeError, match="unknown option 'threshold'. Did you mean infl_threshold"):
+        done_study.estimate(threshold=0.1)
+    with pytest.raises(TypeError, match="Did you mean top_k"):
+        done_study.estimate(topk=3)
+
+
+def test_run_options_and_shards_as_on_the_command_line(done_study):
+    with pytest.raises(TypeError, match=r"unknown options \['foo'\].*address"):
+        done_study.run(foo=1, progress=False)
+    with pytest.raises(ValueError, match="for the Ray backend"):
+        done_study.run(address="auto", progress=False)
+    assert done_study.run(shard="1/2", progress=False)["done"] == 8  # "i/N" as with --shard
+    with pytest.raises(ValueError, match="shard must be"):
+        done_study.run(shard="0-4", progress=False)
+    assert np.isfinite(done_study.estimate(save=False).mem).any()
