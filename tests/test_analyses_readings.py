@@ -349,9 +349,9 @@ def test_last_layer_checks_k_and_trials_before_training_the_network(tmp_path, mo
         raise AssertionError("the full network was trained before the settings were checked")
 
     monkeypatch.setattr(ll, "train_full_network", trained)
-    with pytest.raises(ValueError, match="k must be between 1 and 2"):
+    with pytest.raises(ValueError, match="k must be between 1 and 1 for this network, got k=5"):
         ll.last_layer_memorization(study, ks=(5,))
-    with pytest.raises(ValueError, match="nothing is frozen"):
+    with pytest.raises(ValueError, match="would freeze nothing"):
         ll.last_layer_memorization(study, ks=(2,))
     with pytest.raises(ValueError, match=r"trials \(--trials\) must be an integer >= 2"):
         ll.last_layer_memorization(study, trials=1)

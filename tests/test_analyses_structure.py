@@ -166,7 +166,7 @@ def test_last_layer_features_and_counts(tmp_path):
     out = res.save(tmp_path / "s")
     assert (out / "figure.png").is_file()
     assert (tmp_path / "s" / "analyses" / "last_layer" / "k1" / "scores").is_dir()
-    with pytest.raises(ValueError, match="nothing is frozen"):  # k = every layer: the study itself again
+    with pytest.raises(ValueError, match="would freeze nothing"):  # k = every layer: the study itself again
         last_layer_memorization(study, ks=(3,), seed=0)
 
 

@@ -266,11 +266,12 @@ def _checked_ks(learner, data: Dataset, ks) -> list[int]:
     if ks is None:
         return [k for k in range(1, mk + 1) if k < n_layers] or [1]
     ks = sorted({check_count(k, "k", 1, "--k") for k in ks})
+    top = min(mk, n_layers - 1)  # k = every layer would freeze nothing: the study itself again
     for k in ks:
-        top_architecture(model, k)
-        if k >= n_layers:
-            raise ValueError(f"k={k} would retrain all {n_layers} layers of this network on its raw inputs: nothing "
-                             f"is frozen, so it is the study itself again. Use k <= {n_layers - 1}.")
+        if not 1 <= k <= top:
+            raise ValueError(f"k must be between 1 and {top} for this network, got k={k} (k counts its last "
+                             f"parametrised layers: a Linear/ReLU stack of {mk} at the top, of {n_layers} in all, "
+                             "and retraining every layer would freeze nothing).")
     return ks
 
 
