@@ -19,6 +19,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="What a classifier memorizes and which training examples its test predictions lean on.")
 console = Console()
+err = Console(stderr=True)
 
 
 class UserError(Exception):
@@ -242,7 +243,13 @@ def info(study_dir: Annotated[Path, typer.Argument(help="study directory")]):
     from tailscope.study import study_info
 
     store = TrialStore.open(study_dir)
-    console.print_json(json.dumps(study_info(store) | store.block_status(), default=str))
+    info_ = study_info(store)
+    if "damaged" not in info_:
+        info_ |= store.block_status()
+    console.print_json(json.dumps(info_, default=str))
+    if "damaged" in info_:  # shown with what could be read; verify names the trials
+        err.print(f"the store is damaged: run `tailscope verify {study_dir}` (then --repair).", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()

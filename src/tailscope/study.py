@@ -291,24 +291,36 @@ def _learner_name(spec: dict) -> str:
 
 
 def study_info(store: TrialStore) -> dict:
-    """Config, progress and in/out accuracy of a store (cheap: reads done flags and one pass of rows)."""
-    done = store.done()
+    """Config, progress and in/out accuracy of a store (cheap: reads done flags and one pass of rows).
+
+    A damaged store still shows its config and what could be read, with ``damaged`` saying
+    what could not (``tailscope verify`` then finds the trials).
+    """
     cfg = store.config
+    out = {"path": store.path, "dataset": cfg["source"]["name"], "learner": cfg["learner"],
+           "design": cfg["design"], "block_size": cfg["block_size"], "trials": store.trials,
+           "done": None, "missing_blocks": None, "mean_acc_in": None, "mean_acc_out": None,
+           "mean_test_acc": None, "se_bound": None}
+    try:
+        done = store.done()
+        out.update(done=int(done.sum()), missing_blocks=sorted(store.missing()))
+        if out["done"]:
+            out["se_bound"] = theoretical_se_bound(out["done"], cfg["design"]["ratio"])
+        out.update(_accuracies(store))
+    except StoreError as e:
+        out["damaged"] = str(e)
+    return out
+
+
+def _accuracies(store: TrialStore) -> dict:
+    """Mean accuracy in, out and on the test set, over trials (as the scores' summary averages them)."""
     y_tr, y_te = store.y_train, store.y_test
-    acc_in, acc_out, acc_test = [], [], []  # per trial, as the scores' summary averages them
+    acc_in, acc_out, acc_test = [], [], []
     for blk in store.iter_blocks(fields=("train_pred", "test_pred")):  # probabilities not needed
         a_in, a_out, a_test = trial_accuracies(blk.preds.train_pred == y_tr, blk.mask, blk.preds.test_pred == y_te)
         acc_in += a_in.tolist()
         acc_out += a_out.tolist()
         acc_test += a_test.tolist()
-    t = int(done.sum())
-    ratio = cfg["design"]["ratio"]
-    return {
-        "path": store.path, "dataset": cfg["source"]["name"], "learner": cfg["learner"],
-        "design": cfg["design"], "block_size": cfg["block_size"], "trials": store.trials,
-        "done": t, "missing_blocks": sorted(store.missing()),
-        "mean_acc_in": float(np.nanmean(acc_in)) if acc_in else None,
-        "mean_acc_out": float(np.nanmean(acc_out)) if acc_out else None,
-        "mean_test_acc": float(np.mean(acc_test)) if acc_test else None,
-        "se_bound": theoretical_se_bound(t, ratio) if t else None,
-    }
+    return {"mean_acc_in": float(np.nanmean(acc_in)) if acc_in else None,
+            "mean_acc_out": float(np.nanmean(acc_out)) if acc_out else None,
+            "mean_test_acc": float(np.mean(acc_test)) if acc_test else None}
