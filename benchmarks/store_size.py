@@ -29,6 +29,9 @@ def measure(name: str, data, learner, trials: int, block: int) -> None:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None).parse_args()
     measure("digits + logreg", ts.load_dataset("digits"), ts.SklearnLearner(LogisticRegression(max_iter=100)),
             trials=32, block=8)
     rng = np.random.default_rng(0)

@@ -51,3 +51,17 @@ def test_run_options_and_shards_as_on_the_command_line(done_study):
     with pytest.raises(ValueError, match="shard must be"):
         done_study.run(shard="0-4", progress=False)
     assert np.isfinite(done_study.estimate(save=False).mem).any()
+
+
+def test_small_api_corners(done_study):
+    assert "Any" not in dir(ts) and "Study" in dir(ts) and "TorchLearner" in dir(ts)
+    with pytest.raises(ValueError, match="trials must be a positive number"):
+        ts.theoretical_se_bound(0, 0.7)
+    with pytest.raises(ValueError, match="ratio must lie in"):
+        ts.theoretical_se_bound(100, 1.0)
+    scores = done_study.estimate(save=False)
+    assert scores.class_names([0, 1.0]).tolist() == [scores.classes[0], scores.classes[1]]
+    with pytest.raises(ValueError, match="integer class ids"):
+        scores.class_names([1.5])
+    dups = ts.exact_duplicates(done_study.data)
+    assert repr(dups).startswith("ExactDuplicates(") and len(repr(dups)) < 200

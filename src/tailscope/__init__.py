@@ -4,7 +4,7 @@ Subsampled memorization and influence estimators of Feldman & Zhang (NeurIPS 202
 with standard errors, fast population training, a crash-safe trial store and reports.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from tailscope._version import __version__
 from tailscope.data import (
@@ -32,7 +32,7 @@ from tailscope.scores import Scores, ScoresUnreadable
 from tailscope.store import StoreError, TrialStore
 from tailscope.study import Study
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from tailscope.learners.torch_population import TorchLearner
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
 _LAZY = {"TorchLearner": "tailscope.learners"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _LAZY:
         import importlib
 
@@ -58,5 +58,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+def __dir__() -> list[str]:  # the public names (and dunders), not this module's helpers
+    return sorted({n for n in globals() if n.startswith("__")} | set(__all__))

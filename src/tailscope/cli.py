@@ -127,7 +127,9 @@ LearnerOpt = Annotated[str, typer.Option("--learner", "-l", help="mlp, linear, c
 OptOpt = Annotated[list[str] | None, typer.Option("--opt", help="learner option key=value (repeatable), e.g. --opt epochs=10")]
 
 
-@app.command()
+@app.command(epilog="Examples: tailscope run -d digits -l mlp --trials 1000 -o runs/digits  ·  "
+                     "tailscope run -d npz:my.npz -l logreg --workers 2 -o runs/mine  ·  "
+                     "tailscope run ... --shard 0/4 --no-estimate (one of 4 shards)")
 @friendly
 def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="study directory (created, or resumed if it exists)")] = Path("runs/study"),
@@ -138,7 +140,7 @@ def run(
     trials: Annotated[int, typer.Option(help="number of trained models t")] = 200,
     ratio: Annotated[float, typer.Option(help="subset fraction q (paper: 0.7)")] = 0.7,
     design: Annotated[str, typer.Option(help="uniform (paper) or balanced")] = "uniform",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="seed of the subsets and of every trial's learner seed")] = 0,
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
     backend: Annotated[str, typer.Option(help="auto, local, processes or ray")] = "auto",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --backend ray)")] = None,
@@ -274,7 +276,7 @@ def verify(
 @app.command()
 @friendly
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="study directory (its report goes to OUT/report)")] = Path("runs/demo"),
     trials: Annotated[int, typer.Option(help="trained models (SE bound 0.05 needs ~480)")] = 500,
     learner: LearnerOpt = "mlp",
     report: Annotated[bool, typer.Option(help="write the HTML report")] = True,

@@ -167,4 +167,8 @@ def _equalize_rows(mat: np.ndarray, target: np.ndarray, rng: np.random.Generator
 
 def theoretical_se_bound(trials: int, ratio: float) -> float:
     """The paper's bound on the standard deviation of a subsampled estimate: 0.5 sqrt(1/(qt) + 1/((1-q)t))."""
+    if isinstance(trials, bool) or not isinstance(trials, int | float | np.integer | np.floating) or not trials > 0:
+        raise ValueError(f"trials must be a positive number, got {trials!r}.")
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float | np.integer | np.floating) or not 0 < ratio < 1:
+        raise ValueError(f"ratio must lie in (0, 1), got {ratio!r}.")
     return 0.5 * math.sqrt(1 / (ratio * trials) + 1 / ((1 - ratio) * trials))

@@ -323,6 +323,8 @@ def run_blocks(job: Job, blocks: dict[int, np.ndarray], workers: int = 1, backen
     _check_backend_options(backend, backend_options)
     total = int(sum(len(t) for t in blocks.values()))
     t0 = time.perf_counter()
+    if not total:  # every trial is done already: no bar of 0/0
+        return 0.0
     columns = (TextColumn("[bold]training trials"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

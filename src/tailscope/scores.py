@@ -120,7 +120,10 @@ class Scores:
 
     def class_names(self, labels) -> np.ndarray:
         """The class names of integer ``labels`` (an id outside ``classes`` as its digits)."""
-        labels = np.asarray(labels, dtype=np.int64)
+        raw = np.asarray(labels)
+        if raw.dtype.kind not in "iu" and (raw.dtype.kind != "f" or (raw != np.round(raw)).any()):
+            raise ValueError(f"labels must be integer class ids, got {raw.dtype} values such as {raw.ravel()[:3]}.")
+        labels = raw.astype(np.int64)
         return _names(labels, self.classes)
 
     # ------------------------------------------------------------- views

@@ -47,6 +47,11 @@ class ExactDuplicates:
     def n_test_with_copy(self) -> int:
         return int((self.test_copy_of >= 0).sum())
 
+    def __repr__(self) -> str:
+        return (f"ExactDuplicates({self.n_groups} groups of {self.n_train_in_groups} training examples, "
+                f"{len(self.conflicting_groups)} with conflicting labels; {self.n_test_with_copy} test examples "
+                "with a training copy)")
+
     def members(self, group: int) -> np.ndarray:
         return np.flatnonzero(self.train_group == group)
 
