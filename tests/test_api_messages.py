@@ -27,6 +27,8 @@ def test_scores_written_to_a_file_or_a_folder_by_mistake_are_refused(done_study,
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="is a file; scores are saved into a folder"):
         scores.save(tmp_path / "afile")
+    with pytest.raises(ValueError, match="is a study's trial store; scores go beside it"):
+        scores.save(done_study.path + "/trials.zarr")
     with pytest.raises(ValueError, match="is a folder; give the file to write"):
         scores.export_paper_format(tmp_path)
     with pytest.raises(ValueError, match="NaN"):

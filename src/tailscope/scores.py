@@ -226,8 +226,11 @@ class Scores:
         """
         import uuid
 
-        from tailscope.store import owner_tag
+        from tailscope.store import STORE_DIR, owner_tag
 
+        if str(directory).rstrip("/").endswith(STORE_DIR):
+            raise ValueError(f"{directory} is a study's trial store; scores go beside it, in the study's scores/ "
+                             "folder (study.estimate() and `tailscope estimate` write there).")
         loc = _Location(directory, storage_options)
         if loc.fs.isfile(loc.path):
             raise ValueError(f"{directory} is a file; scores are saved into a folder (new or existing).")
