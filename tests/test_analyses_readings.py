@@ -377,3 +377,14 @@ def test_correlation_runs_without_the_dataset(tmp_path):
     out = CliRunner().invoke(app, ["analyze", "correlation", str(tmp_path / "s")])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "s/analyses/correlation/result.json").is_file()
+
+
+def test_an_analysis_of_an_unfinished_study_says_how_many_trials_it_uses(tmp_path):
+    from tailscope.analyses.correlation import correlation
+
+    data, learner = make_synthetic(n=60, n_test=20)
+    ts.Study(data, learner, trials=8, block_size=4, path=tmp_path / "s").run(progress=False)
+    bigger = ts.Study(data, learner, trials=16, block_size=4, path=tmp_path / "s")
+    assert bigger.store.trials == 16  # grown, not run
+    with pytest.warns(UserWarning, match="8 of its 16 planned trials done"):
+        correlation(bigger)

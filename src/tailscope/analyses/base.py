@@ -248,6 +248,9 @@ def study_scores(study, infl_threshold: float | None = None):
     need = min(float(default.infl_threshold if infl_threshold is None else infl_threshold),
                float(default.infl_threshold))
     done = int(study.store.done().sum())
+    if done < study.store.trials:  # (its standard errors say how much less it resolves)
+        warnings.warn(f"the study at {study.path} has {done} of its {study.store.trials} planned trials done; the "
+                      "analysis uses those. Finish the run first for the numbers of the full study.", stacklevel=3)
     try:
         saved = Scores.load(study.scores_dir)
     except (FileNotFoundError, OSError, KeyError, ValueError):
