@@ -99,6 +99,8 @@ class Study:
     # ------------------------------------------------------------- config
     @property
     def config(self) -> dict:
+        """What the study is (dataset fingerprint and shape, learner spec, design, block size,
+        trials): recorded in the store, which refuses another config."""
         d = self.data.describe()
         return {
             "dataset": {"fingerprint": d["fingerprint"], "n_train": d["n_train"], "n_test": d["n_test"],
@@ -127,7 +129,27 @@ class Study:
     # ------------------------------------------------------------- running
     def run(self, workers: int = 1, backend: str = "auto", progress: bool = True,
             shard: tuple[int, int] | str | None = None, **backend_options) -> dict:
-        """Train every trial not yet done (of this shard); returns a summary dict."""
+        """Train every trial not yet done (of this shard); returns a summary dict.
+
+        Parameters
+        ----------
+        workers : int
+            Local worker processes (``backend="auto"``: more than 1 means processes).
+        backend : {"auto", "local", "processes", "ray"}
+        progress : bool
+            Show a progress bar.
+        shard : (i, N) or "i/N", optional
+            Train only the blocks with index mod N == i (Slurm arrays; shards may run at once).
+        **backend_options
+            For ``backend="ray"``: ``address``, ``gpus_per_block``, ``cpus_per_block``,
+            ``num_cpus``, ``max_retries``, ``retry_exceptions``, ``max_in_flight``,
+            ``threads_per_task``, ``init_options`` (see ``tailscope.backends.ray.run_ray``).
+
+        Returns
+        -------
+        dict
+            ``trained`` (trials trained now), ``seconds``, ``done`` and ``trials`` of the store.
+        """
         if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}.")
         workers = int(workers)
@@ -174,6 +196,7 @@ class Study:
         return scores
 
     def info(self) -> dict:
+        """Config, progress and mean accuracies of the stored trials (``tailscope info``)."""
         return study_info(self._existing_store())
 
     def _existing_store(self) -> TrialStore:
