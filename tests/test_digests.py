@@ -11,6 +11,16 @@ from tailscope.store import DIGEST, NO_DIGEST, TrialStore, row_digests
 from tailscope.verify import verify_store
 
 
+def _as_made_before_checksums(path) -> None:
+    import zarr
+
+    from tailscope.store import DIGESTS_FROM_START
+
+    shutil.rmtree(path / "trials.zarr" / DIGEST)
+    group = zarr.open_group(str(path / "trials.zarr"), mode="r+")
+    group.attrs.put({k: v for k, v in group.attrs.asdict().items() if k != DIGESTS_FROM_START})
+
+
 def _study(path, trials=8):
     data, learner = make_synthetic(n=60, n_test=20)
     return ts.Study(data, learner, trials=trials, block_size=4, path=path)
@@ -52,7 +62,7 @@ def test_one_changed_probability_is_found(tmp_path):
 def test_a_store_made_before_checksums_verifies_and_gains_them_when_resumed(tmp_path):
     path = tmp_path / "s"
     _study(path, trials=4).run(progress=False)
-    shutil.rmtree(path / "trials.zarr" / DIGEST)  # as an older version wrote it
+    _as_made_before_checksums(path)
     store = TrialStore.open(path)
     assert not store.has_digests and verify_store(path).ok
     _study(path, trials=8).run(progress=False)  # grows: the new rows get checksums, the old ones none
@@ -60,3 +70,34 @@ def test_a_store_made_before_checksums_verifies_and_gains_them_when_resumed(tmp_
     digests = store.array(DIGEST)[:8]
     assert (digests[:4] == NO_DIGEST).all() and (digests[4:] != NO_DIGEST).all()
     assert verify_store(path).ok and ts.estimate(path).trials == 8
+
+
+def test_an_undecodable_checksum_chunk_of_a_partial_block_is_deleted_so_the_rerun_can_write(tmp_path):
+    path = tmp_path / "s"
+    _study(path, trials=6).run(progress=False)  # blocks of 4: block 1 is partial
+    (path / "trials.zarr" / DIGEST / "c" / "1").write_bytes(b"garbage")
+    rep = verify_store(path, repair=True)
+    assert rep.bad_trials == [4, 5] and f"{DIGEST}/c/1" in " ".join(rep.deleted_chunks)
+    _study(path, trials=6).run(progress=False)  # rewriting part of the block needs no read of garbage
+    assert verify_store(path).ok and TrialStore.open(path).done().all()
+
+
+def test_a_missing_checksum_chunk_is_damage_in_a_store_that_always_had_them(tmp_path):
+    path = tmp_path / "s"
+    _study(path).run(progress=False)
+    (path / "trials.zarr" / DIGEST / "c" / "1").unlink()
+    rep = verify_store(path)
+    assert rep.bad_trials == [4, 5, 6, 7] and any(p.kind == "missing chunk" for p in rep.problems)
+
+
+def test_reading_a_store_made_before_checksums_does_not_write_to_it(tmp_path):
+    from conftest import tree_digest
+
+    path = tmp_path / "s"
+    _study(path, trials=4).run(progress=False)
+    _as_made_before_checksums(path)
+    before = tree_digest(path)
+    study = _study(path, trials=4)
+    assert study.store.trials == 4  # opened as a study does for estimate, report and analyses
+    assert study.estimate(save=False).trials == 4
+    assert tree_digest(path) == before

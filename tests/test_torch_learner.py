@@ -358,7 +358,7 @@ def test_running_out_of_memory_halves_the_group_and_trains_the_same_models(digit
         got = learner.fit_predict(digits, masks, seeds)
     assert [str(w.message).split(" (")[0] for w in seen] == [
         "cpu ran out of memory training 6 models at once; going on with groups of 3",
-        "cpu ran out of memory training 3 models at once; going on with groups of 1"]
+        "cpu ran out of memory training 3 models at once; going on with groups of 2"]
     np.testing.assert_array_equal(got.test_prob, reference.test_prob)
     np.testing.assert_array_equal(got.train_pred, reference.train_pred)
 

@@ -72,6 +72,8 @@ TRIAL_ARRAYS = ("mask", "seed", *ROW_ARRAYS, "done")
 # Per-trial checksums (see row_digests); optional, as stores made before them lack the array.
 DIGEST = "digest"
 NO_DIGEST = -1
+# store attribute: the digest array was made with the store, so every done block has a chunk of it
+DIGESTS_FROM_START = "digests_from_start"
 
 # OSErrors of the disk or its permissions: a write that failed for them damaged nothing
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -170,8 +172,7 @@ class TrialStore:
         """
         url = _store_url(path)
         existing = _try_open(url, mode="r")
-        if (existing is not None and not _needs_growth(existing, config) and _same_study(existing, config)
-                and DIGEST in existing):
+        if existing is not None and not _needs_growth(existing, config) and _same_study(existing, config):
             return cls(existing, url)
         with _creation_lock(url):
             # Another process may have created or grown the store while we waited.
@@ -186,11 +187,9 @@ class TrialStore:
                                   + "\n  ".join(config_diff(store.config, config)), stacklevel=3)
                     _create_arrays(url, config, y_train, y_test)
                     return cls(zarr.open_group(url, mode="r+"), url)
-                if config["trials"] > store.trials or not store.has_digests:
+                if config["trials"] > store.trials:
                     store = cls(zarr.open_group(url, mode="r+"), url)
-                    store._add_digests()  # a store made before per-trial checksums
-                    if config["trials"] > store.trials:
-                        store._grow(int(config["trials"]))
+                    store._grow(int(config["trials"]))
                 return store
             _create_arrays(url, config, y_train, y_test)
         # Create-then-verify: the attributes that landed must be ours.
@@ -234,11 +233,19 @@ class TrialStore:
             f"the store at {self.path} was made by a different study config:\n  " + "\n  ".join(diffs)
             + "\nUse another output directory, or rerun with the stored settings; nothing was changed.")
 
-    def _add_digests(self) -> None:
-        """Give a store made before per-trial checksums its digest array (earlier rows: NO_DIGEST)."""
-        if not self.has_digests:
-            done = self.array("done")
-            _ensure_array(self.group, DIGEST, (done.shape[0],), (self.block,), "int64", NO_DIGEST)
+    def add_digests(self) -> None:
+        """Give a store made before per-trial checksums its digest array (earlier rows: NO_DIGEST).
+
+        Called before trials are written (Study.run), never by readers: opening an old store
+        to estimate or report must not write to it (it may be read-only).
+        """
+        if self.has_digests:
+            return
+        with _creation_lock(self.path):
+            group = zarr.open_group(self.path, mode="r+")
+            if DIGEST not in group:
+                done = group["done"]
+                _ensure_array(group, DIGEST, (done.shape[0],), (self.block,), "int64", NO_DIGEST)
 
     def _grow(self, trials: int) -> None:
         cap = _capacity(trials, self.block)
@@ -663,7 +670,7 @@ def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarr
     # attrs last: a store without them is treated as not created (see _try_open).
     group.attrs.update({"config": config, "config_hash": config_hash(config),
                         "fingerprint": config["dataset"]["fingerprint"],
-                        "tailscope_version": __version__, "trials": T})
+                        "tailscope_version": __version__, "trials": T, DIGESTS_FROM_START: True})
 
 
 def _ensure_array(group: zarr.Group, name: str, shape, chunks, dtype, fill) -> zarr.Array:

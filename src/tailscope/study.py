@@ -161,6 +161,7 @@ class Study:
             raise ValueError("a memory:// study lives in this process only, so other processes cannot write it; "
                              "run it with workers=1 (local backend), or use a path or URL they share.")
         store = self.store
+        store.add_digests()  # a store made before per-trial checksums gets them for the trials to come
         if store.trials > self.trials:
             warnings.warn(f"the study at {self.path} already holds {store.trials} trials, more than the "
                           f"{self.trials} asked for; all {store.trials} are kept and estimated from. Use "

@@ -21,6 +21,7 @@ from tailscope.design import Design
 from tailscope.learners.base import Predictions
 from tailscope.store import (
     DIGEST,
+    DIGESTS_FROM_START,
     NO_DIGEST,
     ROW_ARRAYS,
     STORE_DIR,
@@ -206,7 +207,8 @@ def verify_store(path: str | Path, repair: bool = False) -> VerifyReport:
             bad.update(tt.tolist())
             continue
         bad.update(_check_rows(b, tt, got, design, n_classes, problems))
-        bad.update(_check_digests(b, tt, rows, done, arrays.get(DIGEST), got, problems))
+        bad.update(_check_digests(b, tt, rows, done, arrays.get(DIGEST), got, problems, to_delete,
+                                  bool(store.group.attrs.get(DIGESTS_FROM_START))))
 
     unopened = [name for name in (*TRIAL_ARRAYS, "y_train", "y_test") if name not in arrays]
     if store.has_digests and DIGEST not in arrays:
@@ -332,21 +334,28 @@ def _check_rows(b: int, tt: np.ndarray, got: dict, design: Design, n_classes: in
 
 
 def _check_digests(b: int, tt: np.ndarray, rows: slice, done: np.ndarray, arr, got: dict,
-                   problems: list) -> set[int]:
+                   problems: list, to_delete: list, from_start: bool) -> set[int]:
     """Done trials whose rows no longer match the checksum written with them.
 
-    Rows without a checksum (written before digests, or the block's digest chunk never
-    written) are not checked here; an undecodable digest chunk is reported, and its
-    trials are redone by a repair because nothing vouches for their rows.
+    Rows without a checksum (written before digests) are not checked here. In a store
+    that had digests from its creation every done block has a digest chunk, so a missing
+    one is damage. An undecodable digest chunk is reported and deleted by a repair (a
+    partial rewrite of the block would have to read it first), and its trials are redone
+    because nothing vouches for their rows.
     """
     if arr is None or not all(name in got for name in ("mask", "seed", *ROW_ARRAYS)):
         return set()
     if not chunk_exists(arr, b):
-        return set()
+        if not from_start:  # a store made before digests: blocks of that time have none
+            return set()
+        problems.append(Problem("missing chunk", DIGEST, "the checksum chunk of this block is gone (this store "
+                                "has had checksums from its creation)", b, tt.tolist()))
+        return set(tt.tolist())
     try:
         stored = np.asarray(arr[rows])[done]
     except Exception as e:
         problems.append(Problem("unreadable chunk", DIGEST, _short(e), b, tt.tolist()))
+        to_delete.append((DIGEST, b))
         return set(tt.tolist())
     has = stored != NO_DIGEST
     if not has.any():

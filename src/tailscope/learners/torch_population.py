@@ -278,8 +278,9 @@ class TorchLearner(Learner):
                 torch.set_num_threads(self.num_threads)
                 stack.callback(torch.set_num_threads, old)
             if self.precision == "fp32":  # fp32 means fp32: no TF32 convolutions on Ampere and later GPUs
-                stack.enter_context(torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
-                                                               allow_tf32=False))
+                cudnn = torch.backends.cudnn  # (only this flag: cudnn.flags() would reset deterministic too)
+                stack.callback(setattr, cudnn, "allow_tf32", cudnn.allow_tf32)
+                cudnn.allow_tf32 = False
             return self._fit_predict(data, masks, seeds)
 
     def check_data(self, data: Dataset) -> None:
@@ -359,13 +360,17 @@ class TorchLearner(Learner):
             if pad:
                 gm = np.concatenate([gm, np.repeat(gm[-1:], pad, 0)])
                 gs = np.concatenate([gs, np.repeat(gs[-1:], pad, 0)])
+            done = None
             try:
                 state = trainer.train(xtr, ytr, gm, gs)
                 done = [(split, *trainer.evaluate(state, x, y)) for split, x, y in
                         (("train", xtr, ytr), ("test", xte, yte))]
             except _OUT_OF_MEMORY as e:
-                state = done = None
                 g = self._smaller_group(g, k_total - start, trainer, e)
+            state = None
+            if done is None:  # out of memory; freed here, where no traceback holds the group's tensors
+                if trainer.dev.type == "cuda":
+                    torch.cuda.empty_cache()
                 continue
             for split, pred, prob in done:
                 out[f"{split}_pred"].append(pred[:len(gm) - pad])
@@ -375,14 +380,12 @@ class TorchLearner(Learner):
 
     def _smaller_group(self, g: int, left: int, trainer: _Population, e: Exception) -> int:
         """Half the group after running out of memory, or a ModelError that says what to lower."""
-        if trainer.dev.type == "cuda":
-            torch.cuda.empty_cache()
         if g == 1:
             raise ModelError(
                 f"out of memory on {trainer.dev} training one model at a time ({e}). Lower batch_size "
                 f"(now {self.batch_size}) or eval_batch_size (now {self.eval_batch_size}), or use a smaller "
                 "model (widths=...).") from e
-        half = max(1, g // 2)
+        half = max(1, (g + 1) // 2)
         if trainer.compiled:
             half = balanced_group_size(left, half)
         warnings.warn(f"{trainer.dev} ran out of memory training {g} models at once; going on with groups of "
@@ -840,10 +843,17 @@ def _gpu_group_size(dev: torch.device, n_params: int, act_bytes: int, batch_size
     the backward pass, their gradients, workspace). Running out of memory anyway halves
     the group (see TorchLearner._train_groups).
     """
-    free, _ = torch.cuda.mem_get_info(dev)
+    free = _free_gpu_bytes(dev)
     per_model = 16 * n_params + 3 * batch_size * act_bytes
     fits = int(0.6 * free) // max(per_model, 1)
     return int(max(1, min(1024, _GPU_GROUP_PARAMS // max(n_params, 1), fits)))
+
+
+def _free_gpu_bytes(dev: torch.device) -> int:
+    """Free device memory, counting what PyTorch's allocator holds cached but unused (the last
+    block's, or the training step's) as free: the driver reports it as used."""
+    free, _ = torch.cuda.mem_get_info(dev)
+    return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
 
 
 def _eval_rows(pop: _Population, g: int) -> int:
@@ -851,7 +861,7 @@ def _eval_rows(pop: _Population, g: int) -> int:
     activations would not fit in half of its free memory."""
     rows = pop.cfg.eval_batch_size
     if pop.dev.type == "cuda" and pop.peak_act_bytes:
-        free, _ = torch.cuda.mem_get_info(pop.dev)
+        free = _free_gpu_bytes(pop.dev)
         rows = min(rows, max(1, int(0.5 * free) // (3 * g * pop.peak_act_bytes)))
     return rows
 
