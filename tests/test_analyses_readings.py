@@ -254,6 +254,9 @@ def test_label_noise_reading_claims_detection_only_above_chance():
     assert "includes 0.5" in wide and "do fit the flipped labels (90%" in wide
     found = _detection_reading(_noise_summary(0.95, mean_mem_flipped=0.9), 15, 0.05, 40)
     assert "ranks the flipped examples above the clean ones" in found and "does not single out" not in found
+    assert "memorizing it" in found
+    few = _detection_reading(_noise_summary(0.72, mean_mem_flipped=0.01), 15, 0.05, 40)  # AUC fine, mean low
+    assert "AUC below 0.6" not in few and "mean mem is not higher" in few
 
 
 def test_label_noise_with_a_learner_that_does_not_fit_flipped_labels(tmp_path):

@@ -88,4 +88,4 @@ def test_cli_shards(tmp_path):
     assert r1.exit_code == 0, r1.output
     assert TrialStore.open(out).done().all()
     bad = runner.invoke(app, [*args, "--shard", "2/2"])
-    assert bad.exit_code == 2 and "shard must be two integers i/N" in bad.output
+    assert bad.exit_code == 2 and "--shard must look like i/N with 0 <= i < N" in bad.output

@@ -208,3 +208,18 @@ def test_a_script_without_the_main_guard_fails_with_the_reason_instead_of_hangin
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and 'if __name__ == "__main__":' in proc.stderr.splitlines()[-1]
     assert not list(tmp_path.glob("tailscope-job-*"))
+
+
+def test_job_files_of_dead_runs_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    import tempfile
+
+    from tailscope import runner
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"tailscope-job-{dead.stdout.strip()}-x.pkl"
+    live = tmp_path / f"tailscope-job-{os.getppid()}-y.pkl"
+    stale.write_bytes(b"job")
+    live.write_bytes(b"job")
+    runner._remove_stale_job_files()
+    assert not stale.exists() and live.exists()

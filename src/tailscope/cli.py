@@ -113,13 +113,17 @@ def parse_options(pairs: list[str] | None) -> dict:
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
+    from tailscope.runner import parse_shard as parse
+    from tailscope.runner import select_shard
+
     if not text:
         return None
     try:
-        i, n = (int(v) for v in text.split("/"))
+        shard = parse(text)
+        select_shard({}, shard)  # also checks 0 <= i < N
     except ValueError:
-        raise UserError(f"--shard must look like i/N (e.g. 0/4), got {text!r}.") from None
-    return i, n
+        raise UserError(f"--shard must look like i/N with 0 <= i < N (e.g. 0/4), got {text!r}.") from None
+    return shard
 
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="digits, fashion-mnist, npz:PATH, idx:DIR, cifar:DIR, folder:DIR")]

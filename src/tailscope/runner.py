@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -83,15 +84,21 @@ class Job:
             store.release(b, token)
 
 
-def select_shard(blocks: dict[int, np.ndarray], shard: tuple[int, int] | None) -> dict[int, np.ndarray]:
+def parse_shard(shard: tuple[int, int] | str) -> tuple[int, int]:
+    """(i, N) from a pair or from "i/N" (as on the command line); a ValueError naming the form otherwise."""
+    if isinstance(shard, str):
+        parts = shard.split("/")
+        shard = tuple(int(v) if v.strip().isdigit() else v for v in parts)
+    if not isinstance(shard, tuple | list) or len(shard) != 2:
+        raise ValueError(f"shard must be (i, N) or 'i/N' with 0 <= i < N, e.g. '0/4', got {shard!r}.")
+    return shard[0], shard[1]
+
+
+def select_shard(blocks: dict[int, np.ndarray], shard: tuple[int, int] | str | None) -> dict[int, np.ndarray]:
     """Keep the blocks of shard i of N (block index mod N == i)."""
     if shard is None:
         return blocks
-    if isinstance(shard, str):  # "i/N", as on the command line
-        shard = tuple(int(v) if v.strip().isdigit() else v for v in shard.split("/"))
-    if not isinstance(shard, tuple | list) or len(shard) != 2:
-        raise ValueError(f"shard must be (i, N) or 'i/N' with 0 <= i < N, got {shard!r}.")
-    i, n = shard
+    i, n = parse_shard(shard)
     integers = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (i, n))
     if not (integers and n >= 1 and 0 <= i < n):
         raise ValueError(f"shard must be two integers i/N with 0 <= i < N, got {i!r}/{n!r}.")
@@ -189,14 +196,32 @@ def _job_file(job: Job) -> Iterator[str]:
     the ``__main__`` guard) never reads it, and once the pipe is full the write blocks
     forever. A file path is a few bytes, so the pool sees the dead worker and says why.
     """
-    fd, path = tempfile.mkstemp(prefix="tailscope-job-", suffix=".pkl")
+    _remove_stale_job_files()
+    fd, path = tempfile.mkstemp(prefix=f"{_JOB_PREFIX}{os.getpid()}-", suffix=".pkl")
     try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError as e:
+            raise WorkerError(f"cannot write the job for the worker processes to {path} ({e.strerror}): the "
+                              "dataset is copied there once. Point TMPDIR at a folder with room, or run with "
+                              "workers=1.") from e
         yield path
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+_JOB_PREFIX = "tailscope-job-"
+
+
+def _remove_stale_job_files() -> None:
+    """Job files of runs whose process is gone (a SIGKILLed parent cannot remove its own)."""
+    for f in Path(tempfile.gettempdir()).glob(f"{_JOB_PREFIX}*.pkl"):
+        pid = f.name[len(_JOB_PREFIX):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                f.unlink()
 
 
 def _run_pool(pool: ProcessPoolExecutor, sigterm: _SigtermAsInterrupt, blocks: dict[int, np.ndarray],
@@ -336,9 +361,7 @@ def run_blocks(job: Job, blocks: dict[int, np.ndarray], workers: int = 1, backen
             done = bar.tasks[0].completed
             bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.1f} models/s")
 
-        if total == 0:
-            pass
-        elif backend == "local":
+        if backend == "local":
             run_local(job, blocks, on_done)
         elif backend == "processes":
             run_processes(job, blocks, workers, on_done)

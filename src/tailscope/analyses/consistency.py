@@ -23,6 +23,7 @@ from tailscope.analyses.base import (
     spearman,
     study_scores,
 )
+from tailscope.scores import at_least
 from tailscope.store import config_hash, stable_spec
 
 
@@ -34,7 +35,8 @@ def compare_scores(a, b, mem_threshold: float = 0.25, infl_threshold: float = 0.
     pa, pb = a.influence_pairs(infl_threshold), b.influence_pairs(infl_threshold)
     sa = set(zip(pa["tr_idx"].tolist(), pa["tt_idx"].tolist(), strict=True))
     sb = set(zip(pb["tr_idx"].tolist(), pb["tt_idx"].tolist(), strict=True))
-    ma, mb = set(np.flatnonzero(a.mem >= mem_threshold).tolist()), set(np.flatnonzero(b.mem >= mem_threshold).tolist())
+    ma = set(np.flatnonzero(at_least(a.mem, mem_threshold)).tolist())
+    mb = set(np.flatnonzero(at_least(b.mem, mem_threshold)).tolist())
     return {
         "spearman_mem": spearman(a.mem, b.mem), "pearson_mem": pearson(a.mem, b.mem),
         "jaccard_mem": jaccard(ma, mb), "n_mem_a": len(ma), "n_mem_b": len(mb),

@@ -16,6 +16,7 @@ from tailscope.analyses.base import (
     pearson,
     spearman,
 )
+from tailscope.scores import at_least
 
 MEM_THRESHOLD = 0.25
 INFL_THRESHOLD = 0.15
@@ -54,9 +55,9 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
     ok = np.isfinite(mem) & np.isfinite(mx)
     pairs = scores.influence_pairs(infl_threshold)
     tr = pairs["tr_idx"].to_numpy()
-    share = float(np.mean(mem[tr] >= mem_threshold)) if len(tr) else float("nan")
-    base_share = float(np.mean(mem >= mem_threshold))
-    high_mem = mem >= mem_threshold
+    share = float(np.mean(at_least(mem[tr], mem_threshold))) if len(tr) else float("nan")
+    base_share = float(np.mean(at_least(mem, mem_threshold)))
+    high_mem = at_least(mem, mem_threshold)
     summary = {
         "pearson_mem_maxinfl": pearson(mem, mx), "spearman_mem_maxinfl": spearman(mem, mx),
         "n_pairs": len(pairs), "n_pair_train_examples": int(len(np.unique(tr))),

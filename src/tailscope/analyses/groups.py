@@ -41,6 +41,7 @@ from tailscope.analyses.base import (
 )
 from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner
+from tailscope.scores import at_least
 from tailscope.store import child_location, read_bytes, stable_spec, write_bytes
 
 NAME = "groups"
@@ -378,7 +379,7 @@ def group_summary(est: dict, indiv: np.ndarray) -> dict:
         "mean_group_mem": float(np.mean(mem[ok])) if ok.any() else float("nan"),
         "mean_member_mem": float(np.mean(indiv[ok])) if ok.any() else float("nan"),
         "median_group_se": float(np.median(se[has_se])) if has_se.any() else float("nan"),
-        "n_groups_mem_ge_0.25": int(np.sum(mem[has_se] >= 0.25)),
+        "n_groups_mem_ge_0.25": int(np.sum(at_least(mem[has_se], 0.25))),
         "n_groups_above_members_2se": int(np.sum(diff[ok] > 2 * se[ok])),
         "corr_group_vs_member": float(np.corrcoef(mem[ok], indiv[ok])[0, 1])
         if ok.sum() > 2 and np.ptp(mem[ok]) > 0 and np.ptp(indiv[ok]) > 0 else float("nan"),

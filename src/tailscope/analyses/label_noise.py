@@ -29,6 +29,7 @@ from tailscope.analyses.base import (
     with_learner,
 )
 from tailscope.data.dataset import Dataset
+from tailscope.scores import at_least
 
 
 def relabel(data: Dataset, idx: np.ndarray, seed: int, tag: str) -> Dataset:
@@ -149,8 +150,8 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
         "roc_auc": float(roc_auc_score(is_flip, mem)), "average_precision": float(average_precision_score(is_flip, mem)),
         "precision_at_n_flipped": float(is_flip[top].mean()), "base_rate": float(is_flip.mean()),
         "mean_mem_flipped": float(mem[is_flip].mean()), "mean_mem_clean": float(mem[~is_flip].mean()),
-        "frac_flipped_mem_ge_0.25": float(np.mean(mem[is_flip] >= 0.25)),
-        "frac_clean_mem_ge_0.25": float(np.mean(mem[~is_flip] >= 0.25)),
+        "frac_flipped_mem_ge_0.25": float(np.mean(at_least(mem[is_flip], 0.25))),
+        "frac_clean_mem_ge_0.25": float(np.mean(at_least(mem[~is_flip], 0.25))),
         "acc_in_flipped": _nanmean(ns.acc_in[is_flip]), "acc_in_clean": _nanmean(ns.acc_in[~is_flip]),
         "acc_out_flipped": _nanmean(ns.acc_out[is_flip]),
     }
@@ -238,10 +239,15 @@ def _detection_reading(s: dict, k: int, fraction: float, trials: int) -> str:
             f"examples have mean mem {s['mean_mem_flipped']:.3f} ({s['frac_flipped_mem_ge_0.25']:.0%} at >= 0.25) "
             f"against {s['mean_mem_clean']:.3f} for clean ones")
     if s["detects"]:
-        strong = s["roc_auc"] >= 0.6 and s["mean_mem_flipped"] > s["mean_mem_clean"]
-        return (head + f"memorization ranks the flipped examples above the clean ones: {auc}; " + rest
-                + (": a model fits a wrong label only by memorizing it, since models that did not see it predict "
-                   "the original class." if strong else "; the separation is weak (AUC below 0.6)."))
+        if s["roc_auc"] < 0.6:
+            tail = "; the separation is weak (AUC below 0.6)."
+        elif s["mean_mem_flipped"] <= s["mean_mem_clean"]:
+            tail = ("; but their mean mem is not higher than the clean examples': a few flipped examples rank "
+                    "high while most are not memorized.")
+        else:
+            tail = (": a model fits a wrong label only by memorizing it, since models that did not see it predict "
+                    "the original class.")
+        return head + f"memorization ranks the flipped examples above the clean ones: {auc}; " + rest + tail
     where = ("below 0.5 beyond noise: flipped examples get lower mem than clean ones"
              if s["roc_auc_ci_high"] < 0.5 else "at or below 0.5, no better than chance" if s["roc_auc"] <= 0.5
              else "an interval that includes 0.5")

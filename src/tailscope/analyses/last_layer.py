@@ -42,6 +42,7 @@ from tailscope.analyses.base import (
     settled_child_study,
 )
 from tailscope.data.dataset import Dataset
+from tailscope.scores import at_least
 
 NAME = "last_layer"
 SUPPORTED = ("mlp", "cnn")
@@ -237,10 +238,10 @@ def last_layer_memorization(study, ks=None, trials: int | None = None, seed: int
                                  trials=trials, seed=seed)
         sc = scores_of_first(sk, trials, progress)
         rows.append({"k": k, "layers": arch if k == 1 else f"mlp{list(widths)}", "feature_dim": feats.x_train.shape[1],
-                     "n_mem": int(np.sum(sc.mem >= threshold)), "mean_mem": float(np.nanmean(sc.mem)),
+                     "n_mem": int(np.sum(at_least(sc.mem, threshold))), "mean_mem": float(np.nanmean(sc.mem)),
                      "test_acc": float(np.mean(sc.trial_test_acc)), "trials": int(sc.trials)})
     full = {"k": n_layers, "layers": "full network (study)", "feature_dim": int(np.prod(data.x_train.shape[1:])),
-            "n_mem": int(np.sum(scores.mem >= threshold)), "mean_mem": float(np.nanmean(scores.mem)),
+            "n_mem": int(np.sum(at_least(scores.mem, threshold))), "mean_mem": float(np.nanmean(scores.mem)),
             "test_acc": float(np.mean(scores.trial_test_acc)), "trials": int(scores.trials)}
     summary = {"model": learner.model, "widths": list(learner.widths) if learner.widths else None,
                "threshold": threshold, "n_train": data.n_train, "frozen_train_acc": frozen_train_acc,

@@ -19,6 +19,7 @@ from tailscope.analyses.base import (
 )
 from tailscope.design import theoretical_se_bound
 from tailscope.estimate import estimate
+from tailscope.scores import at_least
 from tailscope.store import child_location, read_bytes, stable_spec
 
 # A measured SE from fewer trials without an example than this is called out in the reading.
@@ -103,7 +104,7 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
                "n_no_mem": int((~ok_mem).sum()),
                "mean_mem": float(np.mean(s.mem[ok_mem])) if ok_mem.any() else float("nan"),
                "mean_mem_common": float(np.mean(s.mem[has_mem])) if has_mem.any() else float("nan"),
-               "frac_mem_ge_0.25": float(np.mean(s.mem[ok_mem] >= 0.25)) if ok_mem.any() else float("nan"),
+               "frac_mem_ge_0.25": float(np.mean(at_least(s.mem[ok_mem], 0.25))) if ok_mem.any() else float("nan"),
                "n_no_se": int((~ok_se).sum()), "frac_no_se": float(np.mean(~ok_se)),
                "median_se": float(np.median(se)) if len(se) else float("nan"),
                "median_se_sqrt_t": float(np.median(se) * rt) if len(se) else float("nan"),

@@ -449,6 +449,11 @@ class _Schedule:
     def shape(self) -> tuple[int, int, int]:
         return self.t_max, len(self.rngs), self.b
 
+    @staticmethod
+    def steps_of(cfg: TorchLearner, masks: np.ndarray) -> int:
+        """The steps of the longest model of a group (the schedule's length), without drawing it."""
+        return max(-(-int(m.sum()) // cfg.batch_size) for m in masks) * cfg.epochs
+
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """(step, indices (G, B) on the device, learning rates (G,)) for every step."""
         g, chunk = len(self.rngs), max(self.spe)
@@ -1119,9 +1124,9 @@ class _FuncPopulation(_Population):
     def __init__(self, cfg: TorchLearner, data: Dataset, xtr: torch.Tensor, n_classes: int,
                  dev: torch.device) -> None:
         self.cfg, self.dev = cfg, dev
-        if isinstance(cfg.model, str):
-            in_features = int(np.prod(xtr.shape[1:]))
-            self.factory = lambda: build_model(cfg.model, in_features=in_features, image_shape=data.image_shape,
+        if isinstance(cfg.model, str):  # (the closure keeps sizes, not the dataset: trainers are cached)
+            in_features, image_shape = int(np.prod(xtr.shape[1:])), data.image_shape
+            self.factory = lambda: build_model(cfg.model, in_features=in_features, image_shape=image_shape,
                                                n_classes=n_classes, widths=cfg.widths)
         else:
             self.factory = cfg.model
@@ -1231,7 +1236,7 @@ class _FuncPopulation(_Population):
     def _train_each(self, xtr, ytr, masks, seeds):
         """The same recipe, one plain module at a time (autograd; faster on CPU)."""
         cfg = self.cfg
-        shape = _Schedule(cfg, masks, seeds, self.dev).shape  # (the augmentation streams' length)
+        shape = (_Schedule.steps_of(cfg, masks), len(seeds), cfg.batch_size)  # (the augmentation streams' length)
         aug = self._augmenter(xtr, seeds, shape) if cfg.augment else None
         modules = []
         for k, seed in enumerate(seeds):
