@@ -228,7 +228,7 @@ class Scores:
 
         from tailscope.store import STORE_DIR, owner_tag
 
-        if str(directory).rstrip("/").endswith(STORE_DIR):
+        if str(directory).rstrip("/").rsplit("/", 1)[-1] == STORE_DIR:
             raise ValueError(f"{directory} is a study's trial store; scores go beside it, in the study's scores/ "
                              "folder (study.estimate() and `tailscope estimate` write there).")
         loc = _Location(directory, storage_options)
