@@ -371,3 +371,54 @@ def test_typical_section_says_how_many_classes_are_not_shown(tmp_path):
 # ----------------------------------------------------------------- 12. the top-level export
 def test_write_report_is_exported_at_the_top_level():
     assert ts.write_report is write_report and "write_report" in ts.__all__
+
+
+# ----------------------------------------------------------------- 12. captions that follow the data
+def test_scatter_caption_draws_no_conclusion_when_the_pairs_are_mostly_noise(heavy, tmp_path):
+    study, scores, _ = heavy
+    claim = "Examples that must be memorized to be learned are often the ones"
+    found = int(scores.options.get("pairs_found", len(scores.pairs)))
+    assert found >= 10
+
+    def caption(neg, name):
+        s = dataclasses.replace(scores, n_pairs_negative=neg)
+        cap = _caption(write_report(study, out_dir=tmp_path / name, scores=s).read_text(), "mem-vs-influence")
+        return cap, s.pairs_false_share_est
+
+    cap, share = caption(int(0.8 * found), "noisy")
+    assert share >= 0.5
+    assert claim not in cap  # the paper's finding is not stated as this study's fact
+    assert "A clear positive correlation would mean" in cap and "what the paper reports" in cap
+    assert re.search(r"Pearson r = -?[0-9.]+( \((essentially none|weak|moderate|strong)[a-z ]*\))?, Spearman", cap)
+    assert f"about {pct(share, 0)} of the high-influence pairs" in cap and "mostly noise" in cap
+    assert "no conclusion is drawn" in cap
+    cap, share = caption(int(0.2 * found), "clean")
+    assert share < 0.5
+    assert claim not in cap and "no conclusion is drawn" not in cap
+    assert f"about {pct(share, 0)} of the high-influence pairs" in cap
+    cap, share = caption(None, "unknown")
+    assert share is None and "was not estimated" in cap and "no conclusion is drawn" not in cap
+
+
+def test_most_memorized_lead_says_the_held_out_answer_may_be_the_own_label(heavy):
+    _, _, page = heavy
+    lead = _lead(page, "memorized")
+    assert "predict instead" not in lead
+    assert "the label the models that did not train on it predict most often" in lead
+    assert "its own label when they mostly get it right" in lead
+
+
+def test_largest_se_above_the_bound_is_explained(heavy, tmp_path):
+    study, scores, _ = heavy
+    se = np.where(np.isfinite(scores.mem_se), np.minimum(scores.mem_se, 0.5 * scores.se_bound), scores.mem_se)
+    below = dataclasses.replace(scores, mem_se=se)
+    row = html.unescape(_row(write_report(study, out_dir=tmp_path / "b", scores=below).read_text(), "max_mem_se"))
+    assert "Above the theoretical bound" not in row
+    i = int(np.flatnonzero(np.isfinite(se))[0])
+    se = se.copy()
+    se[i] = 1.3 * scores.se_bound
+    above = dataclasses.replace(scores, mem_se=se)
+    row = html.unescape(_row(write_report(study, out_dir=tmp_path / "a", scores=above).read_text(), "max_mem_se"))
+    assert row.startswith(f"{1.3 * scores.se_bound:.4f} (")
+    assert f"Above the theoretical bound {scores.se_bound:.4f}" in row
+    assert "with few trials an example's plug-in SE" in row and "precision section" in row

@@ -22,6 +22,7 @@ from tailscope.report.html import (
     esc,
     figure,
     fmt,
+    is_num,
     markdown_paragraphs,
     page,
     pct,
@@ -271,6 +272,16 @@ class _Builder:
         return (f"over the examples with an SE; {fmt(missing)} have none (n/a: in every or no trial, or in or "
                 "out of fewer than 2)")
 
+    def max_se_bound_text(self) -> str:
+        """A note when the largest SE of mem exceeds the theoretical bound printed just above it (HTML; "" if not)."""
+        top, bound = self.summary.get("max_mem_se"), self.summary.get("se_bound")
+        if not (is_num(top) and is_num(bound) and math.isfinite(top) and math.isfinite(bound)) or top <= bound:
+            return ""
+        return (f'<br><span class="muted">Above the theoretical bound {fmt(bound, 4)}: the bound is on the standard '
+                "deviation of an estimate for an example in exactly qt of t trials, with many trials in and out; "
+                "with the uniform design an example's count in and out varies, and with few trials an example's "
+                "plug-in SE (from sample variances) can exceed it (see the precision section).</span>")
+
     def ci_text(self, i: int) -> str:
         """The 95% interval of example i's mem, as "[low, high]" (n/a without one)."""
         lo, hi = self.s.mem_ci_low[i], self.s.mem_ci_high[i]
@@ -405,7 +416,7 @@ class _Builder:
             ("max_mem_se", "Largest standard error of mem",
              f"{fmt(s.get('max_mem_se'), 4)} (" + self.se_coverage_text()
              + "; examples every model gets right have SE 0, which pulls the median down: see the 95% "
-             "intervals below)"),
+             "intervals below)" + self.max_se_bound_text()),
             ("mem_ci", "95% confidence intervals of mem", self.ci_summary_text()),
             ("n_mem", "Memorized examples (mem \u2265 0.25)",
              f"{fmt(s['n_mem_ge_0.25'])} of {fmt(s.get('n_mem_estimated', s['n_train']))} with an estimate "
@@ -573,8 +584,8 @@ class _Builder:
             lead = (f"The {fmt(len(idx))} most memorized training examples "
                     + (f"(of {fmt(n_above)} with mem &ge; 0.25)" if n_above > len(idx) else "(all with mem &ge; 0.25)")
                     + f", highest first. {'Under each' if self.images else 'Each row'}: the label it was given, "
-                    "mem &plusmn; standard error, its 95% interval, and what the models that did not train on it "
-                    "predict instead (their most frequent answer and its share)"
+                    "mem &plusmn; standard error, its 95% interval, and the label the models that did not train on "
+                    "it predict most often, with its share (its own label when they mostly get it right)"
                     + ("" if self.images else f", then its first {N_FEATURES_SHOWN} features")
                     + ". " + CI_SENTENCE + " "
                     "Atypical, ambiguous or mislabeled examples are learned only by fitting them individually.")
@@ -704,12 +715,42 @@ class _Builder:
     def sec_scatter(self) -> str:
         path, (pearson, spearman, n) = figures.mem_vs_influence(self.s, self.out / "figures" / "mem_vs_infl.png")
         cap = (f"Each dot is a training example ({fmt(n)} with both estimates): its memorization (x) against its "
-               f"largest influence on {self.influence_scope_text()} (y). Examples that must be memorized to be "
-               "learned are often the ones that help a similar rare test example. "
-               f"Pearson r = {fmt(pearson)}, Spearman &rho; = {fmt(spearman)}.")
+               f"largest influence on {self.influence_scope_text()} (y). "
+               f"Pearson r = {fmt(pearson)}{self.correlation_strength_text(pearson)}, "
+               f"Spearman &rho; = {fmt(spearman)}. A clear positive correlation would mean that the examples "
+               "that must be memorized to be learned tend to be the ones a test example leans on (what the paper "
+               "reports for its datasets). " + self.scatter_noise_text())
         return ('<section id="mem-vs-influence"><h2>Memorization vs influence</h2>'
                 + figure(f"figures/{path.name}", "scatter of memorization against largest influence", cap)
                 + "</section>")
+
+    @staticmethod
+    def correlation_strength_text(r) -> str:
+        """" (weak)" and the like after a correlation, by its size ("" when not a number)."""
+        if not (is_num(r) and math.isfinite(float(r))):
+            return ""
+        a = abs(float(r))
+        word = ("essentially none" if a < 0.1 else "weak" if a < 0.3 else "moderate" if a < 0.5 else "strong")
+        sign = "" if a < 0.1 else (" positive" if r > 0 else " negative")
+        return f" ({word}{sign})"
+
+    def scatter_noise_text(self) -> str:
+        """What the mirror estimate of the pairs' noise share allows the scatter to say (HTML)."""
+        share = self.s.pairs_false_share_est
+        t = self.s.infl_threshold
+        at = f" at infl &ge; {fmt(t, 3)}" if t is not None else ""
+        if share is None or not (is_num(share) and math.isfinite(float(share))):
+            if self.s.n_pairs_negative is not None and self.s.options.get("pairs_found") == 0:  # none found
+                return (f"No pair was found{at}, so the mirror check has no share of noise to give; with few "
+                        "trials the largest influence of an example is inflated by noise.")
+            return ("The share of noise among the high-influence pairs was not estimated, so read the y axis "
+                    "with care: with few trials the largest influence of an example is inflated by noise.")
+        if share >= 0.5:
+            return (f"The mirror check estimates that about {pct(share, 0)} of the high-influence pairs{at} are "
+                    "noise at this number of trials, so the large influences here are mostly noise and no "
+                    "conclusion is drawn from this correlation; run more trials to sharpen.")
+        return (f"The mirror check estimates that about {pct(share, 0)} of the high-influence pairs{at} are noise "
+                "at this number of trials; the largest influences of an example are still inflated by noise.")
 
     def influence_scope_text(self) -> str:
         """Which test examples a training example's largest influence is taken over, per the scores' option."""
