@@ -178,7 +178,8 @@ def test_last_layer_verdict_only_when_the_counts_compare():
 
     assert "do not compare" in _verdict(row(10, trials=8), row(50))
     assert "as in the paper" in _verdict(row(2), row(50)) and "25.0 times fewer" in _verdict(row(2), row(50))
-    assert "somewhat fewer" in _verdict(row(40), row(50))
+    assert "80% as many examples" in _verdict(row(40), row(50))
+    assert "mostly below" not in _verdict(row(28), row(44))  # 64%: not a small fraction
     assert "as many examples as" in _verdict(row(50), row(50))
     assert "no examples than" in _verdict(row(0), row(5))
 

@@ -151,7 +151,9 @@ def welch_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
     diff = float(a.mean() - b.mean()) if len(a) and len(b) else nan
     if len(a) < 2 or len(b) < 2:
         return {"diff": diff, "ci": nan, "df": nan, "p": nan, "no_spread": False}
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    # a side whose values are all equal has no variance (var() can leave ~1e-33 of rounding noise)
+    va = a.var(ddof=1) / len(a) if np.ptp(a) > 0 else 0.0
+    vb = b.var(ddof=1) / len(b) if np.ptp(b) > 0 else 0.0
     se2 = va + vb
     if se2 <= 0:
         return {"diff": diff, "ci": nan, "df": nan, "p": nan, "no_spread": True}
@@ -532,8 +534,9 @@ def noise_sentence(share: float | None, trials: int, n_pairs: int) -> str:
                 "re-estimate the study to know. ")
     pct = f"{100 * share:.0f}%"
     if share >= NOISE_SHARE_LIMIT:
-        return (f"But about {pct} of these pairs are estimated to be noise at {trials} trials (as many same-class "
-                "pairs reach the threshold below zero as above it, the mirror estimate), so they are mostly "
+        return (f"But about {pct} of these pairs are estimated to be noise at {trials} trials (the mirror estimate: "
+                "noise reaches either side about equally often, so the same-class pairs at or below -threshold "
+                "estimate the noise among those above), so they are mostly "
                 "noise and no conclusion is drawn from them here: run more trials. ")
     return f"About {pct} of these pairs are estimated to be noise at {trials} trials (mirror estimate). "
 
@@ -578,3 +581,16 @@ def fmt(x, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "n/a"
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def fmt_p(p: float, level: float = 0.05) -> str:
+    """A p-value for a reading: 3 decimals, "p < 0.001" below that, and never printed as the
+    level it falls below (0.0496 reads "p < 0.05", not "p = 0.050" beside a verdict at 0.05)."""
+    if p is None or not np.isfinite(p):
+        return "p n/a"
+    if p < 1e-3:
+        return "p < 0.001"
+    text = f"{p:.3f}"
+    if p < level <= float(text):
+        return f"p < {level:g}"
+    return f"p = {text}"

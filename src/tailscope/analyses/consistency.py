@@ -154,10 +154,20 @@ def consistency(study, other=None, seed: int | None = None, learner=None, trials
         f"memorized examples (mem >= {mem_threshold}; {summary['n_mem_a']} and {summary['n_mem_b']} examples) "
         f"have Jaccard similarity {fmt(summary['jaccard_mem'])}, and the high-influence pairs (infl >= "
         f"{infl_threshold}; {summary['n_pairs_a']} and {summary['n_pairs_b']}) {fmt(summary['jaccard_pairs'])}. "
-        "Part of any disagreement is estimation noise (the bound on each estimate's standard deviation is "
-        f"{fmt(float(a.se_bound), 3)} at t = {a.trials}; mean estimated SE of mem {fmt(float(np.nanmean(a.mem_se)), 3)}), "
+        "Part of any disagreement is estimation noise (" + _noise_of_both(a, b, label) + "), "
         "which thresholded sets amplify for values near the threshold, most of all for influence pairs, whose "
         "threshold is only a few standard errors above zero; Jaccard similarities rise with the number of trials."
     )
     return AnalysisResult("consistency", "Consistency between studies", summary, reading,
                           data={"mem_a": a.mem, "mem_b": b.mem}, figure=fig)
+
+
+def _noise_of_both(a, b, label: str) -> str:
+    """The SD bound and mean estimated SE of mem of both studies (the noisier one limits agreement)."""
+    def mean_se(sc) -> str:
+        se = np.asarray(sc.mem_se, float)
+        return fmt(float(np.nanmean(se)), 3) if np.isfinite(se).any() else "n/a"
+
+    return (f"the bound on each estimate's standard deviation is {fmt(float(a.se_bound), 3)} at t = {a.trials} in "
+            f"this study and {fmt(float(b.se_bound), 3)} at t = {b.trials} in {label}; mean estimated SE of mem "
+            f"{mean_se(a)} and {mean_se(b)}")

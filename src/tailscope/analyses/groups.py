@@ -405,11 +405,31 @@ def _reading(s: dict) -> str:
         f"2 SE above their members' mean individual score, and {s['n_groups_mem_ge_0.25']} reach group mem >= 0.25 "
         f"(largest {fmt(s['max_group_mem'])}); the correlation between the two is "
         f"{fmt(s['corr_group_vs_member'], 2)}. "
-        + ("Groups are memorized well beyond what single examples show: members of a subpopulation support each "
-           "other, so leaving out one hides what leaving out all of them reveals."
-           if s["mean_group_mem"] > s["mean_member_mem"] + 2 * s["median_group_se"] else
-           "Group and individual scores are close: these groups do not hold much redundant memorized information.")
+        + _verdict(s)
     )
+
+
+#: a mean difference between group and member scores at most this large is called close
+CLOSE = 0.05
+
+
+def _verdict(s: dict) -> str:
+    """The conclusion, from the share of groups whose mem lies 2 SE above their members' scores;
+    "close" only when the mean difference is small, "not resolved" when merely not tested beyond noise."""
+    n, k = s["n_groups_with_se"], s["n_groups_above_members_2se"]
+    diff = s["mean_group_mem"] - s["mean_member_mem"]
+    if n and k / n >= 0.5:
+        return (f"{'Most' if k / n > 0.5 else 'Half of the'} groups ({k} of {n}) are memorized well beyond what single examples show: members of a "
+                "subpopulation support each other, so leaving out one hides what leaving out all of them reveals.")
+    if k:
+        return (f"Only {k} of {n} groups are memorized beyond what their members' single scores show; for the "
+                "others the difference is not resolved, so support among members of a subpopulation shows in a "
+                "minority of groups here.")
+    if np.isfinite(diff) and abs(diff) <= CLOSE:
+        return (f"Group and individual scores are close (mean difference {fmt(diff)}): these groups do not hold "
+                "much redundant memorized information.")
+    return (f"No group lies 2 SE above its members' score, but the mean difference ({fmt(diff)}) is not small: it "
+            "is not resolved at these trials; more trials would narrow the group SEs.")
 
 
 def _figure(est: dict, indiv: np.ndarray, label: np.ndarray, s: dict, classes: list[str]):

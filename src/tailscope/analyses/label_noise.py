@@ -175,6 +175,7 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
         summary.update({"n_relabeled_top": int(k), "top_mem_before_mean": float(before.mean()),
                         "top_mem_after_mean": float(after.mean()),
                         "top_acc_out_after_mean": float(np.nanmean(rs.acc_out[top_clean])),
+                        "top_acc_in_after_mean": _nanmean(rs.acc_in[top_clean]),
                         "top_acc_out_before_mean": float(np.nanmean(clean.acc_out[top_clean]))})
         data.update({"relabeled_top": top_clean, "top_mem_before": before, "top_mem_after": after,
                      "relabel_study": name, "clean_trials": int(clean.trials)})
@@ -199,21 +200,50 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
 
     reading = _detection_reading(summary, k, fraction, ns.trials)
     if before is not None:
-        reading += (
-            f" Relabeling the clean study's {k} highest-mem examples at random moves their mean mem from "
-            f"{summary['top_mem_before_mean']:.3f} (original labels) to {summary['top_mem_after_mean']:.3f} "
-            f"(random labels), which is what memorizing pure noise looks like on these inputs; models that "
-            f"did not train on them predict the new label {fmt(summary['top_acc_out_after_mean'])} of the time. "
-            + _noise_comparison(summary["top_mem_before_mean"], summary["top_mem_after_mean"])
-        )
+        reading += " " + _relabel_reading(summary, k, study.data.n_classes)
     return AnalysisResult("label_noise", "Planted label noise", summary, reading, data=data, figure=fig)
 
 
-def _noise_comparison(before: float, after: float) -> str:
-    """How the top-mem examples' memorization compares with that of the same examples relabeled at random."""
-    if after < 0.1:
-        return ("The models barely fit the random labels (mem of noise near 0), so noise gives no yardstick "
-                "here: train longer or a larger model.")
+def _relabel_reading(s: dict, k: int, n_classes: int) -> str:
+    """What relabeling the top-mem examples shows. The new labels are noise for these examples only
+    when models that did not train on them do not predict them; when they do (with 2 classes the new
+    label is the other class, which held-out models may already predict), the new labels agree with
+    the rest of the data and give no noise yardstick; nor do labels the models barely fit."""
+    before, after = s["top_mem_before_mean"], s["top_mem_after_mean"]
+    out = s.get("top_acc_out_after_mean", float("nan"))
+    fit = s.get("top_acc_in_after_mean", float("nan"))
+    own = bool(np.isfinite(fit))  # else how well the planted-noise study fit its flipped labels stands in
+    if not own:
+        fit = s.get("acc_in_flipped", float("nan"))
+    how = "to the other class" if n_classes == 2 else "to a random other class"
+    head = (f"Relabeling the clean study's {k} highest-mem examples {how} moves their mean mem from {before:.3f} "
+            f"(original labels) to {after:.3f} (new labels); models that did not train on them predict the new "
+            f"label {_pct(out)} of the time")
+    fit_note = f" and models trained on them predict it {_pct(fit)} of the time" if own else ""
+    head += fit_note + ". "
+    if np.isfinite(out) and out >= 0.5:
+        return head + ("The new labels agree with what the other examples suggest, so they are not noise for these "
+                       "examples: a sign that their original labels may be wrong. Noise gives no yardstick here, "
+                       "and no conclusion about their original memorization is drawn from it.")
+    if after < 0.1 or (np.isfinite(fit) and fit < 0.5):
+        return head + _noise_comparison(before, after, fit, own)
+    if not np.isfinite(out) or out > 1 / 3:
+        return head + (f"Held-out models predict the new labels {_pct(out)} of the time, so the new labels are only "
+                       "partly noise for these examples and give no clear yardstick; no conclusion is drawn.")
+    return head + (f"The new labels are noise for these examples, so {after:.3f} is what memorizing pure noise "
+                   "looks like on these inputs. " + _noise_comparison(before, after, fit, own))
+
+
+def _noise_comparison(before: float, after: float, fit: float = float("nan"), own: bool = True) -> str:
+    """How the top-mem examples' memorization compares with that of the same examples relabeled at random
+    (``fit``: how often models trained on the relabeled examples predict the new labels, or with
+    ``own`` False on the planted-noise study's flipped examples)."""
+    if after < 0.1 or (np.isfinite(fit) and fit < 0.5):
+        whom = "them" if own else "flipped labels in the planted-noise study"
+        seen = (f" (trained on {whom}, they predict the new labels only {fit:.0%} of the time)"
+                if np.isfinite(fit) else "")
+        return (f"The models barely fit the random labels{seen}, so noise gives no yardstick here and no "
+                "conclusion is drawn: train longer or a larger model.")
     if abs(before - after) <= 0.2 * after:
         return ("Their original memorization is close to that of noise: the model treats these examples much "
                 "like mislabeled ones.")

@@ -26,6 +26,7 @@ from tailscope.analyses.base import (
     AnalysisResult,
     check_count,
     fmt,
+    fmt_p,
     mean_ci,
     new_figure,
     open_study_scores,
@@ -332,14 +333,8 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
                          f"{definition}.")
         else:
             parts.append(_no_spread_note(held_mem, loo_mem, deterministic))
-        parts.append(
-            f"Compared instead with the selection half's own estimate ({n_sel} examples with one: mean "
-            f"{fmt(s_mean)} against mean LOO mem {fmt(s_loo)}), the examples show a gap of "
-            f"{_pm3(s_gap, s_ci)}; the difference, {fmt(s_gap - h_gap)}, is a selection effect plus noise (both "
-            "halves estimate the same quantity, only one chose the examples): examples put in high strata by a "
-            "noisy estimate tend to be those whose noise pushed it up, and those in low strata the reverse, so "
-            "compared on the examples chosen with it an estimate looks more extreme than on fresh trials "
-            "(regression to the mean); the same inflates its absolute differences.")
+        parts.append(_selection_note(n_sel, s_mean, s_loo, s_gap, s_ci, h_gap, _mad(sel_mem, loo_mem),
+                                     _mad(held_mem, loo_mem)))
         parts.append(
             f"With all {total} trials (the study's scores, which include the selection half, so part of that "
             f"effect remains): Pearson {fmt(summary['pearson'])}, Spearman {fmt(summary['spearman'])}, mean "
@@ -370,12 +365,49 @@ def loo(study, k: int = 20, repeats: int = 8, seed: int = 0, trial_grid=None, sc
     parts.append(f"Models trained on all of S classify {fmt(100 * acc_s, 1)}% of the sampled examples correctly"
                  + (", so LOO mem is mostly 1 - (share of S\\{i} models that get i right)." if acc_s >= 0.95
                     else "."))
-    parts.append(f"The LOO estimates themselves carry noise (median SE {fmt(summary['median_loo_se'])} with "
-                 f"R = {repeats}).")
+    parts.append(_loo_noise_note(summary["median_loo_se"], repeats, deterministic))
     return AnalysisResult("loo", "Leave-one-out ground truth", summary, " ".join(parts), data={
         "idx": idx, "loo_mem": loo_mem, "loo_se": loo_se, "subsampled_mem": sub_mem, "subsampled_se": sub_se,
         "selection_mem": sel_mem, "selection_se": sel_se, "heldout_mem": held_mem, "heldout_se": held_se,
         "curve_trials": ts_, "curve_pearson": curve_pe, "curve_spearman": curve_sp}, figure=fig)
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference over the examples where both are finite."""
+    d = np.abs(np.asarray(a, float) - np.asarray(b, float))
+    return float(np.mean(d[np.isfinite(d)])) if np.isfinite(d).any() else float("nan")
+
+
+def _selection_note(n_sel: int, s_mean: float, s_loo: float, s_gap: float, s_ci: float, h_gap: float,
+                    sel_mad: float, held_mad: float) -> str:
+    """The selection half against the held-out half: regression to the mean is offered as the
+    explanation only when the selection half is the more extreme one (further from LOO mem)."""
+    head = (f"Compared instead with the selection half's own estimate ({n_sel} examples with one: mean "
+            f"{fmt(s_mean)} against mean LOO mem {fmt(s_loo)}), the examples show a gap of {_pm3(s_gap, s_ci)}; ")
+    if np.isfinite(sel_mad) and np.isfinite(held_mad) and sel_mad > held_mad:
+        return head + (
+            f"its mean absolute difference from LOO mem, {fmt(sel_mad)}, exceeds the held-out half's "
+            f"{fmt(held_mad)}, and the difference of the gaps, {fmt(s_gap - h_gap)}, is a selection effect plus "
+            "noise (both halves estimate the same quantity, only one chose the examples): examples put in high "
+            "strata by a noisy estimate tend to be those whose noise pushed it up, and those in low strata the "
+            "reverse, so compared on the examples chosen with it an estimate looks more extreme than on fresh "
+            "trials (regression to the mean).")
+    return head + (
+        f"here the selection half is not the more extreme one (mean absolute difference from LOO mem "
+        f"{fmt(sel_mad)}, against {fmt(held_mad)} held out), so no selection effect shows and the difference of "
+        f"the gaps, {fmt(s_gap - h_gap)}, is put down to noise.")
+
+
+def _loo_noise_note(median_se: float, repeats: int, deterministic: bool) -> str:
+    """How noisy the LOO values are; none when the learner is deterministic (they are exact for it)."""
+    if deterministic:
+        return ("The LOO values carry no estimation noise: the learner is deterministic, so each is exact for "
+                "this learner on this S (a single leave-one-out result, not an average over training randomness).")
+    if np.isfinite(median_se) and median_se == 0:
+        return (f"On most examples the {repeats} models of each side agreed (median SE 0), so the LOO estimates' "
+                f"noise cannot be estimated there, not that it is absent; more models per side (R > {repeats}) "
+                "would show it.")
+    return f"The LOO estimates themselves carry noise (median SE {fmt(median_se)} with R = {repeats})."
 
 
 def _nanmedian(x: np.ndarray) -> float:
@@ -384,7 +416,7 @@ def _nanmedian(x: np.ndarray) -> float:
 
 
 def _pv(p: float) -> str:
-    return "p n/a" if not np.isfinite(p) else "p < 0.001" if p < 1e-3 else f"p = {p:.3f}"
+    return fmt_p(p)
 
 
 def _pm3(x: float, ci: float) -> str:

@@ -20,6 +20,7 @@ from tailscope.analyses.base import (
     accuracy,
     check_unit,
     fmt,
+    fmt_p,
     identical_repeats,
     mean_ci,
     new_figure,
@@ -99,30 +100,93 @@ def compare_removals(base: np.ndarray, acc_mem: np.ndarray, acc_rand: np.ndarray
 
 
 def _p(p: float) -> str:
-    """A p-value to two significant digits (0.046, not 0.05, next to a verdict drawn at 0.05)."""
-    return "p n/a" if not np.isfinite(p) else "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+    """A p-value to 3 decimals, never printed as 0.05 when below it (see :func:`fmt_p`)."""
+    return fmt_p(p)
+
+
+def _signed(drop: float, ci: float, digits: int) -> str:
+    """A drop of accuracy in points, a negative one said as a rise."""
+    return f"a rise of {_pm(-drop, ci, digits)}" if drop < 0 else f"a drop of {_pm(drop, ci, digits)}"
 
 
 def _versus(r: dict, what: str = "removing as many at random") -> str:
     """How the chosen removal compares with random removal, from the interval of their difference."""
     e, ci = r["excess_drop"], r["excess_ci"]
     if r["verdict"] == "more":
-        return (f"more than {what} ({_pm(r['rand_drop'], r['rand_ci'], 2)}): {_pm(e, ci, 2)} points more "
+        return (f"more than {what} ({_signed(r['rand_drop'], r['rand_ci'], 2)}): {_pm(e, ci, 2)} points more "
                 f"(Welch t, {_p(r['excess_p'])})")
     if r["verdict"] == "less":
-        return (f"less than {what} ({_pm(r['rand_drop'], r['rand_ci'], 2)}): {_pm(-e, ci, 2)} points less "
+        return (f"less than {what} ({_signed(r['rand_drop'], r['rand_ci'], 2)}): {_pm(-e, ci, 2)} points less "
                 f"(Welch t, {_p(r['excess_p'])})")
     if r["verdict"] == "unresolved":
-        return (f"against {_pm(r['rand_drop'], r['rand_ci'], 2)} for {what}; the difference, "
+        return (f"against {_signed(r['rand_drop'], r['rand_ci'], 2)} for {what}; the difference, "
                 f"{_pm(e, ci, 2)} points (Welch t, {_p(r['excess_p'])}), is not resolved at 95%")
-    return f"against {what} ({_pm(r['rand_drop'], r['rand_ci'], 2)})"
+    return f"against {what} ({_signed(r['rand_drop'], r['rand_ci'], 2)})"
+
+
+def _removal_sentence(r: dict) -> str:
+    """One threshold's drop (a negative one said as a rise) and its comparison with random removal."""
+    change = (f"raises accuracy by {_pm(-r['mem_drop'], r['mem_ci'], 2)} points" if r["mem_drop"] < 0
+              else f"costs {_pm(r['mem_drop'], r['mem_ci'], 2)} points")
+    return (f"Removing the {r['n_removed']} examples with mem > {r['threshold']:g} ({100 * r['frac_removed']:.1f}%) "
+            f"{change}, {_versus(r)}.")
+
+
+def _infl_sentence(infl: dict, n_tr: int, n_pairs: int, n_tt: int, repeats: int) -> str:
+    """The high-influence removal on the pairs' test examples and on the whole test set, each with
+    its random control (and interval) and a verdict against it."""
+    sentence = (
+        f"Removing the {n_tr} training examples of the {n_pairs} high-influence pairs "
+        f"{_change(infl['hi_on_pairs_drop'], infl['hi_on_pairs_ci'], 1, f'on their {n_tt} test examples')} "
+        f"and {_change(infl['hi_on_all_drop'], infl['hi_on_all_ci'], 2, 'on the whole test set')}; removing as "
+        f"many random training examples {_change(infl['rand_on_pairs_drop'], infl['rand_on_pairs_ci'], 1)} "
+        f"and {_change(infl['rand_on_all_drop'], infl['rand_on_all_ci'], 2)}. Against random removal, "
+        + _infl_verdict(infl, "on_pairs", "the difference on their test examples is", 1) + "; "
+        + _infl_verdict(infl, "on_all", "on the whole test set it is", 2) + ".")
+    if any(_clipped(infl[f"{k}_on_pairs_drop"], infl[f"{k}_on_pairs_ci"]) for k in ("hi", "rand", "excess")):
+        sentence += (f" With only {n_tt} test examples (and R = {repeats} models) the intervals on them reach "
+                     "past the possible range, so they are uninformative there.")
+    return sentence
 
 
 def _pm(drop: float, ci: float, digits: int) -> str:
-    """``drop +- ci`` in percentage points, or the bare drop without an interval (one model, or no spread)."""
-    if np.isfinite(ci):
-        return f"{100 * drop:.{digits}f} +- {100 * ci:.{digits}f}"
-    return f"{100 * drop:.{digits}f}"
+    """``drop +- ci`` in percentage points, or the bare drop without an interval (one model, or no spread).
+    An interval reaching past the possible range of an accuracy difference (-100 to 100 points) is
+    shown clipped to it, and said to be."""
+    d = f"{100 * drop:.{digits}f}"
+    if not np.isfinite(ci):
+        return d
+    if _clipped(drop, ci):
+        lo, hi = max(-1.0, drop - ci), min(1.0, drop + ci)
+        return f"{d} (95% interval clipped to the possible range: {100 * lo:.{digits}f} to {100 * hi:.{digits}f})"
+    return f"{d} +- {100 * ci:.{digits}f}"
+
+
+def _clipped(drop: float, ci: float) -> bool:
+    return bool(np.isfinite(ci) and (drop - ci < -1 or drop + ci > 1))
+
+
+def _change(drop: float, ci: float, digits: int, on: str = "") -> str:
+    """An accuracy drop as words: 'lowers accuracy ... by X', 'raises ...' for a negative drop."""
+    where = f" {on}" if on else ""
+    if drop < 0:
+        return f"raises accuracy{where} by {_pm(-drop, ci, digits)} points"
+    if drop == 0 and not np.isfinite(ci):
+        return f"leaves accuracy{where} unchanged"
+    return f"lowers accuracy{where} by {_pm(drop, ci, digits)} points"
+
+
+def _infl_verdict(infl: dict, on: str, what: str, digits: int) -> str:
+    """The high-influence removal against random removal on one measure, from the interval of the difference."""
+    e, ci, p = infl[f"excess_{on}_drop"], infl[f"excess_{on}_ci"], infl[f"excess_{on}_p"]
+    if not np.isfinite(ci):
+        return f"{what} {_pm(e, ci, digits)} points, untested (no interval)"
+    diff = f"{what} {_pm(e, ci, digits)} points (Welch t, {_p(p)})"
+    if e - ci > 0:
+        return diff + ": the high-influence examples cost more than random ones"
+    if e + ci < 0:
+        return diff + ": the high-influence examples cost less than random ones"
+    return diff + ", not resolved at 95%"
 
 
 def _check(thresholds, repeats, infl_threshold) -> list[float]:
@@ -285,19 +349,9 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
             parts.append(f"mem > {r['threshold']:g} removes all {n} training examples, leaving nothing to train "
                          "on, so that threshold was skipped.")
             continue
-        parts.append(f"Removing the {r['n_removed']} examples with mem > {r['threshold']:g} "
-                     f"({100 * r['frac_removed']:.1f}%) costs {_pm(r['mem_drop'], r['mem_ci'], 2)} "
-                     f"points, {_versus(r)}.")
+        parts.append(_removal_sentence(r))
     if "hi_on_pairs_drop" in infl:
-        parts.append(
-            f"Removing the {len(tr)} training examples of the {len(pairs)} high-influence pairs lowers accuracy on "
-            f"their {len(tt)} test examples by {_pm(infl['hi_on_pairs_drop'], infl['hi_on_pairs_ci'], 1)} points "
-            f"and on the whole test set by {_pm(infl['hi_on_all_drop'], infl['hi_on_all_ci'], 2)}; removing as "
-            f"many random training examples lowers them by {100 * infl['rand_on_pairs_drop']:.1f} and "
-            f"{100 * infl['rand_on_all_drop']:.2f}"
-            + (f" (difference on their test examples {_pm(infl['excess_on_pairs_drop'], infl['excess_on_pairs_ci'], 1)}"
-               f" points, Welch t, {_p(infl['excess_on_pairs_p'])})." if np.isfinite(infl["excess_on_pairs_ci"])
-               else "."))
+        parts.append(_infl_sentence(infl, len(tr), len(pairs), len(tt), repeats))
     elif len(tr) >= n:
         parts.append(f"The high-influence pairs (infl >= {infl_threshold:g}) involve all {n} training examples, "
                      "so removing them leaves nothing to train on; that experiment was skipped.")
@@ -321,26 +375,36 @@ def marginal_utility(study, thresholds=(0.1, 0.2, 0.3, 0.4), repeats: int = 8, s
 
 
 def _spread_note(curve: list[dict], infl: dict, repeats: int, deterministic: bool) -> list[str]:
-    """Why some drops above have no interval although R >= 2 models were trained per set: the
-    models of a set (or of both sets compared) all reached the same accuracy."""
+    """Why some numbers above have no interval although R >= 2 models were trained per set: the
+    models of a set (or of both sets compared) all reached the same accuracy. Only comparisons that
+    are in fact untested are listed as such."""
     if repeats < 2:
         return []
-    cis = ("mem_ci", "rand_ci", "excess_ci")
-    flat = [f"{r['threshold']:g}" for r in curve
-            if r["verdict"] != "skipped" and not all(np.isfinite(r[k]) for k in cis)]
-    flat_infl = "hi_on_pairs_ci" in infl and not all(
-        np.isfinite(infl[f"{k}_{on}_ci"]) for k in ("hi", "rand", "excess") for on in ("on_pairs", "on_all"))
-    if not flat and not flat_infl:
-        return []
-    where = ", ".join(([f"mem > {', '.join(flat)}"] if flat else []) + (["the high-influence pairs"] if flat_infl
-                                                                          else []))
+    done = [r for r in curve if r["verdict"] != "skipped"]
+    untested = [f"{r['threshold']:g}" for r in done if r["verdict"] == "untested"]
+    untested_infl = "hi_on_pairs_ci" in infl and not all(np.isfinite(infl.get(f"excess_{on}_ci", np.nan))
+                                                         for on in ("on_pairs", "on_all"))
+    where = ", ".join(([f"mem > {', '.join(untested)}"] if untested else [])
+                      + (["the high-influence pairs"] if untested_infl else []))
     if deterministic:
-        return [f"The learner is deterministic: its {repeats} models on the full set, trained with different "
-                "seeds, made identical predictions, so the models of one training set are copies. Where an "
-                f"interval is missing ({where}) there was no spread to estimate it from: a drop between fixed "
-                "training sets is a single exact result for this learner, not a tested one, and random removal "
-                "varies only by the examples it removes (when those all reach the same accuracy, the comparison "
-                "with it is not tested either)."]
-    return [f"Where a drop has no interval ({where}), the {repeats} models of the sets compared all reached the "
-            "same test accuracy, so their spread, and with it an interval, cannot be estimated: too few repeats "
-            "to see the noise, so it is not tested; rerun with more --repeats."]
+        bare = [f"{r['threshold']:g}" for r in done if not np.isfinite(r["mem_ci"])]
+        bare_infl = "hi_on_pairs_ci" in infl and not all(np.isfinite(infl[f"hi_{on}_ci"])
+                                                         for on in ("on_pairs", "on_all"))
+        if not (bare or bare_infl or where):
+            return []
+        what = ", ".join(([f"mem > {', '.join(bare)}"] if bare else []) + (["the high-influence pairs"]
+                                                                            if bare_infl else []))
+        text = (f"The learner is deterministic: its {repeats} models on the full set, trained with different "
+                "seeds, made identical predictions, so the models of one training set are copies. A drop between "
+                "fixed training sets is therefore a single exact result for this learner, shown without an "
+                "interval" + (f" ({what})" if what else "") + ": there is no spread to estimate one from. Random "
+                "removal varies only by the examples it removes, so the comparison with it is tested from that "
+                "spread")
+        text += (f"; where those all reached the same accuracy ({where}) it is not tested." if where
+                 else ", and every comparison above has it.")
+        return [text]
+    if not where:
+        return []
+    return [f"Where a comparison has no interval ({where}), the {repeats} models of the sets compared all reached "
+            "the same test accuracy, so their spread, and with it an interval, cannot be estimated: too few "
+            "repeats to see the noise, so it is not tested; rerun with more --repeats."]

@@ -40,6 +40,7 @@ from tailscope.analyses.base import (
     AnalysisResult,
     check_count,
     check_unit,
+    fmt_p,
     noise_sentence,
     open_study_scores,
     pairs_noise_share,
@@ -233,21 +234,23 @@ def _reading(s: dict) -> str:
                 "Run more trials (the estimates' noise hides high influence) or lower the threshold "
                 "(re-estimate with `tailscope estimate --threshold`).")
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    d = lambda v: _num(v)  # noqa: E731
+    nd = s["n_near_duplicate"]
     return (
         f"Of the {s['n_pairs']} same-class train/test pairs with influence >= {s['threshold']} "
         f"({s['n_test_examples']} test examples), the training example is the test example's nearest "
-        f"training example of its class in {pct(s['share_rank1'])} of pairs (median rank {s['median_rank']:.0f} "
+        f"training example of its class in {pct(s['share_rank1'])} of pairs (median rank {_rank(s['median_rank'])} "
         f"of a class of about {s['median_class_size']:.0f}), against {pct(s['random_share_rank1'])} for random "
-        f"same-class pairs (median rank {s['random_median_rank']:.0f}). "
-        f"{s['n_near_duplicate']} pairs ({pct(s['share_near_duplicate'])}) are near-duplicates, i.e. rank 1 and "
-        f"closer than {s['tau']:.3g}, the {s['percentile']:g}th percentile of all test examples' "
+        f"same-class pairs (median rank {_rank(s['random_median_rank'])}). "
+        f"{nd} {'pair' if nd == 1 else 'pairs'} ({pct(s['share_near_duplicate'])}) {'is a near-duplicate' if nd == 1 else 'are near-duplicates'}, i.e. rank 1 and "
+        f"closer than {d(s['tau'])}, the {ordinal(s['percentile'])} percentile of all test examples' "
         f"nearest-neighbour distances (random pairs: {pct(s['random_share_near_duplicate'])}); with the 25th "
         f"or 50th percentile as the bound, {pct(s['share_near_duplicate_p25'])} or "
         f"{pct(s['share_near_duplicate_p50'])}. "
-        f"The median distance of high-influence pairs is {s['median_dist']:.3g} against "
-        f"{s['random_median_dist']:.3g} for random pairs and {s['median_nn_dist_all_test']:.3g} from a "
+        f"The median distance of high-influence pairs is {d(s['median_dist'])} against "
+        f"{d(s['random_median_dist'])} for random pairs and {d(s['median_nn_dist_all_test'])} from a "
         "typical test example to its nearest same-class training example (the test examples of these pairs: "
-        f"{s['median_nn_dist_pair_tests']:.3g}). "
+        f"{d(s['median_nn_dist_pair_tests'])}). "
         f"Against the random partner drawn for the same test example, the high-influence training example is "
         f"the closer one in {s['n_closer_than_random']} and the farther in {s['n_farther_than_random']} pairs "
         f"(50% each if nearness did not matter; binomial p {_p(s['closer_than_random_p'])}). "
@@ -255,8 +258,35 @@ def _reading(s: dict) -> str:
     )
 
 
+def ordinal(x) -> str:
+    """1st, 2nd, 3rd, 4th, 11th-13th, 21st, ...; a non-integer as 12.5th."""
+    x = float(x)
+    if x != int(x):
+        return f"{x:g}th"
+    k = int(x)
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def _rank(x: float) -> str:
+    """A median rank: whole, or .5 when it falls between two ranks."""
+    if not np.isfinite(x):
+        return "n/a"
+    return f"{x:.0f}" if float(x) == int(x) else f"{x:.1f}"
+
+
+def _num(x: float) -> str:
+    """A distance with 3 significant digits, trailing zeros kept (2.70 against 2.82)."""
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    if x == 0:
+        return "0"
+    digits = max(0, 2 - int(np.floor(np.log10(abs(x)))))
+    return f"{x:.{digits}f}"
+
+
 def _p(p: float) -> str:
-    return "n/a" if not np.isfinite(p) else "< 0.001" if p < 1e-3 else f"= {p:.2g}"
+    return fmt_p(p)[2:]  # "= 0.049", "< 0.05", "< 0.001" or "n/a"
 
 
 def _conclusion(s: dict) -> str:

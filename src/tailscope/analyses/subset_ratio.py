@@ -116,7 +116,9 @@ def subset_ratio(study, ratios=(0.5, 0.7, 0.9), trials: int = 50, progress: bool
                "test_acc": float(np.mean(s.trial_test_acc)), "min_n_out": int(s.n_out.min())}
         if loo is not None:
             idx = np.asarray(loo["idx"], dtype=np.int64)
-            row["spearman_loo"] = spearman(s.mem[idx], np.asarray(loo["loo_mem"], float))
+            lm = np.asarray(loo["loo_mem"], float)
+            row["spearman_loo"] = spearman(s.mem[idx], lm)
+            row["n_loo"] = int(np.sum(np.isfinite(s.mem[idx]) & np.isfinite(lm)))
         rows.append(row)
         for k, v in row.items():
             if k not in ("ratio", "trials"):
@@ -208,14 +210,18 @@ def _reading(rows, pairwise, trials, n, n_se, n_mem, few, best_bound, best_measu
              + (f" (q = {own:g} is the study's own ratio: its numbers are the study's first {trials} trials, "
                 "not an independent run)" if own is not None else "") + ":"]
     for r in rows:
-        no_mem = f" ({r['n_no_mem']} never left out have none)" if r["n_no_mem"] else ""
+        k = r["n_no_mem"]
+        no_mem = (f" ({k} example never left out has none)" if k == 1 else
+                  f" ({k} examples never left out have none)" if k else "")
         parts.append(
             f"q = {r['ratio']:g} gives mean mem {fmt(r['mean_mem'])} over the examples with an estimate{no_mem}, "
             f"{fmt(100 * r['frac_mem_ge_0.25'], 1)}% of them at mem >= 0.25; {r['n_no_se']} of {n} examples "
             f"({100 * r['frac_no_se']:.1f}%) have no SE (fewer than two trials with or without them), and over "
             f"the others the median SE is {fmt(r['median_se'])} and the mean {fmt(r['mean_se'])} (x sqrt(t): "
             f"{fmt(r['median_se_sqrt_t'], 2)} and {fmt(r['mean_se_sqrt_t'], 2)}; bound {r['bound_se_sqrt_t']:.2f})"
-            + (f", Spearman {fmt(r['spearman_loo'])} with leave-one-out mem" if "spearman_loo" in r else "")
+            + (f", Spearman {fmt(r['spearman_loo'])} with leave-one-out mem"
+               + (f" (on the {r['n_loo']} sampled examples with both)" if "n_loo" in r else "")
+               if "spearman_loo" in r else "")
             + ";")
     parts.append("pairwise Spearman between ratios: "
                  + (", ".join(f"{k} {fmt(v)}" for k, v in pairwise.items()) or "none (one ratio)") + ".")
@@ -231,9 +237,8 @@ def _reading(rows, pairwise, trials, n, n_se, n_mem, few, best_bound, best_measu
                      + ", ".join(f"{fmt(r['mean_se_sqrt_t_common'], 2)} at q = {r['ratio']:g}" for r in rows)
                      + f": lowest at q = {best_measured['ratio']:g}.")
         if few:
-            qs = ", ".join(f"{r['ratio']:g}" for r in few)
-            parts.append(f"At q = {qs} some examples had few trials without them (as few as "
-                         f"{min(r['min_n_out'] for r in few)}): when all of those agree the plug-in SE is 0 (also "
+            each = ", ".join(f"{r['min_n_out']} at q = {r['ratio']:g}" for r in few)
+            parts.append(f"Some examples had few trials without them (as few as {each}): when all of those agree the plug-in SE is 0 (also "
                          "for the many examples every model gets right), so measured SEs understate the noise there "
                          "and this ranking is not reliable; the bound is the safe number. " + bound_text)
         elif len(rows) > 1:
