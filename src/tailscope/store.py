@@ -101,10 +101,6 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# what a learner is, as opposed to its settings: a change here is said in one line
-_LEARNER_IDENTITY = ("learner", "kind", "estimator", "model", "name")
-
-
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     """One line per setting that differs (``learner.lr: stored 0.1, requested 0.05``); a learner
     of another kind or model is one line, not a line for each of its parameters."""
@@ -114,8 +110,8 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
             continue
         va, vb = a.get(k), b.get(k)
         if k == "learner" and not prefix and isinstance(va, dict) and isinstance(vb, dict) and \
-                _learner_id(va) != _learner_id(vb):
-            out.append(f"learner: stored {_learner_id(va)}, requested {_learner_id(vb)}")
+                learner_label(va) != learner_label(vb):
+            out.append(f"learner: stored {learner_label(va)}, requested {learner_label(vb)}")
         elif isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{k}.")
         elif va != vb:
@@ -123,8 +119,12 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _learner_id(spec: dict) -> str:
-    return " ".join(str(spec[k]) for k in _LEARNER_IDENTITY if spec.get(k) is not None) or "?"
+def learner_label(spec: dict, sep: str = " ") -> str:
+    """What a learner is, from its spec, as opposed to its settings: "torch_population mlp",
+    "sklearn sklearn.linear_model...LogisticRegression", "callable const"."""
+    kind = spec.get("learner") or spec.get("kind") or "learner"
+    what = spec.get("model") or spec.get("estimator") or spec.get("name")
+    return f"{kind}{sep}{what}" if what else str(kind)
 
 
 @dataclass
@@ -411,7 +411,7 @@ class TrialStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as e:  # a filesystem without flock (Lustre without -o flock, some FUSE/SMB mounts)
-                _warn_once("flock", f"the filesystem of {self.root} does not support file locks ({e.strerror}); "
+                warn_once("flock", f"the filesystem of {self.root} does not support file locks ({e.strerror}); "
                                     "blocks are written without them, so give every concurrent run of this study "
                                     "the same number of trials.")
             yield
@@ -753,7 +753,8 @@ def _creation_lock(url: str, timeout: float = 300.0):
 _WARNED: set[str] = set()
 
 
-def _warn_once(key: str, message: str) -> None:
+def warn_once(key: str, message: str) -> None:
+    """A warning said once per process for ``key``."""
     if key not in _WARNED:
         _WARNED.add(key)
         warnings.warn(message, stacklevel=3)

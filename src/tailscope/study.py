@@ -18,7 +18,7 @@ from tailscope.learners.base import Learner, LearnerError
 from tailscope.learners.registry import learner_from_source, learner_from_spec
 from tailscope.runner import Job, check_backend, run_blocks, select_shard
 from tailscope.scores import Scores, scores_location
-from tailscope.store import StoreError, TrialStore, is_remote, study_location
+from tailscope.store import StoreError, TrialStore, is_remote, learner_label, study_location
 
 
 class Study:
@@ -287,8 +287,12 @@ class _StoredLearner(Learner):
         return self._spec
 
     def fit_predict(self, data, masks, seeds):
-        raise LearnerError(
-            f"the study's learner ({_learner_name(self._spec)}) "
+        raise self.error()
+
+    def error(self) -> LearnerError:
+        """Why no trial can be trained with this stand-in, and how to pass the learner."""
+        return LearnerError(
+            f"the study's learner ({learner_label(self._spec, ': ')}) "
             f"cannot be rebuilt from the store ({self._reason or 'it was made in Python'}), so no trials can be "
             "trained for it: in "
             "Python pass it, Study.open(path, learner=...) or the analysis's learner= argument; on the command "
@@ -305,13 +309,6 @@ def _check_option_names(kwargs: dict) -> None:
             guess = ["infl_threshold"] if key == "threshold" else difflib.get_close_matches(key, names, n=1)
             hint = f" Did you mean {guess[0]}?" if guess else ""
             raise TypeError(f"estimate() got an unknown option {key!r}.{hint} Options: {', '.join(names)}.")
-
-
-def _learner_name(spec: dict) -> str:
-    """"torch_population: mlp", "sklearn: sklearn.linear_model.LogisticRegression", ... from a stored spec."""
-    kind = spec.get("learner") or spec.get("kind") or "learner"
-    what = spec.get("model") or spec.get("estimator") or spec.get("name")
-    return f"{kind}: {what}" if what else str(kind)
 
 
 def study_info(store: TrialStore) -> dict:

@@ -204,7 +204,7 @@ def check_trainable(learner: Learner) -> None:
     from tailscope.study import _StoredLearner
 
     if isinstance(learner, _StoredLearner):
-        learner.fit_predict(None, None, None)  # raises a LearnerError that says how to pass one
+        raise learner.error()  # says how to pass one
 
 
 def with_learner(study, learner: Learner | None):

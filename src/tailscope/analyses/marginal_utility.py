@@ -99,11 +99,6 @@ def compare_removals(base: np.ndarray, acc_mem: np.ndarray, acc_rand: np.ndarray
     return out
 
 
-def _p(p: float) -> str:
-    """A p-value to 3 decimals, never printed as 0.05 when below it (see :func:`fmt_p`)."""
-    return fmt_p(p)
-
-
 def _signed(drop: float, ci: float, digits: int) -> str:
     """A drop of accuracy in points, a negative one said as a rise."""
     return f"a rise of {_pm(-drop, ci, digits)}" if drop < 0 else f"a drop of {_pm(drop, ci, digits)}"
@@ -114,13 +109,13 @@ def _versus(r: dict, what: str = "removing as many at random") -> str:
     e, ci = r["excess_drop"], r["excess_ci"]
     if r["verdict"] == "more":
         return (f"more than {what} ({_signed(r['rand_drop'], r['rand_ci'], 2)}): {_pm(e, ci, 2)} points more "
-                f"(Welch t, {_p(r['excess_p'])})")
+                f"(Welch t, {fmt_p(r['excess_p'])})")
     if r["verdict"] == "less":
         return (f"less than {what} ({_signed(r['rand_drop'], r['rand_ci'], 2)}): {_pm(-e, ci, 2)} points less "
-                f"(Welch t, {_p(r['excess_p'])})")
+                f"(Welch t, {fmt_p(r['excess_p'])})")
     if r["verdict"] == "unresolved":
         return (f"against {_signed(r['rand_drop'], r['rand_ci'], 2)} for {what}; the difference, "
-                f"{_pm(e, ci, 2)} points (Welch t, {_p(r['excess_p'])}), is not resolved at 95%")
+                f"{_pm(e, ci, 2)} points (Welch t, {fmt_p(r['excess_p'])}), is not resolved at 95%")
     return f"against {what} ({_signed(r['rand_drop'], r['rand_ci'], 2)})"
 
 
@@ -181,7 +176,7 @@ def _infl_verdict(infl: dict, on: str, what: str, digits: int) -> str:
     e, ci, p = infl[f"excess_{on}_drop"], infl[f"excess_{on}_ci"], infl[f"excess_{on}_p"]
     if not np.isfinite(ci):
         return f"{what} {_pm(e, ci, digits)} points, untested (no interval)"
-    diff = f"{what} {_pm(e, ci, digits)} points (Welch t, {_p(p)})"
+    diff = f"{what} {_pm(e, ci, digits)} points (Welch t, {fmt_p(p)})"
     if e - ci > 0:
         return diff + ": the high-influence examples cost more than random ones"
     if e + ci < 0:

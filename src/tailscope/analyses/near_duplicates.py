@@ -253,7 +253,7 @@ def _reading(s: dict) -> str:
         f"{d(s['median_nn_dist_pair_tests'])}). "
         f"Against the random partner drawn for the same test example, the high-influence training example is "
         f"the closer one in {s['n_closer_than_random']} and the farther in {s['n_farther_than_random']} pairs "
-        f"(50% each if nearness did not matter; binomial p {_p(s['closer_than_random_p'])}). "
+        f"(50% each if nearness did not matter; binomial {fmt_p(s['closer_than_random_p'])}). "
         + noise_sentence(s["pairs_false_share_est"], s["trials"], s["n_pairs"]) + _conclusion(s)
     )
 
@@ -283,10 +283,6 @@ def _num(x: float) -> str:
         return "0"
     digits = max(0, 2 - int(np.floor(np.log10(abs(x)))))
     return f"{x:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    return fmt_p(p)[2:]  # "= 0.049", "< 0.05", "< 0.001" or "n/a"
 
 
 def _conclusion(s: dict) -> str:

@@ -53,6 +53,7 @@ from torch import nn
 from tailscope.data.dataset import Dataset
 from tailscope.learners.base import Learner, Predictions
 from tailscope.learners.torch_models import MODELS, ModelError, build_model, check_no_running_stats
+from tailscope.store import warn_once
 
 __all__ = ["TorchLearner", "ModelError", "ScaledRows", "prepare_inputs", "prepare_rows"]
 
@@ -314,7 +315,7 @@ class TorchLearner(Learner):
         if dev.type == "cpu":
             _raise_malloc_threshold()
         elif dev.type == "cuda" and self.precision == "bf16" and torch.cuda.get_device_capability(dev) < (8, 0):
-            _warn_once_per_process("bf16-emulated", f"precision='bf16' on {torch.cuda.get_device_name(dev)}: "
+            warn_once("bf16-emulated", f"precision='bf16' on {torch.cuda.get_device_name(dev)}: "
                                    "GPUs before compute capability 8.0 (V100, T4) emulate bf16, which is slower "
                                    "than fp32 there; use precision='fp32'.")
         self.check_data(data)
@@ -561,15 +562,6 @@ def _raise_malloc_threshold() -> None:
     block = torch.empty(31 * 2**20, dtype=torch.uint8)
     block[:: 4096] = 0
     del block
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once_per_process(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        warnings.warn(message, stacklevel=3)
 
 
 def _device_type(device: str | torch.device) -> str:
