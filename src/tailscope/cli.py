@@ -126,7 +126,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return shard
 
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="digits, fashion-mnist, npz:PATH, idx:DIR, cifar:DIR, folder:DIR")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="digits, fashion-mnist, npz:PATH, csv:PATH, parquet:PATH, idx:DIR, cifar:DIR, folder:DIR")]
 LearnerOpt = Annotated[str, typer.Option("--learner", "-l", help="mlp, linear, cnn, resnet (torch population trainer) or logreg, forest, knn (scikit-learn)")]
 OptOpt = Annotated[list[str] | None, typer.Option("--opt", help="learner option key=value (repeatable), e.g. --opt epochs=10")]
 

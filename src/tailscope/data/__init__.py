@@ -14,6 +14,9 @@ __all__ = ["DataError", "Dataset", "ExactDuplicates", "exact_duplicates", "from_
            "from_torch", "load_dataset", "preprocess", "stratified_split"]
 
 
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet")
+
+
 def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
     """Load a dataset by name (``"digits"``) or ``"PREFIX:PATH"`` (``"npz:data.npz"``).
 
@@ -46,6 +49,8 @@ def _loader(spec: str) -> tuple:
         return LOADERS[prefix], (rest,)
     if spec.endswith(".npz"):
         return LOADERS["npz"], (spec,)
+    if spec.lower().endswith(TABLE_SUFFIXES):
+        return LOADERS["csv"], (spec,)
     known = sorted(BUILTIN) + [f"{p}:PATH" for p in sorted(LOADERS)]
     raise DataError(f"unknown dataset {spec!r}; use one of {', '.join(known)}.")
 
@@ -65,4 +70,6 @@ def _absolute_spec(spec: str) -> str:
         return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
     if not sep and spec.endswith(".npz"):
         return f"npz:{os.path.abspath(os.path.expanduser(spec))}"
+    if not sep and spec.lower().endswith(TABLE_SUFFIXES):
+        return f"csv:{os.path.abspath(os.path.expanduser(spec))}"
     return spec

@@ -26,6 +26,7 @@ from tailscope.data.dataset import (
 from tailscope.data.formats.cifar import load_cifar
 from tailscope.data.formats.folder import load_folder
 from tailscope.data.formats.idx import load_fashion_mnist, load_idx
+from tailscope.data.formats.table import load_table
 
 __all__ = ["LOADERS", "from_arrays", "from_huggingface", "from_torch", "load_cifar",
            "load_fashion_mnist", "load_folder", "load_idx", "load_npz"]
@@ -134,6 +135,10 @@ def from_arrays(
         if hasattr(x, "toarray") and hasattr(x, "nnz"):  # scipy.sparse: np.asarray makes a 0-d object array
             raise DataError(f"{arg} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
                             f"({arg}.toarray()), reducing its width first if it does not fit in memory.")
+    meta = dict(meta or {})
+    columns = getattr(x_train, "columns", None)  # a pandas DataFrame: its column names label the features
+    if columns is not None and "feature_names" not in meta:
+        meta["feature_names"] = [str(c) for c in columns]
     x_train = np.asarray(x_train)
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither (then a stratified split is made).")
@@ -159,7 +164,6 @@ def from_arrays(
         if x_test.ndim == 0:
             raise DataError("x_test is a single value (a 0-d array); it must hold one row per example.")
     y_train, y_test, classes = encode_labels(y_train, y_test, classes)
-    meta = dict(meta or {})
     if allow_missing:
         meta["allow_missing"] = True
     x_train, x_test, image_shape = _arrange_images(x_train, x_test, image_shape, meta)
@@ -574,6 +578,8 @@ def from_huggingface(ds_train, ds_test=None, *, image_key: str | None = None,
 #: prefix -> loader(path, **options); load_dataset dispatches "PREFIX:PATH" strings here.
 LOADERS = {
     "npz": load_npz,
+    "csv": load_table,  # (delimited text or parquet: the file's content decides)
+    "parquet": load_table,
     "idx": load_idx,
     "cifar": load_cifar,
     "folder": load_folder,

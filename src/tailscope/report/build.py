@@ -337,7 +337,10 @@ class _Builder:
     def features(self, split: str, i: int) -> str:
         x = self.data.x_train if split == "train" else self.data.x_test
         row = np.asarray(x[int(i)]).reshape(-1)
-        vals = ", ".join(f"{float(v):.3g}" for v in row[:N_FEATURES_SHOWN])
+        names = self.data.meta.get("feature_names") or []
+        names = names if len(names) == len(row) else [None] * len(row)  # (names of other data: not shown)
+        vals = ", ".join(f"{float(v):.3g}" if n is None else f"{n}={float(v):.3g}"
+                         for n, v in zip(names[:N_FEATURES_SHOWN], row[:N_FEATURES_SHOWN], strict=True))
         return vals + (", ..." if len(row) > N_FEATURES_SHOWN else "")
 
     def img(self, split: str, i: int, alt: str, cls: str = "thumb") -> str:

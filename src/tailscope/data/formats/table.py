@@ -1,0 +1,207 @@
+"""Tables: ``csv:PATH`` (also .tsv, .csv.gz) and ``parquet:PATH``, one row per example.
+
+One column holds the label; the others are the features, which must be numbers (or
+booleans). Tabular files are how most non-image datasets are kept, and the usual
+mistakes in them are named here with their fix: a text column among the features, a
+saved row index (``Unnamed: 0``), a label column that holds measurements rather than
+classes.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tailscope.data.dataset import DataError
+
+LABEL_NAMES = ("label", "labels", "y", "target", "class")
+# names of columns that usually number the rows: used as a feature they let a model learn the row order
+_INDEX_LIKE = re.compile(r"^(unnamed: ?\d+|index|id|row_?id|sample_?id)$", re.IGNORECASE)
+
+
+def read_table(p: Path):
+    """The file as a pandas DataFrame (parquet by its magic bytes, else delimited text)."""
+    import pandas as pd
+
+    if not p.is_file():
+        raise DataError(f"table file {p} does not exist; pass csv:PATH (or parquet:PATH) with the path of a "
+                        "table file.")
+    with open(p, "rb") as fh:
+        kind = "parquet" if fh.read(4) == b"PAR1" else "csv"
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(p)
+        # sep=None sniffs commas, semicolons and tabs (the python engine is needed for that)
+        sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz", ".tab")) else None
+        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+    except (ValueError, OSError, ImportError, UnicodeDecodeError) as e:
+        hint = ("save it with DataFrame.to_parquet" if kind == "parquet"
+                else "it must be text with a header row naming the columns")
+        raise DataError(f"{p} could not be read as a {kind} file ({type(e).__name__}: {e}); {hint}.") from None
+
+
+def _column_list(value, what: str) -> list[str]:
+    """``"a,b"``, ``["a", "b"]`` or ``("a",)`` -> ``["a", "b"]`` (the CLI gives a string)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int) for v in value):
+        return [str(v) for v in value]
+    raise DataError(f"{what} must be column names, as a list or a comma-separated string "
+                    f"(e.g. {what}=id,date), got {value!r}.")
+
+
+def _find(df, name, what: str) -> str:
+    cols = [str(c) for c in df.columns]
+    if str(name) in cols:
+        return str(name)
+    raise DataError(f"the table has no column {name!r} ({what}); its columns are {_shown(cols)}.")
+
+
+def _shown(cols: list[str], cap: int = 20) -> str:
+    return ", ".join(cols[:cap]) + (f", ... ({len(cols)} in all)" if len(cols) > cap else "")
+
+
+def pick_label(df, label) -> str:
+    """The label column: ``label`` if given, else the one column named like a label."""
+    if label is not None:
+        return _find(df, label, "label")
+    found = [str(c) for c in df.columns if str(c).strip().lower() in LABEL_NAMES]
+    if len(found) == 1:
+        return found[0]
+    cols = [str(c) for c in df.columns]
+    what = f"several label-like columns ({', '.join(found)})" if found else \
+        f"no column named {', '.join(LABEL_NAMES)}"
+    raise DataError(f"the table has {what}; name the label column with the option label=COLUMN "
+                    f"(--data-opt label=COLUMN). Columns: {_shown(cols)}.")
+
+
+def label_values(column) -> tuple[np.ndarray, list[str]]:
+    """Labels as 0..C-1 and the class names, in sorted order of the values.
+
+    Numbers keep numeric order (classes 1, 2, 10, not "1", "10", "2"), so a table's codes
+    need not start at 0 or be contiguous; the names are the values as written.
+    """
+    import pandas as pd
+
+    name = column.name
+    if column.isna().any():
+        rows = np.flatnonzero(column.isna().to_numpy())[:5].tolist()
+        raise DataError(f"the label column {name!r} is empty in {int(column.isna().sum())} rows (first rows "
+                        f"{rows}); drop those rows or fill in their labels.")
+    if pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy().astype(np.int64)
+    elif pd.api.types.is_numeric_dtype(column):
+        v = column.to_numpy().astype(np.float64)
+        if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+            odd = [float(x) for x in np.unique(v) if not (np.isfinite(x) and x == round(x))][:5]
+            raise DataError(f"the label column {name!r} holds non-integer numbers ({odd}); tailscope needs "
+                            "class labels. If the column is a measurement, bin it into classes first "
+                            "(e.g. pd.cut), or name the label column with label=COLUMN.")
+        values = v.astype(np.int64)
+    else:
+        values = column.astype(str).str.strip().to_numpy().astype(str)
+    uniq, codes = np.unique(values, return_inverse=True)
+    names = [str(bool(u)) if pd.api.types.is_bool_dtype(column) else str(u) for u in uniq]
+    return codes.astype(np.int64), names
+
+
+def feature_matrix(df, columns: list[str], source: str) -> np.ndarray:
+    """The feature columns as one float array; DataError naming any text column."""
+    import pandas as pd
+
+    if not columns:
+        raise DataError(f"{source} has no feature column left (only the label and split columns, or all "
+                        "were dropped); the table needs at least one column of numbers besides the label.")
+    text = [c for c in columns if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    if text:
+        raise DataError(f"{source}: column(s) {_shown(text, 10)} hold text, not numbers; tailscope needs numeric "
+                        "features. Leave them out (drop=COLUMN,...), or encode them as numbers first "
+                        "(e.g. pd.get_dummies(df, columns=[...]) for categories) and save the table again.")
+    index_like = [c for c in columns if _INDEX_LIKE.match(c)]
+    if index_like:
+        warnings.warn(f"{source}: column(s) {', '.join(index_like)} look like row numbers or ids but are used as "
+                      "features; a model can learn the row order from them. Leave them out with "
+                      f"drop={','.join(index_like)} if they are not features.", stacklevel=4)
+    x = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    # float32 holds every feature a model needs and halves the memory; keep float64 where it would round
+    x32 = x.astype(np.float32)
+    return x32 if np.array_equal(x32.astype(np.float64), x, equal_nan=True) else x
+
+
+def load_table(path: str, *, label: str | None = None, drop=None,
+               split_key: str | None = "split", test_fraction: float | None = None,
+               split_seed: int | None = None, allow_missing: bool = False):
+    """``csv:PATH`` or ``parquet:PATH``: a table with one row per example.
+
+    Parquet files are recognised by their content, anything else is read as delimited
+    text with a header row (commas, semicolons or tabs; ``.gz`` and other compressions
+    by their suffix).
+
+    Parameters
+    ----------
+    label : str, optional
+        The label column. Default: the one column named ``label``, ``labels``, ``y``,
+        ``target`` or ``class`` (any case). Its values are class names (text) or class
+        codes (integers, in any range: classes are their sorted values).
+    drop : list of str or "a,b", optional
+        Columns that are not features (ids, dates, free text). Every other column except
+        the label and split columns is a feature and must hold numbers or booleans.
+    split_key : str or None
+        A column giving the train/test split, as in npz files (``0``/``"train"``/False
+        for training rows, ``1``/``"test"``/True for test rows); used when present.
+        ``None`` ignores it. Without it, a seeded stratified split is made
+        (``test_fraction``, default 0.2, and ``split_seed``, default 0).
+    allow_missing : bool
+        Accept empty feature cells as missing values (see :func:`tailscope.from_arrays`).
+
+    Feature names are kept (``Dataset.meta["feature_names"]``) and shown in the report.
+    """
+    # (imported here: the loaders module imports this one)
+    from tailscope.data.loaders import _split_codes, _warn, from_arrays
+
+    p = Path(path).expanduser()
+    df = read_table(p)
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.columns.duplicated().any():
+        dup = sorted(set(df.columns[df.columns.duplicated()]))
+        raise DataError(f"{p.name} has several columns named {dup}; give every column its own name.")
+    if len(df) == 0:
+        raise DataError(f"{p.name} has a header but no rows; it needs one row per example.")
+    if split_key is not None and not isinstance(split_key, str):
+        raise DataError(f"split_key must be the name of a column or None, got {split_key!r}.")
+    label_col = pick_label(df, label)
+    has_split = split_key is not None and split_key in df.columns and split_key != label_col
+    if split_key not in (None, "split") and not has_split:
+        _find(df, split_key, "split_key")
+    dropped = [_find(df, c, "drop") for c in _column_list(drop, "drop")]
+    skip = {label_col, *dropped, *([split_key] if has_split else [])}
+    features = [c for c in df.columns if c not in skip]
+    x = feature_matrix(df, features, p.name)
+    y, classes = label_values(df[label_col])
+    meta: dict = {"source": str(p), "feature_names": features, "label_column": label_col}
+    name = p.name
+    if has_split:
+        if test_fraction is not None or split_seed is not None:
+            _warn(f"{p.name}: test_fraction/split_seed are ignored because the column {split_key!r} gives "
+                  "the split; pass split_key=None for a random stratified split.")
+        codes = df[split_key].to_numpy()
+        codes = codes.astype(str) if codes.dtype == object else codes  # (pandas keeps text as objects)
+        is_test = _split_codes(codes, split_key, len(df), p)
+        if is_test.all() or not is_test.any():
+            raise DataError(f"{p.name}: column {split_key!r} puts every row in the "
+                            f"{'test' if is_test.all() else 'training'} split; it must mark some rows as train "
+                            "and some as test, or pass split_key=None for a random stratified split.")
+        meta["split"] = {"key": split_key, "n_train": int((~is_test).sum()), "n_test": int(is_test.sum())}
+        return from_arrays(x[~is_test], y[~is_test], x[is_test], y[is_test], classes=classes, name=name,
+                           meta=meta, allow_missing=allow_missing)
+    tf = 0.2 if test_fraction is None else test_fraction
+    seed = 0 if split_seed is None else split_seed
+    meta.update(test_fraction=tf, split_seed=seed)
+    return from_arrays(x, y, classes=classes, name=name, test_fraction=tf, split_seed=seed, meta=meta,
+                       allow_missing=allow_missing)
+

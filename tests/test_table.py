@@ -1,0 +1,141 @@
+"""Tables (csv:PATH, parquet:PATH): columns, labels, splits and the usual mistakes in them."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import tailscope as ts
+from tailscope.cli import app
+from tailscope.data import DataError
+
+
+def _frame(n=60, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"height": rng.normal(170, 10, n).round(1), "weight": rng.normal(70, 5, n).round(1),
+                         "smoker": rng.random(n) < 0.3, "quality": np.tile([3, 5, 10], n // 3)})
+
+
+def test_csv_reads_features_labels_and_names(tmp_path):
+    df = _frame()
+    df.to_csv(tmp_path / "t.csv", index=False)
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+    # integer codes keep numeric order (10 after 5, not "10" < "3"); the names are the values
+    assert data.classes == ["3", "5", "10"]
+    assert data.meta["feature_names"] == ["height", "weight", "smoker"]
+    assert data.n_train + data.n_test == 60 and data.n_test == 12  # test_fraction 0.2, stratified
+    rows = np.concatenate([data.x_train, data.x_test])
+    got = {tuple(r) for r in rows.tolist()}
+    want = {(h, w, float(s)) for h, w, s in df[["height", "weight", "smoker"]].itertuples(index=False)}
+    assert got == want
+    names = np.array(data.classes)[np.concatenate([data.y_train, data.y_test])]
+    assert sorted(names.tolist()) == sorted(df["quality"].astype(str).tolist())
+    assert data.meta["spec"] == f"csv:{tmp_path / 't.csv'}"
+
+
+def test_label_column_found_by_name_and_text_labels(tmp_path):
+    df = _frame().rename(columns={"quality": "Target"})
+    df["Target"] = df["Target"].map({3: "low", 5: "mid", 10: "high"})
+    df.to_csv(tmp_path / "t.tsv", index=False, sep="\t")
+    data = ts.load_dataset(str(tmp_path / "t.tsv"))  # a bare .tsv path is a table
+    assert data.classes == ["high", "low", "mid"] and data.x_train.shape[1] == 3
+
+
+def test_semicolons_gzip_and_parquet_by_content(tmp_path):
+    df = _frame()
+    df.to_csv(tmp_path / "t.csv.gz", index=False, sep=";")
+    a = ts.load_dataset(f"csv:{tmp_path / 't.csv.gz'}", label="quality")
+    df.to_parquet(tmp_path / "t.bin")  # parquet whatever its name: the file's magic bytes decide
+    b = ts.load_dataset(f"parquet:{tmp_path / 't.bin'}", label="quality")
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+
+
+def test_split_column_and_drop(tmp_path):
+    df = _frame()
+    df["id"] = np.arange(60)
+    df["split"] = np.where(np.arange(60) % 4 == 0, "test", "train")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality", drop="id")
+    assert (data.n_train, data.n_test) == (45, 15)
+    np.testing.assert_array_equal(data.x_test[:, 0], df["height"].to_numpy()[::4])
+    assert data.meta["feature_names"] == ["height", "weight", "smoker"]
+    with pytest.warns(UserWarning, match="look like row numbers.*drop=id"):
+        data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+    assert data.meta["feature_names"] == ["height", "weight", "smoker", "id"]
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality", drop=["id", "split"], split_key=None,
+                           split_seed=3)
+    assert data.n_test == 12  # the column is left out and a random stratified split made
+
+
+def test_saved_pandas_index_is_named(tmp_path):
+    _frame().to_csv(tmp_path / "t.csv")  # index=True: an "Unnamed: 0" column of row numbers
+    with pytest.warns(UserWarning, match="Unnamed: 0"):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality", drop="Unnamed: 0")
+
+
+@pytest.mark.parametrize(("change", "options", "message"), [
+    (lambda d: d.assign(city="Paris"), {"label": "quality"}, r"column\(s\) city hold text.*drop=COLUMN"),
+    (lambda d: d, {}, "no column named label.*label=COLUMN.*height, weight"),
+    (lambda d: d.assign(y=1), {}, "no column named"),
+    (lambda d: d.assign(label=1, target=2), {}, "several label-like columns"),
+    (lambda d: d, {"label": "nope"}, "no column 'nope'"),
+    (lambda d: d, {"label": "height"}, "non-integer numbers.*bin it"),
+    (lambda d: d.assign(quality=[np.nan] + [3.0] * 59), {"label": "quality"}, "empty in 1 rows"),
+    (lambda d: d, {"label": "quality", "drop": "height,weight,smoker"}, "no feature column left"),
+    (lambda d: d, {"label": "quality", "drop": "bmi"}, "no column 'bmi' \\(drop\\)"),
+    (lambda d: d.assign(split=2), {"label": "quality"}, "neither train nor test|0 = train"),
+    (lambda d: d.assign(split="test"), {"label": "quality"}, "every row in the test split"),
+    (lambda d: d.iloc[:0], {"label": "quality"}, "no rows"),
+])
+def test_table_mistakes_are_named_with_the_fix(tmp_path, change, options, message):
+    df = change(_frame())
+    if "y" in df and "label" not in options:
+        df = df.drop(columns="y")  # (the "no label" case: only an unrecognised name)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=message):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}", **options)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        ts.load_dataset(f"csv:{tmp_path / 'none.csv'}")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="could not be read as a parquet file"):
+        ts.load_dataset(f"parquet:{tmp_path / 'bad.parquet'}")
+    with pytest.raises(DataError, match="does not take option.*label, drop, split_key"):
+        ts.load_dataset(f"csv:{tmp_path / 'none.csv'}", colour=1)
+
+
+def test_missing_feature_cells_follow_allow_missing(tmp_path):
+    df = _frame()
+    df.loc[5, "weight"] = np.nan
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match="allow_missing"):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality", allow_missing=True)
+    assert sum(np.isnan(x).sum() for x in (data.x_train, data.x_test)) == 1
+
+
+def test_dataframe_columns_name_the_features():
+    df = _frame()
+    data = ts.from_arrays(df[["height", "weight"]], df["quality"].astype(str))
+    assert data.meta["feature_names"] == ["height", "weight"]
+
+
+def test_cli_runs_a_csv_and_the_report_names_features(tmp_path):
+    df = _frame(90)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "s"
+    r = CliRunner().invoke(app, ["run", "-d", f"csv:{tmp_path / 't.csv'}", "--data-opt", "label=quality",
+                                 "-l", "knn", "--trials", "8", "--block-size", "4", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    html = (out / "report" / "index.html").read_text()
+    assert "height=" in html and "weight=" in html
