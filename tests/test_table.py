@@ -139,3 +139,29 @@ def test_cli_runs_a_csv_and_the_report_names_features(tmp_path):
     assert r.exit_code == 0, r.output
     html = (out / "report" / "index.html").read_text()
     assert "height=" in html and "weight=" in html
+
+
+def test_scale_sensitive_learners_warn_and_standardize_within_trials(tmp_path):
+    from sklearn.pipeline import Pipeline
+
+    from tailscope.learners.registry import make_learner, scale_warning
+
+    df = _frame(90)
+    df["income"] = df["height"] * 1000.0  # a feature 1000x wider than the others
+    df.to_csv(tmp_path / "t.csv", index=False)
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+    assert "standardize=true" in scale_warning("knn", {}, data)
+    assert scale_warning("knn", {"standardize": True}, data) is None
+    assert scale_warning("forest", {}, data) is None
+    assert scale_warning("knn", {}, ts.load_dataset("digits")) is None  # images share one scale
+    est = make_learner("knn", standardize=True).estimator
+    assert isinstance(est, Pipeline) and [n for n, _ in est.steps] == ["standardscaler", "kneighborsclassifier"]
+    with pytest.raises(ValueError, match="standardize must be true or false"):
+        make_learner("logreg", standardize="yes")
+    out = tmp_path / "s"
+    args = ["run", "-d", f"csv:{tmp_path / 't.csv'}", "--data-opt", "label=quality", "-l", "knn",
+            "--trials", "4", "--block-size", "4", "-o", str(out), "--no-estimate"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "spreads differ" in r.output
+    r = CliRunner().invoke(app, [*args[:-3], "-o", str(tmp_path / "s2"), "--opt", "standardize=true"])
+    assert r.exit_code == 0 and "spreads differ" not in r.output, r.output

@@ -155,11 +155,14 @@ def run(
 ):
     """Train the trials of a study (resuming any that are done) and estimate its scores."""
     import tailscope as ts
-    from tailscope.learners.registry import make_learner
+    from tailscope.learners.registry import make_learner, scale_warning
 
     _check_out_dir(out)
     data = ts.load_dataset(dataset, **parse_options(data_opt))
     lrn = make_learner(learner, **parse_options(opt))
+    advice = scale_warning(learner, parse_options(opt), data)
+    if advice:
+        console.print(f"[yellow]warning:[/yellow] {advice}", soft_wrap=True, highlight=False)
     study = ts.Study(data, lrn, trials=trials, ratio=ratio, design=design, seed=seed, path=out,
                      block_size=block_size)
     backend_options = {}

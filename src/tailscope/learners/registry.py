@@ -6,12 +6,15 @@ from tailscope.learners.base import Learner
 
 SKLEARN_LEARNERS = ("logreg", "forest", "knn")
 TORCH_MODELS = ("linear", "mlp", "cnn", "resnet")
+SCALE_SENSITIVE = ("logreg", "knn")  # (forests split on thresholds; the torch learners standardise)
+SPREAD_RATIO = 100
 
 
 def make_learner(name: str, **options) -> Learner:
     """Build a learner from a short name.
 
-    ``logreg``, ``forest``, ``knn``: scikit-learn estimators (options go to the estimator).
+    ``logreg``, ``forest``, ``knn``: scikit-learn estimators (options go to the estimator;
+    ``standardize=True`` puts a StandardScaler before it, fitted within each trial).
     ``linear``, ``mlp``, ``cnn``, ``resnet``: the torch population trainer (options go to
     ``TorchLearner``: epochs, batch_size, lr, precision, widths, ...).
     """
@@ -59,8 +62,37 @@ def learner_from_spec(spec: dict | None) -> Learner | None:
     return learner if learner.spec() == spec else None
 
 
-
 def _sklearn_estimator(name: str, options: dict):
+    options = dict(options)
+    standardize = options.pop("standardize", False)
+    if not isinstance(standardize, bool):
+        raise ValueError(f"standardize must be true or false, got {standardize!r}.")
+    estimator = _named_estimator(name, options)
+    if not standardize:
+        return estimator
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # a step of each trial's pipeline: fitted on the trial's subset, so held-out examples stay held out
+    return make_pipeline(StandardScaler(), estimator)
+
+
+def scale_warning(name: str, options: dict, data) -> str | None:
+    """A warning when a scale-sensitive learner meets features of very different spreads, else None."""
+    if name not in SCALE_SENSITIVE or options.get("standardize") or data.is_image:
+        return None
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):
+        sd = np.nanstd(data.x_train.reshape(len(data.x_train), -1).astype(np.float64), axis=0)
+    sd = sd[np.isfinite(sd) & (sd > 0)]
+    if len(sd) < 2 or sd.max() < SPREAD_RATIO * sd.min():
+        return None
+    return (f"the features' spreads differ {sd.max() / sd.min():,.0f}-fold and {name} depends on their scale "
+            f"(the widest features dominate); add --opt standardize=true to standardise them within each trial.")
+
+
+def _named_estimator(name: str, options: dict):
     if name == "logreg":
         from sklearn.linear_model import LogisticRegression
 
