@@ -493,6 +493,51 @@ def test_folder_sizes_and_modes(tmp_path):
         load_dataset(f"folder:{tmp_path}", size=(4,))
 
 
+def test_folder_deep_images_keep_their_brightness_in_grey_and_colour(tmp_path):
+    # 16-bit PNGs: one white level (65535), also when one colour file makes the set RGB
+    for c, v in (("a", 20000), ("b", 40000)):
+        (tmp_path / "g" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), v, np.uint16)).save(tmp_path / "g" / c / f"{i}.png")
+    grey = load_dataset(f"folder:{tmp_path / 'g'}")
+    colour = load_dataset(f"folder:{tmp_path / 'g'}", mode="RGB")
+    want = np.where(grey.y_train == 0, 78, 156)  # 20000 / 65535 * 255, 40000 / 65535 * 255
+    np.testing.assert_array_equal(grey.x_train[:, 4, 4], want)
+    np.testing.assert_array_equal(colour.x_train[:, 4, 4], np.repeat(want[:, None], 3, 1))
+    # 32-bit and float images: one white level for the folder, not each image's own maximum
+    for c in ("a", "b"):
+        (tmp_path / "t" / c).mkdir(parents=True)
+        for v in (100, 400):
+            a = np.full((4, 4), v, np.int32)
+            a[0, 0] = 2 * v
+            Image.fromarray(a, "I").save(tmp_path / "t" / c / f"i{v}.tif")
+            Image.fromarray((a / 1000).astype(np.float32), "F").save(tmp_path / "t" / c / f"f{v}.tif")
+    ds = load_dataset(f"folder:{tmp_path / 't'}", test_fraction=0.25)
+    got = {f: int(x[2, 2]) for f, x in zip(ds.meta["files"]["train"] + ds.meta["files"]["test"],
+                                            np.concatenate([ds.x_train, ds.x_test]), strict=True)}
+    assert {os.path.basename(f): v for f, v in got.items()} == {"i100.tif": 0, "i400.tif": 2, "f100.tif": 26,
+                                                                 "f400.tif": 102}
+
+
+def test_folders_inside_class_folders_are_named(tmp_path):
+    for c in ("a", "b"):
+        for i in range(3):
+            save_png(tmp_path / c / f"{i}.png", np.full((4, 4), 10 * i, np.uint8))
+    save_png(tmp_path / "a" / "more" / "x.png", np.zeros((4, 4), np.uint8))
+    with pytest.warns(UserWarning, match=r"1 folder\(s\) inside class folders were not read \(e.g. a.more\)"):
+        ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.meta["skipped_folders"] == 1 and ds.n_train + ds.n_test == 6
+
+
+def test_from_torch_keeps_16_bit_pil_values():
+    from tailscope.data.loaders import _to_numpy
+
+    for mode_arr in (np.full((4, 4), 40000, np.uint16), np.full((4, 4), 0.25, np.float32)):
+        arr = _to_numpy(Image.fromarray(mode_arr), "auto")
+        np.testing.assert_array_equal(arr, mode_arr)
+        assert arr.dtype.isnative
+
+
 def test_folder_errors(tmp_path):
     save_png(tmp_path / "a" / "0.png", np.zeros((4, 4), np.uint8))
     (tmp_path / "b").mkdir()

@@ -343,6 +343,10 @@ def _to_numpy(x, channels: str):
         return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
     if mod.startswith("PIL"):
         im = x
+        if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+            # 16/32-bit and float grey: their values as they are (converting to "L" clips them at 255)
+            arr = np.asarray(im)
+            return arr.astype(arr.dtype.newbyteorder("=")) if arr.dtype.byteorder not in "=|" else arr
         if im.mode not in ("L", "RGB"):
             im = im.convert("RGB" if im.mode not in ("1", "I", "I;16", "F", "LA") else "L")
         return np.asarray(im)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +15,28 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 #: Pillow decoders allowed; formats that shell out (EPS via Ghostscript) or are rarely safe are not.
 _PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+_DEEP_MODES = {"I", "I;16", "I;16B", "I;16L", "F"}  # more than 8 bits: scaled to 0..255 by one dataset-wide top
 
 
 def _class_dirs(d: Path) -> list[Path]:
     return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _files(d: Path) -> tuple[list[Path], int]:
-    files, skipped = [], 0
+def _files(d: Path) -> tuple[list[Path], int, list[Path]]:
+    """A class folder's image files, the count of other files, and its sub-folders (not read)."""
+    files, skipped, nested = [], 0, []
     for p in sorted(d.iterdir(), key=lambda p: p.name):
-        if p.name.startswith(".") or not p.is_file():
+        if p.name.startswith("."):
             continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
+        if p.is_dir():
+            nested.append(p)
+        elif not p.is_file():
+            continue
+        elif p.suffix.lower() in IMAGE_EXTENSIONS:
             files.append(p)
         else:
             skipped += 1
-    return files, skipped
+    return files, skipped, nested
 
 
 def _open(path: Path):
@@ -41,15 +48,33 @@ def _open(path: Path):
         raise DataError(f"cannot read image {path} ({e}); remove the file or convert it to PNG/JPEG.") from None
 
 
-def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+def _deep_tops(paths: list[Path]) -> dict[str, float]:
+    """The white level of the folder's 16-bit, 32-bit and float images, one for each kind.
+
+    Integers: 65535 (16-bit), unless some image holds more; floats: 1.0, unless some image
+    holds more. One level for the whole folder keeps brightness comparable between images
+    (each image's own maximum would make every image's brightest pixel white).
+    """
+    tops = {"int": 65535.0, "float": 1.0}
+    for p in paths:
+        with _open(p) as im:
+            if im.mode in _DEEP_MODES:
+                kind = "float" if im.mode == "F" else "int"
+                tops[kind] = max(tops[kind], float(np.nanmax(np.asarray(im, dtype=np.float64), initial=0.0)))
+    return tops
+
+
+def _read(path: Path, mode: str, size: tuple[int, int] | None, tops: dict[str, float]) -> np.ndarray:
     from PIL import Image
 
     with _open(path) as im:
         try:
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F") and mode == "L":
+            if im.mode in _DEEP_MODES:
+                # to 8-bit grey first: Pillow's own conversion of these modes clips at 255
                 arr = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-                im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+                top = tops["float" if im.mode == "F" else "int"]
+                im = Image.fromarray(np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+                im = im.convert(mode)
             elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA").convert(mode)  # drop alpha (pixels keep their colour)
             else:
@@ -72,7 +97,10 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
         ``DIR/<class>/*`` (then a seeded stratified split with ``test_fraction`` and
         ``split_seed``). Class names are the folder names, sorted. Files without an image
         extension (``.png``, ``.jpg``, ...) and hidden files are skipped; their count is in
-        ``meta["skipped_files"]``.
+        ``meta["skipped_files"]``. Folders inside class folders are not read (a warning
+        names them; their count is ``meta["skipped_folders"]``). Images of more than 8
+        bits (16-bit, 32-bit, float) become 8-bit with one white level for the whole folder:
+        65535 for integers and 1.0 for floats, or the largest value found if higher.
     size : (H, W), optional
         Resize every image to this size (bilinear). Default: all images must already have
         the same size, otherwise a DataError names two that differ.
@@ -108,14 +136,15 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
             raise DataError(f"{roots['test']} has class folders {extra} that {roots['train']} lacks; "
                             "train and test must use the same class folders.")
     listing: dict[str, tuple[list[Path], list[int]]] = {}
-    skipped = 0
+    skipped, nested = 0, []
     for split, root in roots.items():
         paths, labels = [], []
         for c, cname in enumerate(classes):
             if not (root / cname).is_dir():
                 continue
-            files, skip = _files(root / cname)
+            files, skip, sub = _files(root / cname)
             skipped += skip
+            nested += sub
             if not files and split != "test":
                 raise DataError(f"class folder {root / cname} holds no images (extensions "
                                 f"{', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder.")
@@ -125,13 +154,20 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
             raise DataError(f"{root} holds no images.")
         listing[split] = (paths, labels)
 
+    if nested:
+        warnings.warn(f"{len(nested)} folder(s) inside class folders were not read (e.g. {nested[0].relative_to(d)}): "
+                      "a class's images must sit directly in its folder; move them up, or into a class "
+                      "folder of their own.", stacklevel=3)
     # First pass: headers only (no decoding) to fix the mode and check sizes.
     all_paths = [p for paths, _ in listing.values() for p in paths]
-    sizes, grey = {}, True
+    sizes, grey, deep = {}, True, []
     for p in all_paths:
         with _open(p) as im:
             sizes.setdefault(im.size, p)
             grey = grey and im.mode in _GREY_MODES
+            if im.mode in _DEEP_MODES:
+                deep.append(p)
+    tops = _deep_tops(deep)
     if size is None and len(sizes) > 1:
         (s1, p1), (s2, p2) = list(sizes.items())[:2]
         raise DataError(f"images differ in size: {p1} is {s1[1]}x{s1[0]} but {p2} is {s2[1]}x{s2[0]} "
@@ -144,7 +180,7 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
     for split, (paths, labels) in listing.items():
         x = np.empty((len(paths), *shape), dtype=np.uint8)
         for i, p in enumerate(paths):
-            x[i] = _read(p, out_mode, size)
+            x[i] = _read(p, out_mode, size, tops)
         arrays[split] = (x, np.asarray(labels, dtype=np.int64), [str(p.relative_to(d)) for p in paths])
     if split_given:
         (x_tr, y_tr, f_tr), (x_te, y_te, f_te) = arrays["train"], arrays["test"]
@@ -157,6 +193,7 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
     if not split_given:
         options.update(test_fraction=test_fraction, split_seed=split_seed)
     info = {"source": str(d), "format": "folder", "options": options, "skipped_files": skipped,
+            "skipped_folders": len(nested),
             "files": {"train": f_tr, "test": f_te}}
     return Dataset(x_tr, y_tr, x_te, y_te, classes, name=f"folder:{d.name}",
                    image_shape=(h, w, 1 if out_mode == "L" else 3), meta=info)
