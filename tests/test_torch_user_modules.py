@@ -21,6 +21,7 @@ from tailscope.learners.torch_population import (
     prepare_inputs,
     prepare_rows,
 )
+from tailscope.store import StoreError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -162,3 +163,93 @@ def test_a_shared_frozen_backbone_is_fine(digits):
     preds = both_paths(lambda: nn.Sequential(backbone, nn.Linear(32, 10)), digits, epochs=3)
     assert (preds.test_pred == digits.y_test).mean() > 0.5
     assert all(torch.equal(backbone.state_dict()[k], before[k]) for k in before)
+
+
+class PretrainedBackbone(nn.Module):
+    """A frozen backbone with BatchNorm, put in eval mode by the factory, and a trained head."""
+
+    template = None
+
+    def __init__(self):
+        super().__init__()
+        if PretrainedBackbone.template is None:
+            torch.manual_seed(123)
+            bb = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU())
+            bb[2].running_mean.normal_()
+            bb[2].running_var.uniform_(0.5, 2.0)
+            PretrainedBackbone.template = bb
+        self.backbone = copy.deepcopy(PretrainedBackbone.template).requires_grad_(False).eval()
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def test_batchnorm_in_eval_mode_stays_fixed_while_training(digits):
+    preds = both_paths(PretrainedBackbone, digits, epochs=3)
+    assert (preds.test_pred == digits.y_test).mean() > 0.5
+    learner = TorchLearner(PretrainedBackbone, epochs=1, compile=False, vectorize=True)
+    xtr, _ = prepare_inputs(digits, images=True)
+    pop = _FuncPopulation(learner, digits, xtr, 10, torch.device("cpu"))
+    _, buffers = pop.train(xtr, torch.as_tensor(digits.y_train), _masks(digits.n_train, 2), np.array([3, 4]))
+    want = PretrainedBackbone.template[2].running_mean
+    assert all(torch.equal(m, want) for m in buffers["backbone.2.running_mean"])  # statistics not updated
+    with pytest.raises(ModelError, match=r"BatchNorm1d.*GroupNorm.*or, for a pretrained backbone.*eval"):
+        TorchLearner(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Linear(32, 10)),
+                     epochs=1).fit_predict(digits, _masks(digits.n_train, 2), np.arange(2))
+
+
+def test_dropout_that_drops_nothing_is_not_dropout(digits, recwarn):
+    xtr, _ = prepare_inputs(digits, images=True)
+    for p, warned in ((0.0, False), (0.2, True)):
+        learner = TorchLearner(lambda p=p: nn.Sequential(nn.Flatten(), nn.Dropout(p), nn.Linear(64, 10)),
+                               epochs=1, vectorize=True)
+        recwarn.clear()
+        _FuncPopulation(learner, digits, xtr, 10, torch.device("cpu"))
+        assert any("vectorize=True with Dropout" in str(w.message) for w in recwarn) == warned, p
+
+
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.out = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 10)
+
+    def forward(self, x):  # digits' 8x8 images as 8 steps of 8 features
+        return self.out(self.rnn(x.reshape(len(x), 8, 8))[0][:, -1])
+
+
+def test_a_model_vmap_cannot_batch_is_refused_or_trained_one_by_one(digits):
+    xtr, _ = prepare_inputs(digits, images=True)
+    with pytest.raises(ModelError, match=r"cannot be trained vectorized.*vectorize=False"):
+        _FuncPopulation(TorchLearner(Recurrent, epochs=1, vectorize=True), digits, xtr, 10, torch.device("cpu"))
+    learner = TorchLearner(Recurrent, epochs=1, vectorize=False)
+    pop = _FuncPopulation(learner, digits, xtr, 10, torch.device("cpu"))
+    learner.vectorize = "auto"  # what a GPU's default does: fall back, with a warning, before any trial
+    with pytest.warns(UserWarning, match="cannot be trained vectorized.*train one by one"):
+        assert pop._vectorizable(pop._build(0), pop._build(1), 10) is False
+
+
+WIDTH = 8
+
+
+def global_width_net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, WIDTH), nn.ReLU(), nn.Linear(WIDTH, 10))
+
+
+def test_a_factory_building_another_network_is_another_study(digits, tmp_path, monkeypatch):
+    study = ts.Study(digits, TorchLearner(global_width_net, epochs=1), trials=2, path=tmp_path / "s")
+    study.run(progress=False)
+    monkeypatch.setitem(globals(), "WIDTH", 16)  # same source, another architecture
+    other = TorchLearner(global_width_net, epochs=1)
+    assert other.spec()["model_structure"] != study.learner.spec()["model_structure"]
+    assert other.spec()["model_source"] == study.learner.spec()["model_source"]
+    with pytest.raises(StoreError, match="model_structure.*builds another network"):
+        ts.Study(digits, other, trials=2, path=tmp_path / "s").run(progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_refused_before_the_study_is_written(digits, tmp_path):
+    study = ts.Study(digits, TorchLearner("mlp", epochs=1, device="cuda"), trials=2, path=tmp_path / "s")
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        study.run(progress=False)
+    assert not (tmp_path / "s").exists()

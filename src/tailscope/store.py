@@ -115,8 +115,16 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{k}.")
         elif va != vb:
-            out.append(f"{prefix}{k}: stored {va!r}, requested {vb!r}")
+            out.append(f"{prefix}{k}: stored {va!r}, requested {vb!r}" + DIFF_NOTES.get(f"{prefix}{k}", ""))
     return out
+
+
+# what a digest's difference means (the digests themselves say nothing to a reader)
+DIFF_NOTES = {
+    "learner.model_source": " (the model factory's code changed)",
+    "learner.model_structure": " (the model factory builds another network: its layers or parameter shapes "
+                               "differ, e.g. a global width or default argument changed)",
+}
 
 
 def learner_label(spec: dict, sep: str = " ") -> str:
@@ -585,7 +593,7 @@ class TrialStore:
 
 
 # Config keys added by later versions: a store recorded without them is the same study
-LATER_KEYS = (("learner", "model_source"), ("learner", "hard"))
+LATER_KEYS = (("learner", "model_source"), ("learner", "hard"), ("learner", "model_structure"))
 
 
 def stable_spec(spec: dict) -> dict:

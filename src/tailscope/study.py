@@ -157,6 +157,8 @@ class Study:
             select_shard({}, shard)
         check_backend(backend)
         self.learner.check_data(self.data)
+        if backend != "ray":  # (a Ray driver may lack the GPUs its tasks will get)
+            self.learner.check_here()
         if self.path.startswith("memory://") and (workers > 1 or backend in ("processes", "ray")):
             raise ValueError("a memory:// study lives in this process only, so other processes cannot write it; "
                              "run it with workers=1 (local backend), or use a path or URL they share.")

@@ -140,6 +140,11 @@ class Learner(ABC):
         """
         refuse_missing(data, type(self).__name__)
 
+    def check_here(self) -> None:
+        """Raise if this learner cannot train in this process (a device it lacks): called before a
+        study writes anything when its trials train on this machine (not on a Ray cluster)."""
+        return None
+
     def use_cpu_only(self) -> None:
         """Train on CPUs only from now on (called in a Ray task given no GPU); a no-op for CPU learners."""
         return None

@@ -134,16 +134,20 @@ def build_model(name: str, *, in_features: int, image_shape: Sequence[int] | Non
 
 
 def check_no_running_stats(module: nn.Module) -> None:
-    """Refuse BatchNorm: its running statistics cannot be kept per model, and without them
-    (``track_running_stats=False``) a prediction would depend on the other examples of its
-    evaluation batch, so the estimates would depend on ``eval_batch_size``."""
+    """Refuse BatchNorm that would normalize with batch statistics: in training mode its running
+    statistics cannot be kept per model, and without them (``track_running_stats=False``) a
+    prediction would depend on the other examples of its evaluation batch, so the estimates would
+    depend on ``eval_batch_size``. A BatchNorm the factory put in eval mode (a pretrained backbone,
+    ``backbone.eval()``) stays in eval mode while training: a fixed per-channel scale and shift."""
     for name, m in module.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not (m.track_running_stats and not m.training):
             why = ("keeps running statistics, which the population trainer cannot keep per model"
                    if m.track_running_stats else
                    "normalizes with batch statistics even when evaluating, so a prediction would depend "
                    "on the other examples of its evaluation batch")
             raise ModelError(
                 f"module {name or type(module).__name__!r} is {type(m).__name__}, which {why}; replace it "
-                "with nn.GroupNorm or nn.LayerNorm (per-example normalization)."
+                "with nn.GroupNorm or nn.LayerNorm (per-example normalization), or, for a pretrained backbone, "
+                "put it in eval mode in the factory (backbone.eval()): modules built in eval mode stay in eval "
+                "mode, and their BatchNorm statistics stay fixed."
             )

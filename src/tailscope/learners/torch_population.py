@@ -42,6 +42,7 @@ import copy
 import hashlib
 import inspect
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -248,6 +249,11 @@ class TorchLearner(Learner):
         model = self.model if isinstance(self.model, str) else _callable_name(self.model)
         digest = None if isinstance(self.model, str) else _source_digest(self.model)
         source = {} if digest is None else {"model_source": digest}
+        if not isinstance(self.model, str):
+            if "_structure" not in self.__dict__:  # (built once: the factory may be slow)
+                self._structure = _structure_digest(self.model)
+            if self._structure is not None:
+                source["model_structure"] = self._structure
         return {
             "learner": "torch_population",
             "version": 1,
@@ -405,6 +411,9 @@ class TorchLearner(Learner):
             cache.clear()
             cache[key] = _FuncPopulation(self, data, xtr, n_classes, dev)
         return cache[key]
+
+    def check_here(self) -> None:
+        _resolve_device(self.device)
 
     def use_cpu_only(self) -> None:
         if self.device == "auto":
@@ -603,6 +612,33 @@ def _source_digest(fn) -> str | None:
     except (OSError, TypeError):
         return None
     return hashlib.sha256(code.encode()).hexdigest()[:12]
+
+
+def _structure_digest(factory) -> str | None:
+    """A short hash of what the factory builds: its layers as printed and every parameter's and
+    buffer's name, shape, dtype and trainability (not their values, which depend on the seed).
+
+    The source digest misses what the factory reads from outside its own code (a global width,
+    a class's default arguments); this catches those, so two architectures never share a store.
+    None when the factory fails here (the trainer then reports why, with its context).
+    """
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)
+            module = _call_factory(factory)
+    except Exception:
+        return None
+    if not isinstance(module, nn.Module):
+        return None
+
+    def shape(t) -> str:
+        return "lazy" if isinstance(t, nn.parameter.UninitializedTensorMixin) else str(tuple(t.shape))
+
+    parts = [repr(module)]
+    parts += [f"p {n} {shape(t)} {t.dtype} {t.requires_grad}" for n, t in module.named_parameters()]
+    parts += [f"b {n} {shape(t)} {t.dtype}" for n, t in module.named_buffers()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def _callable_name(fn) -> str:
@@ -1095,6 +1131,32 @@ def _check_own_weights(a: nn.Module, b: nn.Module) -> None:
                       "only by their data and batch order.", stacklevel=4)
 
 
+def _training_mode(module: nn.Module, keep_eval: frozenset[str]) -> None:
+    """``module.train()``, except for the submodules the factory built in eval mode."""
+    module.train()
+    for name in keep_eval:
+        module.get_submodule(name).eval()
+
+
+_BATCHING_WARNING = "There is a performance drop because we have not yet implemented the batching rule"
+
+
+@contextlib.contextmanager
+def _quiet_batching():
+    """Without vmap's "no batching rule" warning, which it repeats on every call (the probe step
+    in :meth:`_FuncPopulation._vectorizable` says it once)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_BATCHING_WARNING)
+        yield
+
+
+def _slow_ops(caught: list) -> list[str]:
+    """The operations named in vmap's "no batching rule" warnings among ``caught``."""
+    ops = {m.group(1).rstrip(".") for w in caught
+           if (m := re.search(_BATCHING_WARNING + r" for (\S+)", str(w.message)))}
+    return sorted(ops)
+
+
 def _trained_names(probe: nn.Module, out: torch.Tensor) -> set[str]:
     """Parameters that SGD updates: requires_grad and reached from the probe's output ``out``
     (as torch.optim.SGD, which skips parameters without a gradient)."""
@@ -1124,8 +1186,11 @@ class _FuncPopulation(_Population):
             self.factory = cfg.model
         self.probe_x = xtr[:2].to(dev)  # also materialises lazy layers in _build
         probe = self._build(0)
+        # modules the factory built in eval mode (a pretrained backbone) stay in eval mode while training
+        self.eval_names = frozenset(n for n, m in probe.named_modules() if not m.training)
         out = _checked_output(probe, self.probe_x, n_classes)
-        _check_own_weights(probe, self._build(1))
+        other = self._build(1)
+        _check_own_weights(probe, other)
         self.trained = _trained_names(probe, out)  # requires_grad and used by forward
         self.act_bytes, self.peak_act_bytes = _activation_bytes(probe, self.probe_x)
         # group sizes follow what a group stacks: every parameter (frozen ones are copied per model too)
@@ -1140,15 +1205,80 @@ class _FuncPopulation(_Population):
         self.autocast = cfg.precision == "bf16"
         # vmap draws a group's random layers from one stream, so a trial's dropout masks would
         # depend on its group: models with Dropout train one by one unless vectorize=True
-        dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in probe.modules())
+        dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 and n not in self.eval_names
+                      for n, m in probe.named_modules())
         self.vectorized = cfg.vectorize if cfg.vectorize != "auto" else dev.type == "cuda" and not dropout
         if self.vectorized and dropout:
             warnings.warn("vectorize=True with Dropout: a group draws its dropout masks from one stream, so a "
                           "trial's model depends on the other trials of its group (vectorize='auto' trains "
                           "such models one by one, each from its own seed).", stacklevel=3)
+        if self.vectorized:
+            self.vectorized = self._vectorizable(probe, other, n_classes)
         if not self.vectorized:
             self.compiled = False
         self._steps: dict[tuple, Callable | None] = {}
+
+    def _vectorizable(self, a: nn.Module, b: nn.Module, n_classes: int) -> bool:
+        """Try one vectorized gradient step on two models, before any trial trains.
+
+        Some layers have no vmap rule (LSTM, GRU, spectral_norm, a forward that calls
+        ``.item()``): under vectorize='auto' their models train one by one (with a warning);
+        vectorize=True is refused with the reason.
+        """
+        from torch.func import stack_module_state
+
+        stacked, buffers = stack_module_state([a, b])
+        params = {k: v.detach() for k, v in stacked.items() if k in self.trained}
+        fixed = {k: v.detach() for k, v in stacked.items() if k not in self.trained}
+        x = self.probe_x.expand(2, *self.probe_x.shape)
+        y = torch.zeros(2, len(self.probe_x), dtype=torch.long, device=self.dev)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._grad_fn()(params, fixed, buffers, x, y)
+                with torch.no_grad():  # (evaluation takes other kernels: LSTM fails only there)
+                    self._eval_fn()(params | fixed, buffers, x)
+        except Exception as e:
+            if self.cfg.vectorize is True:
+                raise ModelError(f"this model cannot be trained vectorized (torch.func.vmap failed: "
+                                 f"{str(e).splitlines()[0]}); pass vectorize=False to train its models one by "
+                                 "one.") from e
+            warnings.warn(f"this model cannot be trained vectorized (torch.func.vmap failed: "
+                          f"{str(e).splitlines()[0]}); its models train one by one.", stacklevel=4)
+            return False
+        slow = _slow_ops(caught)
+        if slow:
+            warn_once(f"vmap-fallback-{_callable_name(self.factory)}",
+                      f"some operations of this model have no vmap batching rule ({', '.join(slow[:3])}): "
+                      "they run as a loop over the models of a group, which is slower.")
+        return True
+
+    def _eval_fn(self) -> Callable:
+        """Every model's logits (float32) for its own batch, vectorized; the module in eval mode."""
+        from torch.func import functional_call, vmap
+
+        base, ac = self.base, self._ac
+        base.eval()
+
+        def fwd(p, b, xb):
+            with ac():
+                return functional_call(base, (p, b), (xb,)).float()
+
+        return vmap(fwd, in_dims=(0, 0, 0), randomness="different")
+
+    def _grad_fn(self) -> Callable:
+        """Per-model gradients of the training loss, vectorized over the models of a group."""
+        from torch.func import functional_call, grad, vmap
+
+        base, ls, ac = self.base, self.cfg.label_smoothing, self._ac
+        _training_mode(base, self.eval_names)
+
+        def loss_fn(p, f, b, x, y):
+            with ac():
+                out = functional_call(base, (p, f, b), (x,))
+            return F.cross_entropy(out.float(), y, label_smoothing=ls)
+
+        return vmap(grad(loss_fn), in_dims=(0, 0, 0, 0, 0), randomness="different")
 
     def _step_cache(self) -> dict:
         # its steps close over this trainer's module, so they are kept with it, not process-wide
@@ -1184,7 +1314,7 @@ class _FuncPopulation(_Population):
     def train(self, xtr, ytr, masks, seeds):
         if not self.vectorized:
             return self._train_each(xtr, ytr, masks, seeds)
-        from torch.func import functional_call, grad, stack_module_state, vmap
+        from torch.func import stack_module_state
 
         cfg = self.cfg
         models = [self._build(s) for s in seeds]
@@ -1194,17 +1324,8 @@ class _FuncPopulation(_Population):
         params = {k: v.detach().clone() for k, v in stacked.items() if k in self.trained}
         fixed = {k: v.detach() for k, v in stacked.items() if k not in self.trained}
         moms = {k: torch.zeros_like(v) for k, v in params.items()}
-        base = self.base
-        base.train()
-        ls, ac = cfg.label_smoothing, self._ac
-
-        def loss_fn(p, f, b, x, y):
-            with ac():
-                out = functional_call(base, (p, f, b), (x,))
-            return F.cross_entropy(out.float(), y, label_smoothing=ls)
-
-        grad_fn = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0, 0), randomness="different")
-        mu, wd, nest = cfg.momentum, cfg.weight_decay, cfg.nesterov
+        grad_fn = self._grad_fn()
+        mu, wd, nest, ls = cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.label_smoothing
 
         def step(p, f, m, b, x, y, lr):
             grads = grad_fn(p, f, b, x, y)
@@ -1218,7 +1339,7 @@ class _FuncPopulation(_Population):
         schedule = _Schedule(cfg, masks, seeds, self.dev)
         aug = self._augmenter(xtr, seeds, schedule.shape) if cfg.augment else None
         seed_all = _torch_seed(int(np.bitwise_xor.reduce(np.asarray([_seed_int(s) for s in seeds], dtype=np.uint64))), 3)
-        with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []), _quiet_batching():
             torch.manual_seed(seed_all)  # for dropout-like randomness inside the model
             for t, it, lr in schedule:
                 xb = aug(t, it) if aug is not None else gather_rows(xtr, it)
@@ -1233,7 +1354,7 @@ class _FuncPopulation(_Population):
         modules = []
         for k, seed in enumerate(seeds):
             module = self._build(seed)
-            module.train()
+            _training_mode(module, self.eval_names)
             params = [p for n, p in module.named_parameters() if n in self.trained]
             moms = [torch.zeros_like(p) for p in params]
             with torch.random.fork_rng(devices=[self.dev] if self.dev.type == "cuda" else []):
@@ -1304,26 +1425,19 @@ class _FuncPopulation(_Population):
     def evaluate(self, state, x, y):
         if not self.vectorized:
             return self._evaluate_each(state, x, y)
-        from torch.func import functional_call, vmap
 
         params, buffers = state
-        base = self.base
-        base.eval()
-
-        def fwd(p, b, xb):
-            with self._ac():
-                return functional_call(base, (p, b), (xb,)).float()
-
-        fn = vmap(fwd, in_dims=(0, 0, 0), randomness="different")
+        fn = self._eval_fn()
         preds, probs = [], []
         g = next(iter(params.values())).shape[0]  # (there is a trained parameter: _trained_names)
         rows = _eval_rows(self, g)
-        for s in range(0, len(y), rows):
-            xb = x[s:s + rows]
-            # a shared batch expanded (no copy) to every model; vmap of GroupNorm refuses in_dims=None
-            logp = torch.log_softmax(fn(params, buffers, xb.expand(g, *xb.shape)), -1)
-            yb = y[s:s + rows]
-            preds.append(logp.argmax(-1))
-            probs.append(logp.gather(-1, yb.expand(g, -1).unsqueeze(-1)).squeeze(-1).exp())
+        with _quiet_batching():
+            for s in range(0, len(y), rows):
+                xb = x[s:s + rows]
+                # a shared batch expanded (no copy) to every model; vmap of GroupNorm refuses in_dims=None
+                logp = torch.log_softmax(fn(params, buffers, xb.expand(g, *xb.shape)), -1)
+                yb = y[s:s + rows]
+                preds.append(logp.argmax(-1))
+                probs.append(logp.gather(-1, yb.expand(g, -1).unsqueeze(-1)).squeeze(-1).exp())
         return torch.cat(preds, 1).cpu().numpy(), torch.cat(probs, 1).cpu().numpy()
 
