@@ -49,11 +49,19 @@ def done_study(tmp_path_factory, ):
     (lambda a: (a[0], a[1], a[2][:0], a[3][:0]), "test split is empty"),
     (lambda a: (a[0], a[1], a[2], a[3].reshape(-1, 1)), "1-D"),
     (lambda a: (a[0].astype(object), a[1], a[2], a[3]), r"dtype|numeric|object"),
-    (lambda a: (a[0], np.where(np.arange(40) == 0, 99, a[1]), a[2], a[3]), r"label|class"),
+    (lambda a: (a[0], a[1], a[2], np.where(np.arange(10) == 0, 99, a[3])), r"y_test has labels \[99\]"),
 ])
 def test_from_arrays_catalogue(mutate, match):
     with pytest.raises(DataError, match=match):
         ts.from_arrays(*mutate(arrays()))
+
+
+def test_labels_out_of_the_class_list_are_refused():
+    x, y, xt, yt = arrays()
+    with pytest.raises(DataError, match=r"label|class"):
+        ts.from_arrays(x, np.where(np.arange(40) == 0, 99, y), xt, yt, classes=["a", "b", "c"])
+    # without a class list, integer codes are the classes: 99 is a fourth class, named "99"
+    assert ts.from_arrays(x, np.where(np.arange(40) == 0, 99, y), xt, yt).classes == ["0", "1", "2", "99"]
 
 
 def test_load_dataset_catalogue(tmp_path):

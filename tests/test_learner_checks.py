@@ -318,8 +318,10 @@ def test_sklearn_failures_name_their_cause():
 
     with pytest.raises(ts.LearnerError, match="returned NaN or inf.*Scale the inputs"):
         ts.SklearnLearner(Unstable()).fit_predict(data, everything, np.zeros(1))
+    # labels 1..K are classes named by their values (with an explicit class list they index it)
+    assert ts.from_arrays(np.zeros((30, 2)), np.arange(30) % 3 + 1).classes == ["1", "2", "3"]
     with pytest.raises(ts.DataError, match=r"labels start at 1.*\(y - 1\)"):
-        ts.from_arrays(np.zeros((30, 2)), np.arange(30) % 3 + 1)
+        ts.from_arrays(np.zeros((30, 2)), np.arange(30) % 3 + 1, classes=["a", "b", "c", "d"])
 
 
 def test_class_weights_keyed_by_class_names():

@@ -108,7 +108,7 @@ def test_unreadable_and_missing_files(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match="could not be read as a parquet file"):
         ts.load_dataset(f"parquet:{tmp_path / 'bad.parquet'}")
-    with pytest.raises(DataError, match="does not take option.*label, drop, split_key"):
+    with pytest.raises(DataError, match="does not take option.*label, drop, decimal, split_key"):
         ts.load_dataset(f"csv:{tmp_path / 'none.csv'}", colour=1)
 
 
@@ -165,3 +165,37 @@ def test_scale_sensitive_learners_warn_and_standardize_within_trials(tmp_path):
     assert r.exit_code == 0 and "spreads differ" in r.output
     r = CliRunner().invoke(app, [*args[:-3], "-o", str(tmp_path / "s2"), "--opt", "standardize=true"])
     assert r.exit_code == 0 and "spreads differ" not in r.output, r.output
+
+
+def test_dataframes_are_matched_by_column_name_and_checked_like_tables():
+    rng = np.random.default_rng(0)
+    tr = pd.DataFrame(rng.normal(size=(50, 3)), columns=["age", "income", "score"])
+    y = np.arange(50) % 2
+    data = ts.from_arrays(tr, y, tr.iloc[:10][["score", "age", "income"]], y[:10])
+    np.testing.assert_array_equal(data.x_test, tr.iloc[:10].to_numpy())  # reordered by name, not position
+    with pytest.raises(DataError, match=r"x_test's columns differ.*missing \['age', 'income', 'score'\]"):
+        ts.from_arrays(tr, y, tr.iloc[:10].set_axis(["a", "b", "c"], axis=1), y[:10])
+    mixed = tr.assign(flag=np.arange(50) % 3 == 0, count=pd.array([1, None] + [2] * 48, dtype="Int64"))
+    data = ts.from_arrays(mixed, y, allow_missing=True)
+    assert data.meta["feature_names"] == ["age", "income", "score", "flag", "count"]
+    assert sum(np.isnan(x).sum() for x in (data.x_train, data.x_test)) == 1
+    with pytest.raises(DataError, match=r"column\(s\) city hold text.*df.drop\(columns"):
+        ts.from_arrays(tr.assign(city="Paris"), y)
+
+
+def test_integer_codes_are_classes_in_numeric_order():
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    for codes, names in (([3, 7, 10], ["3", "7", "10"]), ([1, 2, 3], ["1", "2", "3"]), ([0, 1, 2], ["0", "1", "2"])):
+        data = ts.from_arrays(x, np.array(codes)[np.arange(60) % 3])
+        assert data.classes == names
+        got = np.array(data.classes)[data.y_train]
+        assert sorted(set(got)) == sorted(names)
+
+
+def test_decimal_commas(tmp_path):
+    df = pd.DataFrame({"a": [1.5, 2.25] * 20, "b": [0.1, 0.3] * 20, "label": [0, 1] * 20})
+    df.to_csv(tmp_path / "t.csv", sep=";", decimal=",", index=False)
+    with pytest.raises(DataError, match=r"decimal commas \(e.g. '1,5'\).*decimal=','"):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}")
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", decimal=",")
+    assert set(np.concatenate([data.x_train, data.x_test])[:, 0]) == {1.5, 2.25}

@@ -369,7 +369,7 @@ def _refuse_non_finite(split: str, x: np.ndarray, allow_missing: bool) -> None:
         raise DataError(f"x_{split} contains NaN or inf in {n_nan} rows (NaN: missing values); impute or drop "
                         "them first, or, for a learner that handles missing values (a scikit-learn Pipeline "
                         "starting with SimpleImputer, HistGradientBoostingClassifier, RandomForestClassifier), "
-                        "accept them: from_arrays(..., allow_missing=True), or --data-opt allow_missing=true "
+                        "accept them: allow_missing=True (from_arrays or load_dataset), or --data-opt allow_missing=true "
                         "on the command line.")
 
 
@@ -423,8 +423,10 @@ def encode_labels(y_train: np.ndarray, y_test: np.ndarray,
 
     ``classes`` (optional) lists the class names in order: class ``k`` is ``classes[k]``.
     Integer labels index it; string labels are names and must each be one of its
-    entries. Without ``classes``, string labels become the sorted names, and integer
-    labels get the names ``"0".."C-1"`` with C = the largest training label + 1.
+    entries. Without ``classes``, string labels become the sorted names; integer labels
+    0..C-1 keep their values (names ``"0".."C-1"``, C = the largest training label + 1),
+    and other integer codes (1..K, or 3, 7, 9) become classes in numeric order, named by
+    their values.
     """
     is_str_tr, is_str_te = y_train.dtype.kind in "USO", y_test.dtype.kind in "USO"
     if is_str_tr != is_str_te:
@@ -433,6 +435,17 @@ def encode_labels(y_train: np.ndarray, y_test: np.ndarray,
     if classes is None:
         if is_str_tr:
             return encode_string_labels(y_train, y_test)
+        values = np.unique(y_train)
+        if len(values) and not np.array_equal(values, np.arange(len(values))) and values.dtype.kind in "iub":
+            # other integer codes (1..K, or 3, 7, 9): the classes are their values in numeric order,
+            # named as written, as scikit-learn takes any labels
+            unseen = np.setdiff1d(y_test, values)
+            if len(unseen):
+                raise DataError(f"y_test has labels {_rows_text(unseen)} that no training example has (training "
+                                f"labels: {_rows_text(values)}); every test class needs training examples: drop "
+                                "those test rows or add training examples of those classes.")
+            return (np.searchsorted(values, y_train).astype(np.int64), np.searchsorted(values, y_test).astype(np.int64),
+                    [str(v) for v in values.tolist()])
         top = int(np.max(y_train, initial=0)) if len(y_train) else 0
         return y_train, y_test, [str(c) for c in range(top + 1)]
     if isinstance(classes, (str, bytes)):

@@ -26,7 +26,7 @@ from tailscope.data.dataset import (
 from tailscope.data.formats.cifar import load_cifar
 from tailscope.data.formats.folder import load_folder
 from tailscope.data.formats.idx import load_fashion_mnist, load_idx
-from tailscope.data.formats.table import load_table
+from tailscope.data.formats.table import frames_as_arrays, load_table
 
 __all__ = ["LOADERS", "from_arrays", "from_huggingface", "from_torch", "load_cifar",
            "load_fashion_mnist", "load_folder", "load_idx", "load_npz"]
@@ -111,14 +111,18 @@ def from_arrays(
     Parameters
     ----------
     x_train, y_train, x_test, y_test : array-like
-        Inputs (one row per example) and labels. Labels are integers ``0..C-1`` or class
-        names (strings). Without ``x_test``/``y_test``, ``x_train``/``y_train`` are split
-        (stratified, seeded by ``split_seed``, ``test_fraction`` of each class to test);
-        labels are checked (no NaN or None) before splitting.
+        Inputs (one row per example) and labels. Labels are class names (strings) or
+        non-negative integer codes: ``0..C-1`` as they are, other codes (``1..K``, ``3, 7, 9``)
+        become classes in numeric order named by their values. A DataFrame's column names
+        label the features (``meta["feature_names"]``), and a test DataFrame's columns are
+        matched to the training one's by name. Without ``x_test``/``y_test``,
+        ``x_train``/``y_train`` are split (stratified, seeded by ``split_seed``,
+        ``test_fraction`` of each class to test); labels are checked (no NaN or None)
+        before splitting.
     classes : list of str, optional
         The class names in order: class ``k`` is ``classes[k]``. Integer labels index it;
         string labels must each be one of its names (which fixes the order). Default:
-        the sorted names for string labels, else ``"0".."C-1"``.
+        the sorted names for string labels, else the integer codes as written.
     image_shape : (H, W, C), optional
         Default: inferred for ``(N, H, W)``, ``(N, H, W, C)`` with C in 1, 3, 4 and
         channels-first ``(N, C, H, W)`` with C in 1, 3 (moved to channels last).
@@ -136,9 +140,9 @@ def from_arrays(
             raise DataError(f"{arg} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
                             f"({arg}.toarray()), reducing its width first if it does not fit in memory.")
     meta = dict(meta or {})
-    columns = getattr(x_train, "columns", None)  # a pandas DataFrame: its column names label the features
-    if columns is not None and "feature_names" not in meta:
-        meta["feature_names"] = [str(c) for c in columns]
+    x_train, x_test, names = frames_as_arrays(x_train, x_test)  # DataFrames: their column names label the features
+    if names is not None and "feature_names" not in meta:
+        meta["feature_names"] = names
     x_train = np.asarray(x_train)
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither (then a stratified split is made).")

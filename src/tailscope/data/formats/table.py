@@ -22,7 +22,7 @@ LABEL_NAMES = ("label", "labels", "y", "target", "class")
 _INDEX_LIKE = re.compile(r"^(unnamed: ?\d+|index|id|row_?id|sample_?id)$", re.IGNORECASE)
 
 
-def read_table(p: Path):
+def read_table(p: Path, decimal: str = "."):
     """The file as a pandas DataFrame (parquet by its magic bytes, else delimited text)."""
     import pandas as pd
 
@@ -36,7 +36,7 @@ def read_table(p: Path):
             return pd.read_parquet(p)
         # sep=None sniffs commas, semicolons and tabs (the python engine is needed for that)
         sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz", ".tab")) else None
-        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal)
     except (ValueError, OSError, ImportError, UnicodeDecodeError) as e:
         hint = ("save it with DataFrame.to_parquet" if kind == "parquet"
                 else "it must be text with a header row naming the columns")
@@ -110,7 +110,57 @@ def label_values(column) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64), names
 
 
-def feature_matrix(df, columns: list[str], source: str) -> np.ndarray:
+def _decimal_comma_hint(df, text: list[str], in_memory: bool) -> str:
+    """A hint when text columns hold numbers written with decimal commas (``3,14``)."""
+    sample = df[text[0]].dropna().astype(str).head(50)
+    if len(sample) and sample.str.fullmatch(r"\s*[-+]?\d+(,\d+)?\s*").all() and sample.str.contains(",").any():
+        return (" The values look like numbers with decimal commas (e.g. " + repr(sample[sample.str.contains(",")]
+                .iloc[0].strip()) + "): " + ("convert them (s.str.replace(',', '.').astype(float))." if in_memory
+                                             else "pass decimal=',' (--data-opt decimal=,)."))
+    return ""
+
+
+def warn_index_like(columns: list[str], source: str, fix: str = "drop={}") -> None:
+    """Warn about feature columns named like row numbers or ids (a saved pandas index, ``id``)."""
+    index_like = [c for c in columns if _INDEX_LIKE.match(c)]
+    if index_like:
+        warnings.warn(f"{source}: column(s) {', '.join(index_like)} look like row numbers or ids but are used as "
+                      "features; a model can learn the row order from them. Leave them out "
+                      f"({fix.format(','.join(index_like))}) if they are not features.", stacklevel=5)
+
+
+def frames_as_arrays(x_train, x_test):
+    """``from_arrays`` inputs that are DataFrames -> arrays, and the feature names (else None).
+
+    The test frame's columns are matched to the training frame's by name (reordered; missing
+    or extra ones refused). Frames of plain numeric columns convert as ``np.asarray`` always
+    did; others (booleans, nullable integers, text) go through the table checks, which name
+    any text column.
+    """
+    import pandas as pd
+
+    if not isinstance(x_train, pd.DataFrame):
+        return x_train, x_test, None
+    names = [str(c) for c in x_train.columns]
+    if len(set(names)) != len(names):
+        raise DataError(f"x_train has several columns named {sorted({c for c in names if names.count(c) > 1})}; "
+                        "give every column its own name.")
+    frames = {"x_train": x_train.set_axis(names, axis=1)}
+    if isinstance(x_test, pd.DataFrame):
+        test_names = [str(c) for c in x_test.columns]
+        missing, extra = [c for c in names if c not in test_names], [c for c in test_names if c not in names]
+        if missing or extra:
+            raise DataError(f"x_test's columns differ from x_train's (missing {missing[:5]}, extra {extra[:5]}); "
+                            "give both the same feature columns, e.g. x_test[x_train.columns].")
+        frames["x_test"] = x_test.set_axis(test_names, axis=1)[names]  # by name: the same order as training
+    plain = all(isinstance(t, np.dtype) and t.kind in "iuf" for f in frames.values() for t in f.dtypes)
+    if plain:
+        warn_index_like(names, "x_train", fix="df.drop(columns=[...])")
+    out = {k: f.to_numpy() if plain else feature_matrix(f, names, k, in_memory=True) for k, f in frames.items()}
+    return out["x_train"], out.get("x_test", x_test), names
+
+
+def feature_matrix(df, columns: list[str], source: str, in_memory: bool = False) -> np.ndarray:
     """The feature columns as one float array; DataError naming any text column."""
     import pandas as pd
 
@@ -119,21 +169,20 @@ def feature_matrix(df, columns: list[str], source: str) -> np.ndarray:
                         "were dropped); the table needs at least one column of numbers besides the label.")
     text = [c for c in columns if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
     if text:
+        fix = ("Leave them out (df.drop(columns=[...])), or encode them as numbers (e.g. pd.get_dummies(df, "
+               "columns=[...]) for categories)." if in_memory else
+               "Leave them out (drop=COLUMN,...), or encode them as numbers first (e.g. pd.get_dummies(df, "
+               "columns=[...]) for categories) and save the table again.")
         raise DataError(f"{source}: column(s) {_shown(text, 10)} hold text, not numbers; tailscope needs numeric "
-                        "features. Leave them out (drop=COLUMN,...), or encode them as numbers first "
-                        "(e.g. pd.get_dummies(df, columns=[...]) for categories) and save the table again.")
-    index_like = [c for c in columns if _INDEX_LIKE.match(c)]
-    if index_like:
-        warnings.warn(f"{source}: column(s) {', '.join(index_like)} look like row numbers or ids but are used as "
-                      "features; a model can learn the row order from them. Leave them out with "
-                      f"drop={','.join(index_like)} if they are not features.", stacklevel=4)
+                        f"features. {fix}{_decimal_comma_hint(df, text, in_memory)}")
+    warn_index_like(columns, source, fix="df.drop(columns=[...])" if in_memory else "drop={}")
     x = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
     # float32 holds every feature a model needs and halves the memory; keep float64 where it would round
     x32 = x.astype(np.float32)
     return x32 if np.array_equal(x32.astype(np.float64), x, equal_nan=True) else x
 
 
-def load_table(path: str, *, label: str | None = None, drop=None,
+def load_table(path: str, *, label: str | None = None, drop=None, decimal: str = ".",
                split_key: str | None = "split", test_fraction: float | None = None,
                split_seed: int | None = None, allow_missing: bool = False):
     """``csv:PATH`` or ``parquet:PATH``: a table with one row per example.
@@ -151,6 +200,9 @@ def load_table(path: str, *, label: str | None = None, drop=None,
     drop : list of str or "a,b", optional
         Columns that are not features (ids, dates, free text). Every other column except
         the label and split columns is a feature and must hold numbers or booleans.
+    decimal : "." or ","
+        The decimal mark of numbers in a text file (``","``: ``3,14``; then columns are
+        separated by semicolons or tabs).
     split_key : str or None
         A column giving the train/test split, as in npz files (``0``/``"train"``/False
         for training rows, ``1``/``"test"``/True for test rows); used when present.
@@ -165,7 +217,9 @@ def load_table(path: str, *, label: str | None = None, drop=None,
     from tailscope.data.loaders import _split_codes, _warn, from_arrays
 
     p = Path(path).expanduser()
-    df = read_table(p)
+    if decimal not in (".", ","):
+        raise DataError(f"decimal must be '.' or ',' (the character before a number's fraction), got {decimal!r}.")
+    df = read_table(p, decimal)
     df.columns = [str(c).strip() for c in df.columns]
     if df.columns.duplicated().any():
         dup = sorted(set(df.columns[df.columns.duplicated()]))
