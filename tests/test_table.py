@@ -199,3 +199,29 @@ def test_decimal_commas(tmp_path):
         ts.load_dataset(f"csv:{tmp_path / 't.csv'}")
     data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", decimal=",")
     assert set(np.concatenate([data.x_train, data.x_test])[:, 0]) == {1.5, 2.25}
+
+
+def test_scores_name_each_examples_row_in_the_users_data(tmp_path):
+    import shutil
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    df = _frame(90)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+    study = ts.Study(data, ts.SklearnLearner(DecisionTreeClassifier()), trials=6, block_size=3, path=tmp_path / "s")
+    study.run(progress=False)
+    scores = study.estimate(infl_threshold=0.01)
+    mem = pd.read_parquet(tmp_path / "s" / "scores" / "memorization.parquet")
+    rows = mem["row"].to_numpy()
+    np.testing.assert_array_equal(df.loc[rows, "height"].to_numpy(), data.x_train[:, 0])  # the file's rows
+    assert sorted(np.concatenate([rows, scores.test_row]).tolist()) == list(range(90))
+    pairs = scores.pairs
+    assert len(pairs) and (pairs["tr_row"].to_numpy() == rows[pairs["tr_idx"]]).all()
+    np.testing.assert_array_equal(ts.Scores.load(tmp_path / "s" / "scores").train_row, rows)
+    html = open(ts.write_report(study)).read()
+    assert "row in data" in html and "train row" in html
+    # a store made before rows were kept: no row column, nothing else changes
+    for name in ("row_train", "row_test"):
+        shutil.rmtree(tmp_path / "s" / "trials.zarr" / name)
+    assert "row" not in ts.Study.open(tmp_path / "s").estimate().memorization_frame()

@@ -19,6 +19,7 @@ get a mirror estimate of their noise share: the count of eligible pairs at or be
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -211,6 +212,9 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
         infl.add_tile(tile, acc, mem.n_in[tile], mem.n_out[tile])
     infl.finish()
     scores = mem.scores(y_tr, y_te, infl, store.config)
+    rows = store.rows()
+    if rows is not None:  # each example's row in the user's data, beside its index in its split
+        scores = dataclasses.replace(scores, train_row=rows[0], test_row=rows[1])
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
                       "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs), "pairs_found": int(infl.found)}
     scores.n_pairs_negative = infl.negative

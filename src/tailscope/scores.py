@@ -93,6 +93,10 @@ class Scores:
     #: the mirror of the kept pairs: eligible pairs (same class when kept pairs are) with influence
     #: at or below -infl_threshold; None when not recorded (older scores, a threshold <= 0)
     n_pairs_negative: int | None = None
+    #: each train / test example's row in the user's data (file or arrays) where the study recorded
+    #: it (a split tailscope made or read); None otherwise
+    train_row: np.ndarray | None = None
+    test_row: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mem_ci_low is None or self.mem_ci_high is None:  # scores saved before intervals existed
@@ -101,6 +105,9 @@ class Scores:
             self.soft_mem_ci_low = np.full(len(self.mem), np.nan)
             self.soft_mem_ci_high = np.full(len(self.mem), np.nan)
         self.pairs = with_label_names(self.pairs, self.classes)
+        if self.train_row is not None and self.test_row is not None and "tr_row" not in self.pairs:
+            self.pairs = self.pairs.assign(tr_row=self.train_row[self.pairs["tr_idx"].to_numpy(np.int64)],
+                                           tt_row=self.test_row[self.pairs["tt_idx"].to_numpy(np.int64)])
 
     @property
     def pairs_false_share_est(self) -> float | None:
@@ -140,6 +147,7 @@ class Scores:
             "label_name": self.class_names(self.y_train),
             # examples never held out have no held-out prediction: no name (out_pred is 0 there)
             "out_pred_name": np.where(np.asarray(self.n_out) > 0, self.class_names(self.out_pred), None),
+            **({} if self.train_row is None else {"row": self.train_row}),
         })
 
     def influence_pairs(self, threshold: float | None = None, same_class: bool = True) -> pd.DataFrame:

@@ -12,6 +12,8 @@ Layout (``<study>/trials.zarr``)::
                                       written (-1: written by a version before digests)
     done        (T,)         bool     set only after every other row of the trial is written
     y_train, y_test                   labels, so estimation needs no dataset
+    row_train, row_test               optional: each example's row in the user's data (a split
+                                      tailscope made or read), carried into the scores
     attrs: config, config_hash, fingerprint, tailscope version, trials
 
 Every array is chunked by ``block`` trials along its first axis, so a block of trials
@@ -93,6 +95,7 @@ class StoreError(RuntimeError):
 # data can be reloaded from another path (source) without changing identity.
 VOLATILE_KEYS = ("trials", "source")
 STORE_DIR = "trials.zarr"  # the store inside a study folder
+ROW_NUMBERS = {"train": "row_train", "test": "row_test"}  # arrays of the examples' rows in the user's data
 
 
 def config_hash(config: dict) -> str:
@@ -172,11 +175,14 @@ class TrialStore:
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def create(cls, path: str | Path, config: dict, y_train: np.ndarray, y_test: np.ndarray) -> TrialStore:
+    def create(cls, path: str | Path, config: dict, y_train: np.ndarray, y_test: np.ndarray,
+               rows: dict | None = None) -> TrialStore:
         """Create the store for ``config``, or reopen it if it exists with the same config.
 
         Growing ``config["trials"]`` extends the arrays; earlier trials are untouched.
         A store made with another config or dataset is refused before anything changes.
+        ``rows`` (``{"train": ..., "test": ...}``, optional) are the examples' rows in the
+        user's data, kept beside the labels for the scores.
         """
         url = _store_url(path)
         existing = _try_open(url, mode="r")
@@ -193,13 +199,13 @@ class TrialStore:
                     warnings.warn(f"the store at {url} holds no done trial (an earlier run failed before "
                                   "finishing a block); its config is replaced by this one:\n  "
                                   + "\n  ".join(config_diff(store.config, config)), stacklevel=3)
-                    _create_arrays(url, config, y_train, y_test)
+                    _create_arrays(url, config, y_train, y_test, rows)
                     return cls(zarr.open_group(url, mode="r+"), url)
                 if config["trials"] > store.trials:
                     store = cls(zarr.open_group(url, mode="r+"), url)
                     store._grow(int(config["trials"]))
                 return store
-            _create_arrays(url, config, y_train, y_test)
+            _create_arrays(url, config, y_train, y_test, rows)
         # Create-then-verify: the attributes that landed must be ours.
         group = _try_open(url, mode="r+")
         if group is None or group.attrs.get("config_hash") != config_hash(config):
@@ -282,6 +288,16 @@ class TrialStore:
     @property
     def n_blocks(self) -> int:
         return -(-self.trials // self.block)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each train and test example's row in the user's data, where recorded (None: not
+        recorded, as in stores made before this, or unreadable)."""
+        try:
+            found = [np.asarray(self.group[name][:], dtype=np.int64) for name in ROW_NUMBERS.values()]
+        except Exception:
+            return None
+        return (found[0], found[1]) if len(found[0]) == len(self.y_train) and len(found[1]) == len(self.y_test) \
+            else None
 
     @property
     def y_train(self) -> np.ndarray:
@@ -641,7 +657,8 @@ def _needs_growth(group: zarr.Group, config: dict) -> bool:
     return int(config.get("trials", 0)) > int(group.attrs.get("trials", 0))
 
 
-def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarray) -> None:
+def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarray,
+                   rows: dict | None = None) -> None:
     """Create the arrays of a new store, then its attrs (last).
 
     Never deletes: ``mode="a"`` keeps whatever is there, an array that already exists
@@ -675,6 +692,12 @@ def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarr
         y = np.asarray(y, dtype=np.int64)
         arr = _ensure_array(group, name, y.shape, y.shape, "int64", 0)
         arr[...] = y  # identical bytes if another creator wrote them already
+    for split, name in ROW_NUMBERS.items():
+        r = None if rows is None else rows.get(split)
+        n_split = n if split == "train" else n_test
+        if r is not None and len(r) == n_split:
+            arr = _ensure_array(group, name, (n_split,), (max(n_split, 1),), "int64", -1)
+            arr[...] = np.asarray(r, dtype=np.int64)
     # attrs last: a store without them is treated as not created (see _try_open).
     group.attrs.update({"config": config, "config_hash": config_hash(config),
                         "fingerprint": config["dataset"]["fingerprint"],

@@ -123,7 +123,7 @@ class Study:
         and grown again when ``trials`` was raised since."""
         if self._store is None or self._store.trials < self.trials:
             self._store = TrialStore.create(self.path, json.loads(json.dumps(self.config, default=str)),
-                                            self.data.y_train, self.data.y_test)
+                                            self.data.y_train, self.data.y_test, rows=self.data.meta.get("rows"))
         return self._store
 
     # ------------------------------------------------------------- running

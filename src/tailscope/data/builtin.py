@@ -25,7 +25,7 @@ def load_digits() -> Dataset:
     return Dataset(
         x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
         classes=[str(c) for c in range(10)], name="digits", image_shape=(8, 8, 1),
-        meta={"source": "sklearn.datasets.load_digits", "pixel_max": 16}
+        meta={"source": "sklearn.datasets.load_digits", "pixel_max": 16, "rows": {"train": tr, "test": te}}
     )
 
 

@@ -36,7 +36,9 @@ class Dataset:
         fingerprint, which covers the arrays and class names only. ``meta["allow_missing"]``
         (set by ``from_arrays(..., allow_missing=True)``) lets float inputs hold NaN as
         missing values; each learner then says whether it can take them
-        (:meth:`tailscope.learners.Learner.check_data`).
+        (:meth:`tailscope.learners.Learner.check_data`). ``meta["rows"]`` (``{"train": ...,
+        "test": ...}``), where tailscope made or read the split, gives each example's row in
+        the user's file or arrays; studies store it, and the scores carry it (``row``).
     """
 
     x_train: np.ndarray

@@ -157,6 +157,7 @@ def from_arrays(
         if len(y_train) == 0:
             raise DataError("the training split is empty (x and y have 0 rows); provide labeled examples.")
         tr, te = stratified_split(y_train, test_fraction, split_seed)
+        meta.setdefault("rows", {"train": tr, "test": te})  # each example's row in the arrays given
         if len(te) == 0:
             raise DataError(f"the automatic split put no example in the test split: test_fraction={test_fraction:g} "
                             f"of each class rounds to 0 with {len(y_train)} examples; pass a larger test_fraction, "
@@ -305,6 +306,7 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
             args = (x[~is_test], y[~is_test], x[is_test], y[is_test])
             kw = {}
             meta["split"] = {"key": split_key, "n_train": len(y) - n_test, "n_test": n_test}
+            meta["rows"] = {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
         else:
             if split_key is not None and split_key != "split":
                 raise DataError(f"{p.name} has no key {split_key!r} (split_key); keys are {sorted(arrays)}.")

@@ -343,6 +343,19 @@ class _Builder:
                          for n, v in zip(names[:N_FEATURES_SHOWN], row[:N_FEATURES_SHOWN], strict=True))
         return vals + (", ..." if len(row) > N_FEATURES_SHOWN else "")
 
+    def row_head(self, title: str) -> str:
+        """A column header for the examples' rows in the user's data (tables without images, where recorded)."""
+        if self.images or self.s.train_row is None:
+            return ""
+        return (f'<th data-sort class="num" title="the example\'s row in the data file or arrays, counted from 0">'
+                f"{esc(title)}</th>")
+
+    def row_cell(self, split: str, i: int) -> str:
+        if self.images or self.s.train_row is None:
+            return ""
+        r = int((self.s.train_row if split == "train" else self.s.test_row)[int(i)])
+        return f'<td class="num" data-v="{r}">{r}</td>'
+
     def img(self, split: str, i: int, alt: str, cls: str = "thumb") -> str:
         src = self.thumbs(split, i)
         return f'<img class="{cls}" src="{url(src)}" alt="{esc(alt)}">'
@@ -655,7 +668,9 @@ class _Builder:
                     f'<br><span class="muted">held out &rarr;</span> {self.out_pred_text(i)}'
                     "</figcaption></figure>")
             return f'<div class="gallery" data-gallery="{esc(what)}">' + "".join(cards) + "</div>"
-        head = ("<tr><th data-sort class=\"num\">index</th><th data-sort>label</th><th data-sort class=\"num\">mem</th>"
+        row_head = self.row_head("row in data")
+        head = ("<tr><th data-sort class=\"num\">index</th>" + row_head + "<th data-sort>label</th>"
+                "<th data-sort class=\"num\">mem</th>"
                 "<th data-sort class=\"num\">SE</th><th data-sort class=\"num\">95% CI</th>"
                 "<th>held-out models predict</th>"
                 f"<th>first {N_FEATURES_SHOWN} features</th></tr>")
@@ -663,7 +678,8 @@ class _Builder:
         for i in idx:
             i = int(i)
             rows.append(
-                f'<tr><td class="num" data-v="{i}">{i}</td><td data-v="{esc(self.cname(s.y_train[i]))}">'
+                f'<tr><td class="num" data-v="{i}">{i}</td>{self.row_cell("train", i)}'
+                f'<td data-v="{esc(self.cname(s.y_train[i]))}">'
                 f'{esc(self.cname(s.y_train[i]))}</td><td class="num mem" data-v="{sort_value(s.mem[i])}">'
                 f'{fmt(s.mem[i])}</td><td class="num" data-v="{sort_value(s.mem_se[i])}">{fmt(s.mem_se[i])}</td>'
                 f'<td class="num ci" data-v="{sort_value(s.mem_ci_low[i])}">{self.ci_text(i)}</td>'
@@ -689,8 +705,8 @@ class _Builder:
         feat_cols = ("" if self.images else
                      f"<th>train: first {N_FEATURES_SHOWN} features</th><th>test: first {N_FEATURES_SHOWN} features</th>")
         head = ('<tr><th data-sort class="num">rank</th>' + img_cols
-                + '<th data-sort class="num">train #</th><th data-sort>train label</th>'
-                '<th data-sort class="num">test #</th><th data-sort>test label</th>'
+                + '<th data-sort class="num">train #</th>' + self.row_head("train row") + "<th data-sort>train label</th>"
+                '<th data-sort class="num">test #</th>' + self.row_head("test row") + "<th data-sort>test label</th>"
                 '<th data-sort class="num">influence</th><th data-sort class="num">SE</th>'
                 '<th data-sort class="num">mem of train example</th>' + feat_cols + "</tr>")
         rows = []
@@ -706,8 +722,8 @@ class _Builder:
                      f"<td><code>{esc(self.features('test', tt))}</code></td>")
             rows.append(
                 f'<tr><td class="num" data-v="{rank}">{rank}</td>{imgs}'
-                f'<td class="num" data-v="{tr}">{tr}</td><td data-v="{esc(trl)}">{esc(trl)}</td>'
-                f'<td class="num" data-v="{tt}">{tt}</td><td data-v="{esc(ttl)}">{esc(ttl)}</td>'
+                f'<td class="num" data-v="{tr}">{tr}</td>{self.row_cell("train", tr)}<td data-v="{esc(trl)}">{esc(trl)}</td>'
+                f'<td class="num" data-v="{tt}">{tt}</td>{self.row_cell("test", tt)}<td data-v="{esc(ttl)}">{esc(ttl)}</td>'
                 f'<td class="num infl" data-v="{sort_value(r.infl)}">{fmt(r.infl)}</td>'
                 f'<td class="num nw" data-v="{sort_value(r.infl_se)}">&plusmn; {fmt(r.infl_se)}</td>'
                 f'<td class="num" data-v="{sort_value(s.mem[tr])}">{fmt(s.mem[tr])}</td>{feats}</tr>')

@@ -251,6 +251,7 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
                             f"{'test' if is_test.all() else 'training'} split; it must mark some rows as train "
                             "and some as test, or pass split_key=None for a random stratified split.")
         meta["split"] = {"key": split_key, "n_train": int((~is_test).sum()), "n_test": int(is_test.sum())}
+        meta["rows"] = {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
         return from_arrays(x[~is_test], y[~is_test], x[is_test], y[is_test], classes=classes, name=name,
                            meta=meta, allow_missing=allow_missing)
     tf = 0.2 if test_fraction is None else test_fraction
