@@ -67,3 +67,32 @@ def test_small_api_corners(done_study):
         scores.class_names([1.5])
     dups = ts.exact_duplicates(done_study.data)
     assert repr(dups).startswith("ExactDuplicates(") and len(repr(dups)) < 200
+
+
+def test_an_estimator_clone_cannot_copy_is_refused_when_wrapped():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Renamed(ClassifierMixin, BaseEstimator):
+        def __init__(self, c=1.0):
+            self.cc = c  # breaks the convention get_params and clone rely on
+
+        def fit(self, x, y):
+            return self
+
+    with pytest.raises(TypeError, match=r"cannot be copied with sklearn.base.clone.*self.c = c"):
+        ts.SklearnLearner(Renamed())
+
+
+def test_estimating_an_unfinished_study_says_so(tmp_path):
+    data, learner = make_synthetic(n=60, n_test=20)
+    ts.Study(data, learner, trials=8, block_size=4, path=tmp_path / "s").run(progress=False)
+    bigger = ts.Study(data, learner, trials=12, block_size=4, path=tmp_path / "s")
+    assert bigger.store.trials == 12  # grown: 12 planned trials, 8 done
+    with pytest.warns(UserWarning, match="estimated from 8 of the 12 planned trials"):
+        assert bigger.estimate(save=False).trials == 8
+
+
+def test_reprs_are_short(done_study):
+    assert len(repr(done_study.data)) < 200 and "60 train, 20 test" in repr(done_study.data)
+    text = repr(done_study.estimate(save=False))
+    assert text.startswith("Scores(8 trials, q=0.7: 60 train, 20 test;") and len(text) < 200

@@ -191,3 +191,32 @@ def test_run_says_the_noise_share_of_the_pairs_like_estimate(tmp_path):
                               "-o", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     assert "pairs found are expected to be noise" in " ".join(res.output.split())
+
+
+def test_estimate_thresholds_outside_0_1_are_refused_and_nothing_is_rewritten(tmp_path):
+    from typer.testing import CliRunner
+
+    from tailscope.cli import app
+
+    out = tmp_path / "s"
+    r = CliRunner().invoke(app, ["run", "-o", str(out), "-l", "logreg", "--opt", "max_iter=50", "--trials", "4",
+                                 "--block-size", "4"])
+    assert r.exit_code == 0, r.output
+    before = (out / "scores" / "summary.json").read_bytes()
+    for bad in ("-0.1", "0", "1.5"):
+        r = CliRunner().invoke(app, ["estimate", str(out), "--threshold", bad])
+        assert r.exit_code != 0 and "outside (0, 1]" in r.output, r.output
+    assert (out / "scores" / "summary.json").read_bytes() == before
+
+
+def test_the_cli_noise_sentence_does_not_claim_0_percent():
+    from types import SimpleNamespace
+
+    from tailscope.cli import pairs_noise_text
+
+    scores = SimpleNamespace(pairs_false_share_est=0.0, n_pairs_negative=0, infl_threshold=0.15,
+                             options={"pairs_found": 2}, pairs=[])
+    text = pairs_noise_text(scores)
+    assert "no sign of noise" in text and "0%" not in text
+    scores.pairs_false_share_est, scores.n_pairs_negative, scores.options = 0.5, 3, {"pairs_found": 6}
+    assert "about 50% of the 6 pairs" in pairs_noise_text(scores) and "rough" in pairs_noise_text(scores)

@@ -376,7 +376,7 @@ def test_exact_duplicates_are_summarised_and_shown(digits_report, tmp_path):
     assert "test examples identical to a training example: 1" in row
     section = page[page.index('<section id="duplicates">'):]
     section = section[:section.index("</section>")]
-    assert section.index("Group 0: 2 copies (labels differ)") < section.index("Group 1: 2 copies")
+    assert section.index("Group 1: 2 copies (labels differ)") < section.index("Group 2: 2 copies")
     assert "#3<" in section and "#10<" in section and "#5<" in section and "#20<" in section
     copies = section[section.index('data-gallery="test-copies"'):]
     assert '<td class="num">0</td>' in copies and '<td class="num">7</td>' in copies

@@ -217,6 +217,9 @@ def estimate_cmd(
     from tailscope.scores import scores_location
     from tailscope.store import TrialStore
 
+    if not 0 < threshold <= 1:
+        raise UserError(f"--threshold {threshold:g} is outside (0, 1]: pairs kept are those with influence at or "
+                        "above it (the paper: 0.15). For every pair, write the full matrix with --full-matrix.")
     store = TrialStore.open(study_dir)
     scores_dir = scores_location(study_dir)  # a local Path, or a URL for s3://, memory://, ...
     opts = EstimateOptions(infl_threshold=threshold, same_class=not any_class, top_k=top_k,
@@ -239,9 +242,16 @@ def pairs_noise_text(scores) -> str | None:
     if share is None or neg is None or t is None:
         return None
     found = int(scores.options.get("pairs_found", len(scores.pairs)))
-    return (f"high-influence pairs: {found:,} at infl >= {t:g}, {neg:,} at <= -{t:g} (mirror); about "
-            f"{100 * share:.0f}% of the {found:,} pairs found are expected to be noise at this number of trials "
-            "(fewer among the largest; run more trials to sharpen).")
+    head = f"high-influence pairs: {found:,} at infl >= {t:g}, {neg:,} at <= -{t:g} (mirror); "
+    if not neg:  # "about 0%" would read as a measured share
+        return head + ("the mirror check saw no sign of noise among them (an estimate, not a guarantee: run more "
+                       "trials to sharpen).")
+    rough = f" With {found} pairs this share is rough." if found < FEW_PAIRS else ""
+    return head + (f"about {100 * share:.0f}% of the {found:,} pairs found are expected to be noise at this number "
+                   f"of trials (fewer among the largest; run more trials to sharpen).{rough}")
+
+
+FEW_PAIRS = 20  # below this many pairs, a mirror share (a ratio of small counts) is rough
 
 
 @app.command()

@@ -109,6 +109,12 @@ class Scores:
             self.pairs = self.pairs.assign(tr_row=self.train_row[self.pairs["tr_idx"].to_numpy(np.int64)],
                                            tt_row=self.test_row[self.pairs["tt_idx"].to_numpy(np.int64)])
 
+    def __repr__(self) -> str:  # (the arrays would print thousands of numbers)
+        t = self.infl_threshold
+        pairs = f"{len(self.pairs)} pairs" + ("" if t is None else f" at infl >= {t:g}")
+        return (f"Scores({self.trials} trials, q={self.ratio:g}: {len(self.mem)} train, {len(self.y_test)} test; "
+                f"{int(np.sum(at_least(self.mem, 0.25)))} with mem >= 0.25; {pairs})")
+
     @property
     def pairs_false_share_est(self) -> float | None:
         """Mirror (target-decoy) estimate of the share of the pairs found that are noise.

@@ -193,7 +193,12 @@ class Study:
         if options is not None and kwargs:  # both: the keywords change the given options
             options = dataclasses.replace(options, **kwargs)
         options = options or EstimateOptions(**kwargs)
-        scores = estimate(self._existing_store(), options)
+        store = self._existing_store()
+        scores = estimate(store, options)
+        if scores.trials < store.trials:
+            warnings.warn(f"estimated from {scores.trials} of the {store.trials} planned trials (the others are not "
+                          "done: study.run() trains them); the standard errors are those of "
+                          f"{scores.trials} trials.", stacklevel=2)
         if save:
             scores.save(self.scores_dir)
         return scores

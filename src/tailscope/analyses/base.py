@@ -267,7 +267,7 @@ def study_scores(study, infl_threshold: float | None = None):
                           f"{saved.options['pairs_found']:,} influence pairs (max_pairs); the analysis uses "
                           "those. Re-estimate with a larger max_pairs for all of them.", stacklevel=3)
             return saved
-        return study.estimate(save=False, infl_threshold=need)  # the user's smaller cap: theirs to keep
+        return _estimate(study, save=False, infl_threshold=need)  # the user's smaller cap: theirs to keep
     users_own = saved is not None and saved.options and not (
         saved.options.get("infl_threshold") == float(default.infl_threshold)
         and saved.options.get("same_class") == default.same_class)
@@ -277,8 +277,15 @@ def study_scores(study, infl_threshold: float | None = None):
                           f"infl_threshold={saved.options.get('infl_threshold')}, "
                           f"same_class={saved.options.get('same_class')}; the analysis re-estimates with "
                           f"infl_threshold={need:g}, same class, without overwriting them.", stacklevel=3)
-        return study.estimate(save=False, infl_threshold=need)
-    return study.estimate(save=True)
+        return _estimate(study, save=False, infl_threshold=need)
+    return _estimate(study, save=True)
+
+
+def _estimate(study, **options):
+    """``study.estimate``, without its warning about unfinished studies (said above, for the analysis)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"estimated from \d+ of the \d+ planned trials")
+        return study.estimate(**options)
 
 
 def _keeps(options: dict, infl_threshold: float) -> bool:

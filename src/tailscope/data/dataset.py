@@ -72,6 +72,13 @@ class Dataset:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def __repr__(self) -> str:  # (the arrays would print thousands of numbers)
+        shape = self.x_train.shape[1:]
+        kind = (f"images {'x'.join(map(str, self.image_shape))}" if self.image_shape
+                else f"{int(np.prod(shape))} features")
+        return (f"Dataset({self.name!r}: {self.n_train} train, {self.n_test} test, {self.n_classes} classes, "
+                f"{kind}, {self.x_train.dtype})")
+
     @property
     def is_image(self) -> bool:
         return self.image_shape is not None

@@ -44,6 +44,7 @@ class SklearnLearner(Learner):
             raise TypeError(f"{type(estimator).__name__} is not a scikit-learn classifier; "
                             "pass e.g. LogisticRegression() or RandomForestClassifier().")
         check_classifier(estimator)
+        _check_clonable(estimator)
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float | np.number)
                                   or not np.isfinite(scale) or scale <= 0):
             raise ValueError(f"scale must be a positive number (inputs are divided by it), got {scale!r}.")
@@ -325,3 +326,17 @@ def _names(data: Dataset, ids, limit: int = 20) -> str:
     ids = [int(i) for i in ids]
     more = f", ... ({len(ids) - limit} more)" if len(ids) > limit else ""
     return "[" + ", ".join(_name(data, i) for i in ids[:limit]) + more + "]"
+
+
+def _check_clonable(estimator) -> None:
+    """Every trial trains a clone: an estimator that sklearn.base.clone cannot copy is refused here,
+    with the convention it breaks, rather than in the middle of a run."""
+    from sklearn.base import clone
+
+    try:
+        clone(estimator)
+    except Exception as e:
+        raise TypeError(
+            f"{type(estimator).__name__} cannot be copied with sklearn.base.clone ({type(e).__name__}: {e}), and "
+            "every trial trains a copy. scikit-learn's convention: __init__ stores each argument under its own "
+            "name (self.c = c) and does nothing else; fitting happens in fit.") from None

@@ -529,12 +529,13 @@ class _Builder:
                 "<code>ts.exact_duplicates(data)</code> lists them all.") if dups.n_groups else (
                 "No two training inputs are identical, but some test inputs equal a training input.")
         blocks = []
-        for g in shown:
+        for number, g in enumerate(shown, start=1):
             members = dups.members(g)
             tag = " (labels differ)" if g in conflicting else ""
             more = (f'<p class="note">and {plural(len(members) - DUPLICATE_MEMBERS_CAP, "more copy", "more copies")}</p>'
                     if len(members) > DUPLICATE_MEMBERS_CAP else "")
-            blocks.append(f'<h3>Group {fmt(int(g))}: {fmt(len(members))} copies{tag}</h3>'
+            blocks.append(f'<h3>Group {fmt(number)}: {fmt(len(members))} copies{tag} '
+                          f'<span class="muted">(train_group {int(g)} in ts.exact_duplicates)</span></h3>'
                           + self.examples(members[:DUPLICATE_MEMBERS_CAP], f"duplicates-{int(g)}") + more)
         tests = ""
         if dups.n_test_with_copy:
