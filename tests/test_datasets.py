@@ -224,3 +224,11 @@ def test_preprocess_keeps_the_spread_of_features_with_a_large_offset():
                              ["a", "b"]), normalize="per_feature")
     expected = (signal - signal.mean(0)) / signal.std(0)
     np.testing.assert_allclose(out.x_train, expected, atol=1e-5)
+
+
+def test_an_image_shape_in_channels_first_order_is_named():
+    x = np.zeros((20, 3, 20, 36), np.uint8)
+    y = np.arange(20) % 2
+    with pytest.raises(DataError, match=r"looks like channels-first.*image_shape=\(20, 36, 3\)"):
+        from_arrays(x, y, image_shape=(3, 20, 36))
+    assert from_arrays(x, y).image_shape == (20, 36, 3)

@@ -139,6 +139,14 @@ def check_image_shape(image_shape, x: np.ndarray) -> tuple[int, ...]:
             f"{per_row} (row shape {tuple(x.shape[1:])}); pass an image_shape (H, W, C) with "
             f"H * W * C = {per_row}, or image_shape=None for feature vectors."
         )
+    if len(shape) == 3 and shape[0] in (1, 3) and shape[2] > 4:
+        # (3, 32, 32): torch's (C, H, W) order, which would read as 3 rows of 32 pixels with 32 channels
+        raise DataError(
+            f"image_shape {shape} reads as height {shape[0]}, width {shape[1]} and {shape[2]} channels, but "
+            f"image_shape is (H, W, C): it looks like channels-first (C, H, W). Leave image_shape out (arrays "
+            f"(N, C, H, W) are recognised and moved channels-last), or pass image_shape={shape[1:] + shape[:1]} "
+            "with x = np.moveaxis(x, 1, -1)."
+        )
     return shape
 
 
