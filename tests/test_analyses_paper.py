@@ -118,8 +118,9 @@ def test_correlation_on_coupled_case(synth_study):
     assert res.summary["share_pairs_mem_ge_threshold"] > 0.9
     assert res.summary["share_train_mem_ge_threshold"] < 0.2
     assert res.summary["spearman_mem_maxinfl"] > 0.3
-    # 400 trials: the pairs are real (mirror estimate near 0), so the reading may conclude
-    assert res.summary["pairs_false_share_est"] < 0.1 and res.summary["verdict"] == "concentrated"
+    # 400 trials: the pairs are mostly real (the null count, which also counts the real pairs' chance of
+    # reaching the threshold, says a small share is noise), so the reading may conclude
+    assert res.summary["pairs_false_share_est"] < 0.25 and res.summary["verdict"] == "concentrated"
     assert "concentrates on memorized examples, as in the paper" in res.reading
 
 

@@ -125,9 +125,10 @@ def test_consistency_gives_both_studies_noise():
     assert "0.100 at t = 120" in text and "0.244 at t = 20" in text and "0.060" in text and "0.200" in text
 
 
-def test_noise_sentence_states_the_mirror_assumption():
+def test_noise_sentence_states_what_the_share_is():
     text = noise_sentence(0.81, 40, 479)
-    assert "noise reaches either side about equally often" in text and "as many same-class" not in text
+    assert "would reach the threshold by chance if no training example influenced any test example" in text
+    assert "mostly noise and no conclusion is drawn" in text
 
 
 def test_loo_notes_follow_the_numbers():

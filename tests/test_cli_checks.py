@@ -190,7 +190,7 @@ def test_run_says_the_noise_share_of_the_pairs_like_estimate(tmp_path):
     res = runner.invoke(app, ["run", "-d", "digits", "-l", "knn", "--trials", "8", "--block-size", "8",
                               "-o", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
-    assert "pairs found are expected to be noise" in " ".join(res.output.split())
+    assert "of them are expected to be noise" in " ".join(res.output.split())
 
 
 def test_estimate_thresholds_outside_0_1_are_refused_and_nothing_is_rewritten(tmp_path):
@@ -214,9 +214,11 @@ def test_the_cli_noise_sentence_does_not_claim_0_percent():
 
     from tailscope.cli import pairs_noise_text
 
-    scores = SimpleNamespace(pairs_false_share_est=0.0, n_pairs_negative=0, infl_threshold=0.15,
-                             options={"pairs_found": 2}, pairs=[])
-    text = pairs_noise_text(scores)
-    assert "no sign of noise" in text and "0%" not in text
-    scores.pairs_false_share_est, scores.n_pairs_negative, scores.options = 0.5, 3, {"pairs_found": 6}
-    assert "about 50% of the 6 pairs" in pairs_noise_text(scores) and "rough" in pairs_noise_text(scores)
+    old = SimpleNamespace(pairs_false_share_est=0.0, n_pairs_negative=0, n_pairs_null=None, infl_threshold=0.15,
+                          options={"pairs_found": 2}, pairs=[])  # scores made before the null count
+    text = pairs_noise_text(old)
+    assert "no sign of noise" in text and "0%" not in text and "re-estimate" in text
+    new = SimpleNamespace(pairs_false_share_est=0.5, n_pairs_negative=0, n_pairs_null=3.0, infl_threshold=0.15,
+                          options={"pairs_found": 6}, pairs=[])
+    text = pairs_noise_text(new)
+    assert "about 50% of them" in text and "3.0 pairs would reach it by chance" in text and "rough" in text

@@ -106,7 +106,8 @@ def test_intervals_saved_loaded_and_computed_for_older_scores(tmp_path, syntheti
         arrays = {k: z[k] for k in z.files if "_ci_" not in k}
     np.savez_compressed(d / "influence_topk.npz", **arrays)
     meta = json.loads((d / "summary.json").read_text())
-    for k in ("n_pairs_negative", "pairs_false_share_est", "n_mem_se_zero", "median_mem_ci_width"):
+    for k in ("n_pairs_negative", "n_pairs_null_expected", "pairs_false_share_est", "n_mem_se_zero",
+                  "median_mem_ci_width"):
         del meta["summary"][k]
     (d / "summary.json").write_text(json.dumps(meta))
     old = ts.Scores.load(d)
@@ -137,10 +138,51 @@ def test_mirror_count_is_the_negative_tail_over_every_tile(tmp_path, same_class)
     neg, pos = _count_mirror(study, s, 0.15, same_class, matrix)
     # float32 matrix vs float64 sums: a value within rounding of the threshold could differ
     assert abs(s.n_pairs_negative - neg) <= 2 and abs(s.options["pairs_found"] - pos) <= 2
-    assert s.pairs_false_share_est == pytest.approx(min(1.0, s.n_pairs_negative / s.options["pairs_found"]))
+    assert s.pairs_false_share_est == pytest.approx(min(1.0, s.n_pairs_null / s.options["pairs_found"]))
     summary = s.summary()
     assert summary["n_pairs_negative"] == s.n_pairs_negative
+    assert summary["n_pairs_null_expected"] == s.n_pairs_null
     assert summary["pairs_false_share_est"] == s.pairs_false_share_est
+
+
+@pytest.mark.parametrize("same_class", [True, False])
+def test_null_count_is_the_hypergeometric_tail_summed_over_eligible_pairs(tmp_path, same_class):
+    from scipy.stats import hypergeom
+
+    n, n_test, t = 40, 15, 30
+    data = _data(n, n_test)
+    study = ts.Study(data, _learner(n, n_test, 0.8, 0.6, base=0.7), trials=t, ratio=0.6, path=tmp_path / "s")
+    study.run(progress=False)
+    s = study.estimate(save=False, same_class=same_class, infl_threshold=0.12)
+    store = study.store
+    mask = np.concatenate([b.mask for b in store.iter_blocks()])
+    right = np.concatenate([b.preds.test_pred == data.y_test for b in store.iter_blocks()])
+    expected = 0.0
+    for i in range(n):  # pair by pair, from the definition
+        a = int(mask[:, i].sum())
+        if a in (0, t):
+            continue
+        for j in range(n_test):
+            if same_class and data.y_train[i] != data.y_test[j]:
+                continue
+            k = int(right[:, j].sum())
+            x = np.arange(a + 1)
+            hit = x / a - (k - x) / (t - a) >= 0.12 - 1e-9
+            expected += hypergeom.pmf(x, t, k, a)[hit].sum()
+    assert s.n_pairs_null == pytest.approx(expected, rel=1e-9)
+
+
+def test_noise_share_when_test_examples_are_almost_always_right(tmp_path):
+    """No influence anywhere, test examples right 95% of the time, 90% subsets: the mirror count at
+    -threshold sees almost nothing (a high influence needs a few failures among the few trials
+    without i; a low one, failures among the many with it) while nearly every pair found is noise."""
+    n, n_test = 150, 60
+    study = ts.Study(_data(n, n_test), _learner(n, n_test, 0.9, 0.9, base=0.95), trials=100, ratio=0.9,
+                     path=tmp_path / "s")
+    study.run(progress=False)
+    s = study.estimate(save=False)
+    assert len(s.pairs) > 50 and s.n_pairs_negative < 0.2 * len(s.pairs)  # the mirror would say "little noise"
+    assert s.pairs_false_share_est > 0.8, s.pairs_false_share_est
 
 
 def test_mirror_says_noise_when_there_is_no_influence(tmp_path):
@@ -167,7 +209,7 @@ def test_mirror_says_little_noise_with_strong_influence_and_many_trials(tmp_path
     assert s.pairs_false_share_est < 0.2, s.pairs_false_share_est
     # no mirror for a threshold that is not positive
     every = study.estimate(save=False, infl_threshold=0.0, top_k=0)
-    assert every.n_pairs_negative is None and every.pairs_false_share_est is None
+    assert every.n_pairs_negative is None and every.n_pairs_null is None and every.pairs_false_share_est is None
     assert "pairs_false_share_est" not in every.summary()
 
 
@@ -184,9 +226,9 @@ def test_cli_estimate_prints_the_noise_share(tmp_path):
     saved = json.loads((study.scores_dir / "summary.json").read_text())["summary"]
     assert saved["pairs_false_share_est"] == s.pairs_false_share_est is not None
     found = s.options["pairs_found"]
-    assert (f"about {100 * s.pairs_false_share_est:.0f}% of the {found:,} pairs found are expected to be noise"
-            in " ".join(res.output.split()))
-    assert f"{s.n_pairs_negative:,} at <= -0.15" in res.output
+    text = " ".join(res.output.split())
+    assert f"{found:,} at infl >= 0.15; about {100 * s.pairs_false_share_est:.0f}% of them are expected" in text
+    assert f"{s.n_pairs_null:,.1f} pairs would reach it by chance" in text
 
 
 # ----------------------------------------------------------------- class names in the files

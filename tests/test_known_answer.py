@@ -83,8 +83,12 @@ def test_outputs_written_in_paper_format(synthetic, tmp_path):
     assert list(mem.columns[:6]) == ["index", "label", "mem", "se", "n_in", "n_out"]
     np.testing.assert_allclose(mem["mem"], s.mem)
     with np.load(d / "paper_format.npz", allow_pickle=False) as f:
-        assert set(f.files) == {"tr_idx", "tt_idx", "infl", "mem"}
+        assert set(f.files) == {"tr_idx", "tt_idx", "infl", "mem", "tr_mem"}
         np.testing.assert_array_equal(f["tr_idx"], s.pairs["tr_idx"])
+        # as the paper's files: one entry per pair, mem that of the pair's training example
+        assert len(f["mem"]) == len(f["infl"]) == len(s.pairs)
+        np.testing.assert_array_equal(f["mem"], s.mem[s.pairs["tr_idx"]])
+        np.testing.assert_array_equal(f["tr_mem"], s.mem)
     back = ts.Scores.load(d)
     np.testing.assert_array_equal(back.mem, s.mem)
     assert back.summary() == s.summary()

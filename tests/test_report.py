@@ -344,13 +344,13 @@ def test_pairs_noise_share_is_said_next_to_the_pair_count(synthetic_report, tmp_
     said = (f"About {pct(scores.pairs_false_share_est, 0)} of the {found:,} pairs found at infl &ge; 0.150 are "
             "expected to be noise at this number of trials, fewer among the largest")
     assert said in _row(page, "n_pairs")
-    assert f"({scores.n_pairs_negative:,} pairs reach infl &le; &minus;0.150" in _row(page, "n_pairs")
+    assert f": {fmt(scores.n_pairs_null, 1)} pairs would reach it by chance" in _row(page, "n_pairs")
     assert "run more trials to sharpen" in _row(page, "n_pairs")
     assert said in _block(page, '<section id="influence">', "</section>")
     # not recorded (older scores, or a threshold with no mirror): nothing claimed
     import dataclasses
 
-    unrecorded = dataclasses.replace(scores, n_pairs_negative=None)  # (the share is derived from it)
+    unrecorded = dataclasses.replace(scores, n_pairs_negative=None, n_pairs_null=None)  # (the share comes from them)
     text = write_report(study, out_dir=tmp_path / "r", scores=unrecorded).read_text()
     assert "expected to be noise" not in text
 

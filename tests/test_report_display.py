@@ -313,9 +313,9 @@ def test_one_duplicate_group_and_one_more_copy_are_singular(tmp_path):
 def test_no_mirror_pairs_is_said_as_such(heavy, tmp_path):
     study, scores, _ = heavy
     assert len(scores.pairs)
-    none = dataclasses.replace(scores, n_pairs_negative=0)
+    none = dataclasses.replace(scores, n_pairs_negative=0, n_pairs_null=None)  # older scores: the mirror count
     row = html.unescape(_row(write_report(study, out_dir=tmp_path / "r", scores=none).read_text(), "n_pairs"))
-    assert "No pair reached infl ≤ −0.150" in row and "saw no sign of noise" in row
+    assert "No pair reached infl ≤ −0.150" in row and "saw no sign of noise" in row and "null count" in row
     assert "About 0%" not in row and "(0 pairs" not in row
 
 
@@ -380,8 +380,8 @@ def test_scatter_caption_draws_no_conclusion_when_the_pairs_are_mostly_noise(hea
     found = int(scores.options.get("pairs_found", len(scores.pairs)))
     assert found >= 10
 
-    def caption(neg, name):
-        s = dataclasses.replace(scores, n_pairs_negative=neg)
+    def caption(noise, name):
+        s = dataclasses.replace(scores, n_pairs_negative=noise, n_pairs_null=noise)
         cap = _caption(write_report(study, out_dir=tmp_path / name, scores=s).read_text(), "mem-vs-influence")
         return cap, s.pairs_false_share_est
 

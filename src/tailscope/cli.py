@@ -237,21 +237,28 @@ def estimate_cmd(
 
 
 def pairs_noise_text(scores) -> str | None:
-    """One plain sentence on the mirror estimate of how many kept pairs are noise (None if not recorded)."""
-    share, neg, t = scores.pairs_false_share_est, scores.n_pairs_negative, scores.infl_threshold
-    if share is None or neg is None or t is None:
+    """One plain sentence on the estimated share of noise among the kept pairs (None if not recorded)."""
+    share, null, neg, t = scores.pairs_false_share_est, scores.n_pairs_null, scores.n_pairs_negative, \
+        scores.infl_threshold
+    if share is None or t is None:
         return None
     found = int(scores.options.get("pairs_found", len(scores.pairs)))
-    head = f"high-influence pairs: {found:,} at infl >= {t:g}, {neg:,} at <= -{t:g} (mirror); "
-    if not neg:  # "about 0%" would read as a measured share
-        return head + ("the mirror check saw no sign of noise among them (an estimate, not a guarantee: run more "
-                       "trials to sharpen).")
+    head = f"high-influence pairs: {found:,} at infl >= {t:g}; "
     rough = f" With {found} pairs this share is rough." if found < FEW_PAIRS else ""
-    return head + (f"about {100 * share:.0f}% of the {found:,} pairs found are expected to be noise at this number "
-                   f"of trials (fewer among the largest; run more trials to sharpen).{rough}")
+    if null is None:  # scores made before the null count: the mirror count at -threshold
+        if not neg:  # "about 0%" would read as a measured share
+            return head + (f"none at <= -{t:g}, so the mirror check saw no sign of noise among them (an estimate "
+                           "that misses noise when test examples are almost always right: re-estimate for a better "
+                           "one).")
+        return head + (f"{neg:,} at <= -{t:g} (mirror): about {100 * share:.0f}% of them are expected to be noise "
+                       f"(re-estimate for the null count, which does not miss noise when test examples are almost "
+                       f"always right).{rough}")
+    return head + (f"about {100 * share:.0f}% of them are expected to be noise at this number of trials ({null:,.1f} "
+                   "pairs would reach it by chance if no training example influenced any test example; fewer among "
+                   f"the largest; run more trials to sharpen).{rough}")
 
 
-FEW_PAIRS = 20  # below this many pairs, a mirror share (a ratio of small counts) is rough
+FEW_PAIRS = 20  # below this many pairs, a noise share (a ratio of small counts) is rough
 
 
 @app.command()

@@ -13,8 +13,10 @@ The "soft" versions use the probability of the true label instead of 0/1 correct
 
 Beside the plug-in SE (0 when all of an example's outcomes agree), mem gets a 95%
 Agresti-Caffo interval (:func:`tailscope.scores.mem_interval`). The kept influence pairs
-get a mirror estimate of their noise share: the count of eligible pairs at or below
--threshold, over the count at or above +threshold, taken in the same pass over the tiles.
+get an estimate of their noise share: the number of eligible pairs expected at or above
+the threshold if no training example influenced any test example (an exact hypergeometric
+null, :func:`null_expected_pairs`), over the number found. The mirror count (pairs at or
+below -threshold) is kept beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from tailscope.design import theoretical_se_bound
 from tailscope.learners.base import Predictions
-from tailscope.scores import Scores, at_least, mem_interval
+from tailscope.scores import TIE_TOL, Scores, at_least, mem_interval
 from tailscope.store import Block, TrialStore
 
 PAPER_MEM_THRESHOLD = 0.25
@@ -41,8 +43,9 @@ class EstimateOptions:
     """Knobs of :func:`estimate`.
 
     infl_threshold : pairs with influence at or above it are kept (paper: 0.15). Pairs at
-        or below minus it are counted (``n_pairs_negative``) for the mirror estimate of
-        the kept pairs' noise share (``Scores.pairs_false_share_est``, also in its summary).
+        or below minus it are counted (``n_pairs_negative``, the mirror count), and the
+        number expected by chance with no influence at all (``n_pairs_null``) estimates the
+        kept pairs' noise share (``Scores.pairs_false_share_est``, also in its summary).
     same_class : keep only pairs whose train and test labels agree (paper: yes).
     top_k : the k most influential training examples per test example (0: none; at
         most n are kept). Ties go to the lower training index, whatever the tiling.
@@ -218,12 +221,51 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
                       "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs), "pairs_found": int(infl.found)}
     scores.n_pairs_negative = infl.negative
+    if opt.infl_threshold > 0:
+        scores.n_pairs_null = null_expected_pairs(mem.n_in, mem.n_out, np.rint(mem.test_correct), y_tr, y_te,
+                                                  float(opt.infl_threshold), bool(opt.same_class))
     if infl.found > opt.max_pairs:
         warnings.warn(f"{infl.found:,} pairs have influence >= {opt.infl_threshold:g}, more than max_pairs="
                       f"{opt.max_pairs:,}; only the {opt.max_pairs:,} largest are kept (Scores.pairs is cut "
                       "below its smallest value). Raise max_pairs or infl_threshold to keep a complete set.",
                       stacklevel=2)
     return scores
+
+
+def null_expected_pairs(n_in: np.ndarray, n_out: np.ndarray, test_correct: np.ndarray, y_tr: np.ndarray,
+                        y_te: np.ndarray, threshold: float, same_class: bool) -> float:
+    """How many eligible pairs would reach infl >= ``threshold`` if no training example
+    influenced any test example: the expected number of noise pairs among those found.
+
+    Under that null, whether test example j is right in a trial does not depend on whether
+    the trial holds training example i. Given j's ``K`` correct trials among ``t``, the number
+    of them among i's ``n_in`` trials is then hypergeometric (t, K, n_in), and infl >= thr
+    needs at least ceil((K n_in + thr n_in n_out) / t) of them. The expectation sums that
+    tail over the eligible pairs (same class when kept pairs are; examples held in and out
+    of some trials), grouped by their (n_in, K): a few thousand tail probabilities, however
+    many pairs. Exact for any accuracy, unlike a mirror count at -threshold, whose tail
+    differs when test examples are almost always right or wrong. Pairs with true influence
+    count too, so it leans towards more noise, not less.
+    """
+    from scipy.stats import hypergeom
+
+    t = int(round(float(n_in[0] + n_out[0]))) if len(n_in) else 0
+    ok = (n_in >= 1) & (n_out >= 1)  # pairs of other training examples have no estimate
+    a_vals, a_idx = np.unique(n_in[ok].astype(np.int64), return_inverse=True)
+    k_vals, k_idx = np.unique(test_correct.astype(np.int64), return_inverse=True)
+    if not len(a_vals) or not len(k_vals):
+        return 0.0
+    a, k = a_vals[:, None], k_vals[None, :]
+    need = np.ceil((k * a + (threshold - TIE_TOL) * a * (t - a)) / t - 1e-9)
+    tail = hypergeom.sf(need - 1, t, k, a)  # P(at least `need` of j's right trials hold i)
+    classes = np.unique(np.concatenate([y_tr, y_te]))
+    groups = [(y_tr[ok] == c, y_te == c) for c in classes] if same_class else [(slice(None), slice(None))]
+    total = 0.0
+    for tr, te in groups:
+        per_a = np.bincount(a_idx[tr], minlength=len(a_vals))
+        per_k = np.bincount(k_idx[te], minlength=len(k_vals))
+        total += float(per_a @ tail @ per_k)
+    return total
 
 
 def _head(blk: Block, limit: int) -> Block | None:
@@ -296,12 +338,14 @@ class _MemAccumulator:
         self.in_acc: list[float] = []
         self.out_acc: list[float] = []
         self.curve: list[tuple[int, float]] = []
+        self.test_correct: np.ndarray | float = 0.0  # per test example: trials that got it right
 
     def add(self, blk: Block, y_tr: np.ndarray, c_te: np.ndarray) -> None:
         m = blk.mask
         c = (blk.preds.train_pred == y_tr).astype(np.float64)
         s = blk.preds.train_prob.astype(np.float64)
         self.n_in += m.sum(0)
+        self.test_correct = self.test_correct + c_te.sum(0, dtype=np.float64)
         for mom, v in ((self.hard, c), (self.soft, s)):
             mom.s_in += (v * m).sum(0)
             mom.q_in += (v * v * m).sum(0)

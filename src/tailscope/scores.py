@@ -93,6 +93,9 @@ class Scores:
     #: the mirror of the kept pairs: eligible pairs (same class when kept pairs are) with influence
     #: at or below -infl_threshold; None when not recorded (older scores, a threshold <= 0)
     n_pairs_negative: int | None = None
+    #: how many eligible pairs would reach infl_threshold with no influence at all (the expected
+    #: number of noise pairs, see estimate.null_expected_pairs); None when not recorded (older scores)
+    n_pairs_null: float | None = None
     #: each train / test example's row in the user's data (file or arrays) where the study recorded
     #: it (a split tailscope made or read); None otherwise
     train_row: np.ndarray | None = None
@@ -117,19 +120,21 @@ class Scores:
 
     @property
     def pairs_false_share_est(self) -> float | None:
-        """Mirror (target-decoy) estimate of the share of the pairs found that are noise.
+        """Estimated share of the pairs found that are noise: min(1, expected noise pairs / found).
 
-        With no true influence an estimate is as likely to land at or below -threshold as
-        at or above +threshold, so the count on the negative side estimates how many of the
-        pairs found are noise: min(1, n_pairs_negative / pairs found). It is an estimate,
-        not a bound: true negative influence (rare within a class) raises it, and for test
-        examples almost always right (or wrong) the two noise tails differ. None when not
-        recorded or no pair was found.
+        The expected number of noise pairs is ``n_pairs_null``: how many eligible pairs would
+        reach the threshold if no training example influenced any test example (an exact
+        hypergeometric null given each test example's number of correct trials; see
+        :func:`tailscope.estimate.null_expected_pairs`). Scores made before it was recorded
+        fall back to the mirror count (pairs at or below -threshold), which underestimates the
+        noise when test examples are almost always right. None when neither was recorded or
+        no pair was found.
         """
         found = self.options.get("pairs_found")
-        if self.n_pairs_negative is None or not found:
+        noise = self.n_pairs_null if self.n_pairs_null is not None else self.n_pairs_negative
+        if noise is None or not found:
             return None
-        return min(1.0, self.n_pairs_negative / found)
+        return min(1.0, noise / found)
 
     def class_names(self, labels) -> np.ndarray:
         """The class names of integer ``labels`` (an id outside ``classes`` as its digits)."""
@@ -215,8 +220,10 @@ class Scores:
             **({"n_pairs_found": int(self.options["pairs_found"])} if "pairs_found" in self.options else {}),
             "min_n_in": int(self.n_in.min()), "min_n_out": int(self.n_out.min()),
         } | ({"infl_threshold": self.infl_threshold} if self.infl_threshold is not None else {}) | (
-            {"n_pairs_negative": int(self.n_pairs_negative), "pairs_false_share_est": self.pairs_false_share_est}
-            if self.n_pairs_negative is not None else {})
+            {"n_pairs_negative": int(self.n_pairs_negative)} if self.n_pairs_negative is not None else {}) | (
+            {"n_pairs_null_expected": float(self.n_pairs_null)} if self.n_pairs_null is not None else {}) | (
+            {"pairs_false_share_est": self.pairs_false_share_est}
+            if self.pairs_false_share_est is not None or self.n_pairs_negative is not None else {})
 
     @property
     def infl_threshold(self) -> float | None:
@@ -285,14 +292,18 @@ class Scores:
         self.export_paper_format(tmp.join(PAPER_FILE), storage_options)
 
     def export_paper_format(self, path: str | Path, storage_options: dict | None = None) -> None:
-        """The paper's published layout: tr_idx, tt_idx, infl (kept pairs) and mem (per train example)."""
+        """The paper's published layout: tr_idx, tt_idx, infl and mem, one entry per kept pair (mem of the
+        pair's training example), plus tr_mem: mem of every training example."""
         import fsspec
 
         if Path(str(path)).is_dir():
             raise ValueError(f"{path} is a folder; give the file to write, e.g. {Path(str(path)) / PAPER_FILE}.")
+        tr = self.pairs["tr_idx"].to_numpy()
         with fsspec.open(_url(path), "wb", **(storage_options or {})) as f:
-            np.savez(f, tr_idx=self.pairs["tr_idx"].to_numpy(), tt_idx=self.pairs["tt_idx"].to_numpy(),
-                     infl=self.pairs["infl"].to_numpy(), mem=self.mem)
+            # as the paper's files: one entry per pair, mem that of the pair's training example;
+            # tr_mem holds every training example's (as in their influence-matrix file)
+            np.savez(f, tr_idx=tr, tt_idx=self.pairs["tt_idx"].to_numpy(), infl=self.pairs["infl"].to_numpy(),
+                     mem=self.mem[tr], tr_mem=self.mem)
 
     @classmethod
     def load(cls, directory: str | Path, storage_options: dict | None = None) -> Scores:
@@ -323,7 +334,8 @@ class Scores:
             recorded = meta.get("summary") or {}
             scores = cls(pairs=pairs, classes=meta["classes"], trials=meta["trials"], ratio=meta["ratio"],
                          se_bound=meta["se_bound"], config=meta["config"], options=meta.get("options", {}),
-                         n_pairs_negative=recorded.get("n_pairs_negative"), **arrays)
+                         n_pairs_negative=recorded.get("n_pairs_negative"),
+                         n_pairs_null=recorded.get("n_pairs_null_expected"), **arrays)
         except ScoresUnreadable:
             raise
         except Exception as e:  # truncated or missing files, a JSON cut short, files of another version

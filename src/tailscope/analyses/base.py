@@ -462,7 +462,7 @@ def _has_first(path, trials: int) -> bool:
 
 # --------------------------------------------------------------------------- influence pairs and their noise
 
-#: at or above this mirror estimate of the share of noise among the high-influence pairs, the
+#: at or above this estimated share of noise among the high-influence pairs, the
 #: pairs are mostly noise and the analyses built on them draw no conclusion
 NOISE_SHARE_LIMIT = 0.5
 
@@ -508,17 +508,19 @@ def open_scores_only(study, scores=None, infl_threshold: float | None = None):
 
 
 def pairs_noise_share(scores, threshold: float, study=None) -> float | None:
-    """Mirror estimate of the share of noise among the same-class pairs with infl >= ``threshold``.
+    """Estimated share of noise among the same-class pairs with infl >= ``threshold``.
 
-    With no true influence an estimate lands at or below -threshold as often as at or above
-    +threshold, so the negative side counts the noise (see ``Scores.pairs_false_share_est``).
-    The scores' own estimate is used when they were made at this threshold with same-class
-    pairs; otherwise, given the ``study`` the scores came from, the count at this threshold is
-    estimated in memory from the same trials (one pass over the store). None when neither
-    can be had, or no pair was found.
+    The expected number of pairs that would reach the threshold with no influence at all,
+    over the pairs found (see ``Scores.pairs_false_share_est``). The scores' own estimate is
+    used when they were made at this threshold with same-class pairs and hold the null
+    count; otherwise, given the ``study`` the scores came from, it is estimated in memory
+    from the same trials (one pass over the store). Without the study, scores made before
+    the null count give their mirror estimate. None when nothing can be had, or no pair
+    was found.
     """
     kept = scores.infl_threshold
-    if kept is not None and abs(kept - threshold) <= 1e-12 and scores.options.get("same_class") is True:
+    same = kept is not None and abs(kept - threshold) <= 1e-12 and scores.options.get("same_class") is True
+    if same and (scores.n_pairs_null is not None or study is None):
         return scores.pairs_false_share_est
     if study is None:
         return None
@@ -533,19 +535,20 @@ def pairs_noise_share(scores, threshold: float, study=None) -> float | None:
 
 
 def noise_sentence(share: float | None, trials: int, n_pairs: int) -> str:
-    """What the mirror estimate says about the pairs, for a reading (empty without pairs)."""
+    """What the estimated noise share says about the pairs, for a reading (empty without pairs)."""
     if not n_pairs:
         return ""
     if share is None:
-        return ("How many of these pairs are noise was not estimated (the scores predate the mirror count); "
+        return ("How many of these pairs are noise was not estimated (the scores predate the noise count); "
                 "re-estimate the study to know. ")
     pct = f"{100 * share:.0f}%"
     if share >= NOISE_SHARE_LIMIT:
-        return (f"But about {pct} of these pairs are estimated to be noise at {trials} trials (the mirror estimate: "
-                "noise reaches either side about equally often, so the same-class pairs at or below -threshold "
-                "estimate the noise among those above), so they are mostly "
-                "noise and no conclusion is drawn from them here: run more trials. ")
-    return f"About {pct} of these pairs are estimated to be noise at {trials} trials (mirror estimate). "
+        return (f"But about {pct} of these pairs are estimated to be noise at {trials} trials (the number of pairs "
+                "that would reach the threshold by chance if no training example influenced any test example, over "
+                "those found), so they are mostly noise and no conclusion is drawn from them here: run more "
+                "trials. ")
+    return (f"About {pct} of these pairs are estimated to be noise at {trials} trials (pairs expected by chance "
+            "with no influence at all, over those found). ")
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

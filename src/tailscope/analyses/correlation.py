@@ -41,8 +41,8 @@ def correlation(study, mem_threshold: float = MEM_THRESHOLD, infl_threshold: flo
     AnalysisResult
         ``summary``: Pearson and Spearman between mem and max_infl, the share of
         high-influence pairs whose training example has mem >= ``mem_threshold``, the
-        share expected if pairs picked training examples at random, the mirror estimate
-        of the share of those pairs that are noise (``pairs_false_share_est``) and the
+        share expected if pairs picked training examples at random, the estimated
+        share of those pairs that are noise (``pairs_false_share_est``) and the
         ``verdict`` the reading states.
 
     Only the study's trials and scores are read: a study whose dataset cannot be reloaded

@@ -26,7 +26,7 @@ class as the test example (seeded) is measured the same way. The reading compare
 pair with its own random partner (the same test example): the share of pairs whose
 training example is the closer of the two, against 50% if nearness did not matter
 (two-sided binomial test; pairs sharing a test example are not independent, so read the
-p-value as approximate). When the mirror estimate says the pairs are mostly noise
+p-value as approximate). When the estimated noise share says the pairs are mostly noise
 (``pairs_false_share_est`` >= 0.5) no conclusion is drawn.
 """
 

@@ -303,21 +303,24 @@ class _Builder:
         return text + ". " + CI_SENTENCE
 
     def pairs_noise_text(self) -> str:
-        """One sentence on the mirror estimate of the kept pairs' noise share (HTML; empty if not recorded)."""
-        share, neg = self.s.pairs_false_share_est, self.s.n_pairs_negative
-        if share is None or neg is None or self.s.infl_threshold is None:
+        """One sentence on the estimated share of noise among the kept pairs (HTML; empty if not recorded)."""
+        share, null, neg = self.s.pairs_false_share_est, self.s.n_pairs_null, self.s.n_pairs_negative
+        if share is None or self.s.infl_threshold is None:
             return ""
         t = fmt(self.s.infl_threshold, 3)
         found = int(self.s.options.get("pairs_found", len(self.s.pairs)))
-        if not neg:  # "about 0% ... (0 pairs reach ...)" would read as a measured share
-            return (f"No pair reached infl &le; &minus;{t} (noise reaches either side about equally often), so "
-                    f"this mirror check saw no sign of noise among the {plural(found, 'pair')} found at "
-                    f"infl &ge; {t}; it is an estimate, not a guarantee: run more trials to sharpen.")
-        reach = "reaches" if int(neg) == 1 else "reach"
+        if null is None and not neg:  # scores made before the null count; "about 0%" would read as measured
+            return (f"No pair reached infl &le; &minus;{t}, so the mirror check saw no sign of noise among the "
+                    f"{plural(found, 'pair')} found at infl &ge; {t}; it misses noise when test examples are almost "
+                    "always right: re-estimate the study for the null count.")
+        if null is None:  # scores made before the null count: the mirror count at -threshold
+            return (f"About {pct(share, 0)} of the {plural(found, 'pair')} found at infl &ge; {t} are expected to be "
+                    f"noise by the mirror count ({plural(int(neg), 'pair')} at infl &le; &minus;{t}), which misses "
+                    "noise when test examples are almost always right; re-estimate the study for the null count.")
         return (f"About {pct(share, 0)} of the {plural(found, 'pair')} found at infl &ge; {t} are expected to be "
-                f"noise at this number of trials, fewer among the largest ({plural(int(neg), 'pair')} {reach} "
-                f"infl &le; &minus;{t}, and noise reaches either side about equally often); run more trials to "
-                "sharpen.")
+                f"noise at this number of trials, fewer among the largest: {fmt(null, 1)} pairs would reach it by "
+                "chance if no training example influenced any test example (the exact count under that null, given "
+                "how often each test example is right); run more trials to sharpen.")
 
     def infl_threshold_text(self) -> str:
         """The influence threshold these scores were estimated with, in words (HTML)."""
@@ -755,21 +758,21 @@ class _Builder:
         return f" ({word}{sign})"
 
     def scatter_noise_text(self) -> str:
-        """What the mirror estimate of the pairs' noise share allows the scatter to say (HTML)."""
+        """What the estimated noise share of the pairs allows the scatter to say (HTML)."""
         share = self.s.pairs_false_share_est
         t = self.s.infl_threshold
         at = f" at infl &ge; {fmt(t, 3)}" if t is not None else ""
         if share is None or not (is_num(share) and math.isfinite(float(share))):
             if self.s.n_pairs_negative is not None and self.s.options.get("pairs_found") == 0:  # none found
-                return (f"No pair was found{at}, so the mirror check has no share of noise to give; with few "
+                return (f"No pair was found{at}, so there is no share of noise to give; with few "
                         "trials the largest influence of an example is inflated by noise.")
             return ("The share of noise among the high-influence pairs was not estimated, so read the y axis "
                     "with care: with few trials the largest influence of an example is inflated by noise.")
         if share >= 0.5:
-            return (f"The mirror check estimates that about {pct(share, 0)} of the high-influence pairs{at} are "
+            return (f"The null count estimates that about {pct(share, 0)} of the high-influence pairs{at} are "
                     "noise at this number of trials, so the large influences here are mostly noise and no "
                     "conclusion is drawn from this correlation; run more trials to sharpen.")
-        return (f"The mirror check estimates that about {pct(share, 0)} of the high-influence pairs{at} are noise "
+        return (f"The null count estimates that about {pct(share, 0)} of the high-influence pairs{at} are noise "
                 "at this number of trials; the largest influences of an example are still inflated by noise.")
 
     def influence_scope_text(self) -> str:
