@@ -264,3 +264,21 @@ def test_examples_never_held_out_have_no_held_out_prediction_name(tmp_path, synt
     never = frame["n_out"] == 0
     assert never.any() and frame.loc[never, "out_pred_name"].isna().all()
     assert frame.loc[~never, "out_pred_name"].notna().all()
+
+
+def test_pairs_carry_the_agresti_caffo_interval_and_single_trial_estimates_are_counted(tmp_path):
+    n, n_test, t = 40, 15, 12
+    data = _data(n, n_test)
+    study = ts.Study(data, _learner(n, n_test, 0.8, 0.5, base=0.7), trials=t, ratio=0.9, path=tmp_path / "s")
+    study.run(progress=False)
+    s = study.estimate(save=False, infl_threshold=0.1)
+    mask = np.concatenate([b.mask for b in study.store.iter_blocks()])
+    right = np.concatenate([b.preds.test_pred == data.y_test for b in study.store.iter_blocks()])
+    for r in s.pairs.head(20).itertuples(index=False):
+        m, c = mask[:, r.tr_idx], right[:, r.tt_idx]
+        lo, hi = mem_interval(np.array([c[m].mean()]), np.array([m.sum()]), np.array([c[~m].mean()]),
+                              np.array([(~m).sum()]))
+        assert (r.infl_ci_low, r.infl_ci_high) == pytest.approx((lo[0], hi[0]))
+        assert r.infl_ci_low <= r.infl <= r.infl_ci_high
+    single = np.isfinite(s.mem) & ~np.isfinite(s.mem_se)  # held out of (or in) exactly one trial
+    assert single.any() and s.summary()["n_mem_se_undefined"] == int(single.sum())

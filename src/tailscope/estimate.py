@@ -492,7 +492,7 @@ class _InfluenceCollector:
             self._add_rows(tile[sl], acc.hard.rows(sl), acc.soft.rows(sl), n_in[sl], n_out[sl])
 
     def _add_rows(self, tile, hard: _Moments, soft: _Moments, n_in, n_out) -> None:
-        infl, se, _, _ = hard.contrast(n_in[:, None], n_out[:, None])
+        infl, se, p_in, p_out = hard.contrast(n_in[:, None], n_out[:, None])
         sinfl, sse, _, _ = soft.contrast(n_in[:, None], n_out[:, None])
         if self.full is not None:
             self.full["infl"][tile[0]: tile[-1] + 1] = infl.astype(np.float32)
@@ -510,7 +510,10 @@ class _InfluenceCollector:
             self.negative += int(np.count_nonzero(low & same if self.opt.same_class else low))
         ii, jj = np.nonzero(at_least(scored, self.opt.infl_threshold))
         if len(ii):
+            # the plug-in SE under-covers for test examples almost always right: an interval that does not
+            lo, hi = mem_interval(p_in[ii, jj], n_in[ii], p_out[ii, jj], n_out[ii])
             self.parts.append({"tr_idx": tile[ii], "tt_idx": jj, "infl": infl[ii, jj], "infl_se": se[ii, jj],
+                               "infl_ci_low": lo, "infl_ci_high": hi,
                                "soft_infl": sinfl[ii, jj], "soft_infl_se": sse[ii, jj]})
             self.kept += len(ii)
             self.found += len(ii)
@@ -555,7 +558,8 @@ class _InfluenceCollector:
             self._truncate()
             d = self.parts[0]
         else:
-            d = {k: np.zeros(0) for k in ("tr_idx", "tt_idx", "infl", "infl_se", "soft_infl", "soft_infl_se")}
+            d = {k: np.zeros(0) for k in ("tr_idx", "tt_idx", "infl", "infl_se", "infl_ci_low", "infl_ci_high",
+                                          "soft_infl", "soft_infl_se")}
         df = pd.DataFrame(d).astype({"tr_idx": np.int64, "tt_idx": np.int64})
         df["tr_label"] = self.y_tr[df["tr_idx"].to_numpy()]
         df["tt_label"] = self.y_te[df["tt_idx"].to_numpy()]

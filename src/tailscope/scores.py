@@ -215,6 +215,9 @@ class Scores:
             "n_mem_estimated": int(np.isfinite(self.mem).sum()),
             # an SE of 0 (every trial agreed) is not certainty: the 95% interval says how wide it is
             "n_mem_se_zero": int(np.sum(self.mem_se[finite] == 0)),
+            # estimated from a single trial on one side (n_in or n_out 1): an estimate without an SE, left out
+            # of the SE statistics above; their 95% intervals are finite (and wide)
+            "n_mem_se_undefined": int(np.sum(np.isfinite(self.mem) & ~finite)),
             "median_mem_ci_width": float(np.median(width[np.isfinite(width)])) if np.isfinite(width).any() else None,
             "n_pairs": len(self.pairs),
             **({"n_pairs_found": int(self.options["pairs_found"])} if "pairs_found" in self.options else {}),
@@ -357,7 +360,10 @@ def mem_interval(p_in, n_in, p_out, n_out, z: float = 1.959964) -> tuple[np.ndar
     / (n_out + 2)), clipped to [-1, 1]. Unlike the plug-in SE it is never of width 0 when
     all outcomes agree, and its coverage stays near 95% for proportions near 0 or 1. For
     means of values in [0, 1] (soft scores) it is conservative: such a variable's variance
-    is at most p (1 - p). NaN where ``n_in`` or ``n_out`` is 0.
+    is at most p (1 - p), and when the probabilities vary little it can be several times
+    wider than soft +- 1.96 SE (which then covers well: read both). NaN where ``n_in`` or
+    ``n_out`` is 0. The same interval is given for each kept influence pair
+    (``infl_ci_low``, ``infl_ci_high``).
     """
     n_in, n_out = np.asarray(n_in, np.float64), np.asarray(n_out, np.float64)
     with np.errstate(invalid="ignore"):

@@ -16,6 +16,10 @@ Layout (``<study>/trials.zarr``)::
                                       tailscope made or read), carried into the scores
     attrs: config, config_hash, fingerprint, tailscope version, trials
 
+The trial arrays are sized to whole blocks, so rows past the last trial (and rows of trials
+not yet done) hold fill values: read them with ``iter_blocks`` (done trials only), or
+filter with ``done()``.
+
 Every array is chunked by ``block`` trials along its first axis, so a block of trials
 lives in chunks that no other block touches: two writers never share a chunk.
 Zarr's local store writes each chunk atomically (temporary file + rename), and the
