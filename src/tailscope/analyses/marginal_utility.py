@@ -132,16 +132,26 @@ def _infl_sentence(infl: dict, n_tr: int, n_pairs: int, n_tt: int, repeats: int)
     its random control (and interval) and a verdict against it."""
     sentence = (
         f"Removing the {n_tr} training examples of the {n_pairs} high-influence pairs "
-        f"{_change(infl['hi_on_pairs_drop'], infl['hi_on_pairs_ci'], 1, f'on their {n_tt} test examples')} "
-        f"and {_change(infl['hi_on_all_drop'], infl['hi_on_all_ci'], 2, 'on the whole test set')}; removing as "
-        f"many random training examples {_change(infl['rand_on_pairs_drop'], infl['rand_on_pairs_ci'], 1)} "
-        f"and {_change(infl['rand_on_all_drop'], infl['rand_on_all_ci'], 2)}. Against random removal, "
+        + _two_changes(infl, "hi", f"on their {n_tt} test examples", "on the whole test set")
+        + "; removing as many random training examples "
+        + _two_changes(infl, "rand", "on them", "on the whole test set") + ". Against random removal, "
         + _infl_verdict(infl, "on_pairs", "the difference on their test examples is", 1) + "; "
         + _infl_verdict(infl, "on_all", "on the whole test set it is", 2) + ".")
     if any(_clipped(infl[f"{k}_on_pairs_drop"], infl[f"{k}_on_pairs_ci"]) for k in ("hi", "rand", "excess")):
         sentence += (f" With only {n_tt} test examples (and R = {repeats} models) the intervals on them reach "
                      "past the possible range, so they are uninformative there.")
     return sentence
+
+
+def _two_changes(infl: dict, who: str, on_pairs: str, on_all: str) -> str:
+    """Both accuracy changes of one removal: 'lowers accuracy by X on A and by Y on B' when they go
+    the same way, each in full otherwise."""
+    (d1, c1), (d2, c2) = ((infl[f"{who}_on_{k}_drop"], infl[f"{who}_on_{k}_ci"]) for k in ("pairs", "all"))
+    first, second = _change(d1, c1, 1, on_pairs), _change(d2, c2, 2, on_all)
+    verb = first.split(" by ")[0].removesuffix(f" {on_pairs}")  # "lowers accuracy", "raises accuracy"
+    if " by " in second and second.startswith(verb):
+        return f"{verb} by {first.split(' by ', 1)[1]} {on_pairs} and by {second.split(' by ', 1)[1]} {on_all}"
+    return f"{first} and {second}"
 
 
 def _pm(drop: float, ci: float, digits: int) -> str:
