@@ -20,7 +20,7 @@ def arrays(n=40, d=3, c=3, seed=0):
     (lambda a: (a[0], a[1].reshape(-1, 1), a[2], a[3]), "1-D"),
     (lambda a: (np.where(np.arange(40)[:, None] == 3, np.nan, a[0]), a[1], a[2], a[3]), "NaN"),
     (lambda a: (a[0], a[1], a[2], a[3] + 5), "that no training example has"),
-    (lambda a: (a[0], a[1] - 1, a[2], a[3]), "negative labels"),
+    (lambda a: (a[0], a[1] - 1, a[2], a[3]), r"y_test has labels \[2\] that no training example has"),
     (lambda a: (a[0], a[1] + 0.5, a[2], a[3]), "integer"),
     (lambda a: (a[0], a[1], a[2][:, :2], a[3]), "same per-example shape"),
     (lambda a: (a[0], a[1], a[2][:0], a[3][:0]), "empty"),

@@ -23,7 +23,7 @@ def test_bad_run_settings_are_one_line_errors(tmp_path):
         (["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--trials", "4", "--block-size", "0"],
          "block_size must be >= 1"),
         (["run", "-o", str(tmp_path / "s"), "-l", "logreg", "--trials", "4", "--data-opt", "limit_train=5"],
-         "does not take option(s) ['limit_train']"),
+         "does not take option(s) 'limit_train'"),
         (["report", str(tmp_path / "nothing"), "-o", str(f)], "is a file, not a directory"),
     ]
     for args, match in cases:

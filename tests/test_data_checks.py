@@ -273,8 +273,6 @@ def test_rgba_and_ambiguous_layouts(tmp_path):
 
 
 @pytest.mark.parametrize("y, match", [
-    (np.arange(100) % 2 - 1, r"negative labels \(e.g. -1\).*return_inverse=True"),
-    ((np.arange(100) % 2) * 2 - 1, "negative labels"),
     (np.linspace(0, 1, 100), "not whole numbers.*studies classifiers"),
 ])
 def test_labels_that_are_not_class_indices_are_named_before_any_split(y, match):
@@ -283,6 +281,15 @@ def test_labels_that_are_not_class_indices_are_named_before_any_split(y, match):
         ts.from_arrays(x, y)  # (an automatic split once said "at least 2 classes" or "no test example")
     with pytest.raises(DataError, match=match):
         ts.from_arrays(x, y, x, np.abs(y))
+
+
+def test_negative_codes_are_classes_by_value_unless_a_class_list_is_indexed():
+    x = np.random.default_rng(0).random((100, 3))
+    y = (np.arange(100) % 2) * 2 - 1  # -1 / 1, the SVM convention
+    data = ts.from_arrays(x, y)
+    assert data.classes == ["-1", "1"] and np.bincount(data.y_train).tolist() == [40, 40]
+    with pytest.raises(DataError, match=r"negative labels \(e.g. -1\).*index it.*return_inverse=True"):
+        ts.from_arrays(x, y, classes=["no", "yes"])
     ok = ts.from_arrays(x, (np.arange(100) % 3).astype(float))  # class ids stored as floats
     assert ok.classes == ["0", "1", "2"] and ok.y_train.dtype == np.int64
 

@@ -108,7 +108,7 @@ def test_unreadable_and_missing_files(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match="could not be read as a parquet file"):
         ts.load_dataset(f"parquet:{tmp_path / 'bad.parquet'}")
-    with pytest.raises(DataError, match="does not take option.*label, drop, decimal, split_key"):
+    with pytest.raises(DataError, match="does not take option.*colour.*label, drop, decimal, encoding, split_key"):
         ts.load_dataset(f"csv:{tmp_path / 'none.csv'}", colour=1)
 
 
@@ -225,3 +225,78 @@ def test_scores_name_each_examples_row_in_the_users_data(tmp_path):
     for name in ("row_train", "row_test"):
         shutil.rmtree(tmp_path / "s" / "trials.zarr" / name)
     assert "row" not in ts.Study.open(tmp_path / "s").estimate().memorization_frame()
+
+
+def test_rows_belong_to_the_data_they_were_recorded_for(tmp_path):
+    import dataclasses
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), np.arange(60) % 3
+    a = ts.from_arrays(x, y)  # automatic split: rows recorded
+    started = ts.Study(a, ts.SklearnLearner(DecisionTreeClassifier()), trials=4, path=tmp_path / "s")
+    assert started.store.rows() is not None  # created with a's rows, then (say) the run crashed
+    b = ts.from_arrays(x[a.meta["rows"]["train"]][::-1].copy(), a.y_train[::-1].copy(), a.x_test, a.y_test)
+    with pytest.warns(UserWarning, match="config is replaced"):
+        study = ts.Study(b, ts.SklearnLearner(DecisionTreeClassifier()), trials=4, path=tmp_path / "s")
+        study.run(progress=False)
+    assert study.estimate(save=False).train_row is None  # not a's rows
+    moved = dataclasses.replace(a, x_train=a.x_train[::-1].copy(), y_train=a.y_train[::-1].copy())
+    assert ts.data.dataset.recorded_rows(moved) is None and ts.data.dataset.recorded_rows(a) is not None
+    carried = ts.from_arrays(b.x_train, b.y_train, b.x_test, b.y_test, meta=dict(a.meta))  # another dataset's meta
+    assert ts.data.dataset.recorded_rows(carried) is None
+
+
+def test_pandas_rows_in_different_orders_are_refused():
+    df = pd.DataFrame({"a": np.arange(20.0), "label": np.arange(20) % 2})
+    with pytest.raises(DataError, match=r"same rows in different orders.*y.loc\[x.index\]"):
+        ts.from_arrays(df[["a"]].sample(frac=1, random_state=0), df["label"])
+    assert ts.from_arrays(df[["a"]], df["label"]).n_train == 16
+
+
+def test_excel_files_byte_order_mark_and_other_encodings(tmp_path):
+    df = _frame()
+    df.insert(0, "id", np.arange(60) * 3 + 7)
+    df.to_csv(tmp_path / "bom.csv", index=False, encoding="utf-8-sig")
+    data = ts.load_dataset(f"csv:{tmp_path / 'bom.csv'}", label="quality", drop="id")
+    assert data.meta["feature_names"] == ["height", "weight", "smoker"]
+    df.rename(columns={"height": "Größe"}).to_csv(tmp_path / "l1.csv", index=False, sep=";", encoding="latin-1")
+    with pytest.raises(DataError, match="is not utf-8 text.*encoding=latin-1"):
+        ts.load_dataset(f"csv:{tmp_path / 'l1.csv'}", label="quality")
+    data = ts.load_dataset(f"csv:{tmp_path / 'l1.csv'}", label="quality", drop="id", encoding="latin-1")
+    assert data.meta["feature_names"][0] == "Größe"
+
+
+def test_label_columns_that_are_measurements_or_dirty_are_named(tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=400), "target": rng.integers(25, 350, 400).astype(float)})
+    df.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=r"looks like a measurement.*pd.cut"):
+        ts.load_dataset(f"csv:{tmp_path / 'm.csv'}")
+    df["target"] = np.array(["setosa", "Setosa", "versicolor", "?"])[np.arange(400) % 4]
+    df.loc[:2, "target"] = "virginica"
+    df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.warns(UserWarning) as caught:
+        ts.load_dataset(f"csv:{tmp_path / 'd.csv'}")
+    said = " ".join(str(w.message) for w in caught)
+    assert "differ only in case" in said and "'Setosa', 'setosa'" in said and "['?']" in said
+
+
+def test_split_columns_in_any_case_and_their_fixes(tmp_path):
+    df = _frame()
+    df["Split"] = np.where(np.arange(60) % 5 == 0, "test", "train")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality").n_test == 12
+    df["Split"] = np.where(np.arange(60) % 5 == 0, "validation", "train")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match="split_key=None and drop=Split"):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+
+
+def test_empty_feature_cells_are_named_by_column_and_row(tmp_path):
+    df = _frame()
+    df.loc[[4, 9], "weight"] = np.nan
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"empty feature cells in 2 rows \(first rows \[4, 9\].*weight \(2\)"):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")

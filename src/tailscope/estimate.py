@@ -232,6 +232,21 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
     return scores
 
 
+# a Chernoff exponent above this puts a tail below e^-60 (1e-26): set to 0 (or its complement to 1)
+CHERNOFF_CUT = 60.0
+
+
+def _chernoff_exponent(count, a, p):
+    """a * KL(count/a || p): P(X >= count) (count above a p), or P(X <= count) (below), is at most
+    e^-exponent for X binomial(a, p), and for X hypergeometric with a draws and success share p
+    (Hoeffding 1963: sampling without replacement is no more spread)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.clip(count / np.maximum(a, 1), 0.0, 1.0)
+        p = np.clip(p, 1e-300, 1 - 1e-16)
+        kl = np.where(q > 0, q * np.log(q / p), 0.0) + np.where(q < 1, (1 - q) * np.log((1 - q) / (1 - p)), 0.0)
+    return np.nan_to_num(a * kl, nan=0.0, posinf=np.inf)
+
+
 def null_expected_pairs(n_in: np.ndarray, n_out: np.ndarray, test_correct: np.ndarray, y_tr: np.ndarray,
                         y_te: np.ndarray, threshold: float, same_class: bool) -> float:
     """How many eligible pairs would reach infl >= ``threshold`` if no training example
@@ -242,8 +257,9 @@ def null_expected_pairs(n_in: np.ndarray, n_out: np.ndarray, test_correct: np.nd
     of them among i's ``n_in`` trials is then hypergeometric (t, K, n_in), and infl >= thr
     needs at least ceil((K n_in + thr n_in n_out) / t) of them. The expectation sums that
     tail over the eligible pairs (same class when kept pairs are; examples held in and out
-    of some trials), grouped by their (n_in, K): a few thousand tail probabilities, however
-    many pairs. Exact for any accuracy, unlike a mirror count at -threshold, whose tail
+    of some trials), grouped by their (n_in, K): one tail probability per group, however many
+    pairs, most of them settled by the support or a Chernoff bound (measured: 0.1 s at 480
+    trials and about 1 s at 2,000 for 60,000 x 10,000 examples; 6-10 s at 10,000 trials). Exact for any accuracy, unlike a mirror count at -threshold, whose tail
     differs when test examples are almost always right or wrong. Pairs with true influence
     count too, so it leans towards more noise, not less.
     """
@@ -257,7 +273,15 @@ def null_expected_pairs(n_in: np.ndarray, n_out: np.ndarray, test_correct: np.nd
         return 0.0
     a, k = a_vals[:, None], k_vals[None, :]
     need = np.ceil((k * a + (threshold - TIE_TOL) * a * (t - a)) / t - 1e-9)
-    tail = hypergeom.sf(need - 1, t, k, a)  # P(at least `need` of j's right trials hold i)
+    # P(at least `need` of j's right trials hold i). Cells the support decides, or the Chernoff
+    # bound settles to within e^-60 (it holds for sampling without replacement too), are set;
+    # scipy computes the rest (~45 us a cell: millions of cells at 10,000 trials)
+    low, high = np.maximum(0, k + a - t), np.minimum(a, k)  # the support of the count
+    above = need > k * a / t
+    settled = _chernoff_exponent(np.where(above, need, need - 1), a, k / t) > CHERNOFF_CUT
+    tail = np.where(need <= low, 1.0, np.where(need > high, 0.0, np.where(above, 0.0, 1.0)))
+    rows, cols = np.nonzero(~settled & (need > low) & (need <= high))
+    tail[rows, cols] = hypergeom.sf(need[rows, cols] - 1, t, k_vals[cols], a_vals[rows])
     classes = np.unique(np.concatenate([y_tr, y_te]))
     groups = [(y_tr[ok] == c, y_te == c) for c in classes] if same_class else [(slice(None), slice(None))]
     total = 0.0

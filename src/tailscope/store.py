@@ -128,6 +128,8 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 # what a digest's difference means (the digests themselves say nothing to a reader)
 DIFF_NOTES = {
+    "dataset.fingerprint": " (the data differ: another or edited file, or other loader options such as split_seed "
+                           "or drop; `tailscope info` shows the stored dataset source and options)",
     "learner.model_source": " (the model factory's code changed)",
     "learner.model_structure": " (the model factory builds another network: its layers or parameter shapes "
                                "differ, e.g. a global width or default argument changed)",
@@ -702,6 +704,8 @@ def _create_arrays(url: str, config: dict, y_train: np.ndarray, y_test: np.ndarr
         if r is not None and len(r) == n_split:
             arr = _ensure_array(group, name, (n_split,), (max(n_split, 1),), "int64", -1)
             arr[...] = np.asarray(r, dtype=np.int64)
+        elif name in group:  # left by the study this store replaces: not this data's rows
+            del group[name]
     # attrs last: a store without them is treated as not created (see _try_open).
     group.attrs.update({"config": config, "config_hash": config_hash(config),
                         "fingerprint": config["dataset"]["fingerprint"],

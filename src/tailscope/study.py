@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tailscope.data.dataset import DataError, Dataset
+from tailscope.data.dataset import DataError, Dataset, recorded_rows
 from tailscope.design import Design, theoretical_se_bound
 from tailscope.estimate import EstimateOptions, estimate, trial_accuracies
 from tailscope.learners.base import Learner, LearnerError
@@ -123,7 +123,7 @@ class Study:
         and grown again when ``trials`` was raised since."""
         if self._store is None or self._store.trials < self.trials:
             self._store = TrialStore.create(self.path, json.loads(json.dumps(self.config, default=str)),
-                                            self.data.y_train, self.data.y_test, rows=self.data.meta.get("rows"))
+                                            self.data.y_train, self.data.y_test, rows=recorded_rows(self.data))
         return self._store
 
     # ------------------------------------------------------------- running
@@ -325,7 +325,13 @@ def study_info(store: TrialStore) -> dict:
     what could not (``tailscope verify`` then finds the trials).
     """
     cfg = store.config
-    out = {"path": store.path, "dataset": cfg["source"]["name"], "learner": cfg["learner"],
+    source = cfg.get("source") or {}
+    out = {"path": store.path, "dataset": source.get("name"),
+           # where it came from and with which loader options (to reload it, or to see why a rerun differs)
+           "dataset_source": {"spec": source.get("dataset"), "options": source.get("options") or {},
+                              "n_train": cfg["dataset"].get("n_train"), "n_test": cfg["dataset"].get("n_test"),
+                              "classes": len(cfg["dataset"].get("classes") or [])},
+           "learner": cfg["learner"],
            "design": cfg["design"], "block_size": cfg["block_size"], "trials": store.trials,
            "done": None, "missing_blocks": None, "mean_acc_in": None, "mean_acc_out": None,
            "mean_test_acc": None, "se_bound": None}

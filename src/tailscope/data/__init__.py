@@ -30,7 +30,7 @@ def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
     try:
         inspect.signature(fn).bind(*args, **options)
     except TypeError:
-        raise DataError(f"dataset {spec!r} does not take option(s) {sorted(options)}; "
+        raise DataError(f"dataset {spec!r} does not take option(s) {_unknown_options(fn, options)}; "
                         f"its loader takes: {_loader_options(fn)}.") from None
     data = fn(*args, **options)
     # Recorded so that a study can reload its data later (tailscope estimate/report),
@@ -53,6 +53,16 @@ def _loader(spec: str) -> tuple:
         return LOADERS["csv"], (spec,)
     known = sorted(BUILTIN) + [f"{p}:PATH" for p in sorted(LOADERS)]
     raise DataError(f"unknown dataset {spec!r}; use one of {', '.join(known)}.")
+
+
+def _unknown_options(fn, options: dict) -> str:
+    """The options ``fn`` does not take, each with the name it probably meant."""
+    import difflib
+
+    known = [p.name for p in inspect.signature(fn).parameters.values()]
+    unknown = sorted(set(options) - set(known)) or sorted(options)
+    guess = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+    return ", ".join(repr(k) + (f" (did you mean {guess[k][0]!r}?)" if guess[k] else "") for k in unknown)
 
 
 def _loader_options(fn) -> str:

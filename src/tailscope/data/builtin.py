@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tailscope.data.dataset import Dataset, stratified_split
+from tailscope.data.dataset import Dataset, stamp_rows, stratified_split
 
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
@@ -22,11 +22,11 @@ def load_digits() -> Dataset:
     x = bunch.images.astype(np.uint8)  # (1797, 8, 8), values 0..16
     y = bunch.target.astype(np.int64)
     tr, te = stratified_split(y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
-    return Dataset(
+    return stamp_rows(Dataset(
         x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te],
         classes=[str(c) for c in range(10)], name="digits", image_shape=(8, 8, 1),
         meta={"source": "sklearn.datasets.load_digits", "pixel_max": 16, "rows": {"train": tr, "test": te}}
-    )
+    ))
 
 
 def _fashion_mnist(**options) -> Dataset:

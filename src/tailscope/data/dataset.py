@@ -124,6 +124,22 @@ class Dataset:
         }
 
 
+def stamp_rows(data: Dataset) -> Dataset:
+    """Mark ``data.meta["rows"]`` as this data's (its fingerprint beside it), unless it already
+    belongs to other data (a meta dict carried over from another dataset)."""
+    if "rows" in data.meta and "rows_fingerprint" not in data.meta:
+        data.meta["rows_fingerprint"] = data.fingerprint
+    return data
+
+
+def recorded_rows(data: Dataset) -> dict | None:
+    """The examples' rows in the user's data, when recorded for exactly this data (else None)."""
+    rows = data.meta.get("rows")
+    if not rows or data.meta.get("rows_fingerprint") != data.fingerprint:
+        return None
+    return rows
+
+
 def check_image_shape(image_shape, x: np.ndarray) -> tuple[int, ...]:
     """``image_shape`` as a tuple of ints, checked against the rows of ``x``; DataError if it does not fit."""
     try:
@@ -181,20 +197,21 @@ def _looks_one_hot(y: np.ndarray) -> bool:
                 and np.allclose(v.sum(axis=1), 1.0))
 
 
-def prepare_labels(y, name: str = "y") -> np.ndarray:
+def prepare_labels(y, name: str = "y", allow_negative: bool = False) -> np.ndarray:
     """Check a label array before anything is split or encoded; return it as a clean 1-D array.
 
     Refuses (DataError, naming the problem and the fix): a 0-d or 2-D array (one-hot
     labels get the ``argmax(1)`` hint), missing labels (NaN, inf, None), and object
     arrays that mix strings and numbers. Object arrays of strings become ``str`` arrays
     and object arrays of integers become int64; other dtypes pass unchanged (the Dataset
-    checks the values). Numeric labels must be class indices: integer-valued (integer
-    floats become int64) and not negative.
+    checks the values). Numeric labels must be integer-valued (integer floats become
+    int64), and not negative unless ``allow_negative`` (codes such as -1/1 that become
+    classes by value, without a class list to index).
     """
-    return _class_indices(_label_array(y, name), name)
+    return _class_indices(_label_array(y, name), name, allow_negative)
 
 
-def _class_indices(y: np.ndarray, name: str) -> np.ndarray:
+def _class_indices(y: np.ndarray, name: str, allow_negative: bool = False) -> np.ndarray:
     """Numeric labels checked as class indices (names pass unchanged)."""
     if y.dtype.kind not in "iuf" or not len(y):
         return y
@@ -205,10 +222,10 @@ def _class_indices(y: np.ndarray, name: str) -> np.ndarray:
                             "and tailscope studies classifiers. Pass integer class indices 0..C-1 (class ids stored "
                             f"as floats: {name}.astype(int)), or class names as strings.")
         y = y.astype(np.int64)
-    if y.min() < 0:
-        raise DataError(f"{name} has negative labels (e.g. {int(y.min())}); labels are class indices 0..C-1. Map "
-                        f"them with np.unique({name}, return_inverse=True)[1] (keep the unique values as class "
-                        f"names), or pass them as names: {name}.astype(str).")
+    if y.min() < 0 and not allow_negative:
+        raise DataError(f"{name} has negative labels (e.g. {int(y.min())}), but with a class list integer labels "
+                        f"index it (0..C-1). Leave classes out (codes such as -1/1 then become classes named by "
+                        f"their values), or map them with np.unique({name}, return_inverse=True)[1].")
     return y
 
 
@@ -398,7 +415,7 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise DataError(f"split_seed must be a non-negative integer, got {seed!r}.")
     # Labels are checked first: a NaN label equals no class, so its row would silently vanish.
-    y = prepare_labels(y, "y")
+    y = prepare_labels(y, "y", allow_negative=True)  # (grouped only: any codes will do)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):

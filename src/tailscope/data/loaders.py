@@ -21,6 +21,7 @@ from tailscope.data.dataset import (
     decode_name,
     encode_labels,
     prepare_labels,
+    stamp_rows,
     stratified_split,
 )
 from tailscope.data.formats.cifar import load_cifar
@@ -101,6 +102,19 @@ def _arrange_images(x_train: np.ndarray, x_test: np.ndarray, image_shape, meta: 
     return x_train, x_test, (shape if not channels_first else None)
 
 
+def _check_same_rows(x, y, what: str) -> None:
+    """pandas inputs pair rows by position here, as numpy does: refuse x and y whose indexes
+    say their rows are in different orders (a shuffled frame, a separately sorted Series)."""
+    xi, yi = getattr(x, "index", None), getattr(y, "index", None)
+    if xi is None or yi is None or not hasattr(xi, "equals") or xi.equals(yi):
+        return
+    if len(xi) == len(yi) and set(xi) == set(yi):
+        raise DataError(f"{what} are pandas objects with the same rows in different orders (their indexes differ); "
+                        "tailscope pairs them by position, so align them first: y = y.loc[x.index].")
+    raise DataError(f"{what} are pandas objects whose indexes differ; tailscope pairs rows by position, so align "
+                    "them first (y = y.loc[x.index]), or pass numpy arrays (.to_numpy()) if the order is right.")
+
+
 def from_arrays(
     x_train, y_train, x_test=None, y_test=None, *, classes=None, name="arrays",
     image_shape=None, test_fraction: float = 0.2, split_seed: int = 0, meta=None,
@@ -140,6 +154,8 @@ def from_arrays(
             raise DataError(f"{arg} is a scipy sparse matrix, which tailscope does not take; pass a dense array "
                             f"({arg}.toarray()), reducing its width first if it does not fit in memory.")
     meta = dict(meta or {})
+    for xs, ys, what in ((x_train, y_train, "x_train and y_train"), (x_test, y_test, "x_test and y_test")):
+        _check_same_rows(xs, ys, what)
     x_train, x_test, names = frames_as_arrays(x_train, x_test)  # DataFrames: their column names label the features
     if names is not None and "feature_names" not in meta:
         meta["feature_names"] = names
@@ -147,7 +163,7 @@ def from_arrays(
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither (then a stratified split is made).")
     make_split = x_test is None
-    y_train = prepare_labels(y_train, "y" if make_split else "y_train")
+    y_train = prepare_labels(y_train, "y" if make_split else "y_train", allow_negative=classes is None)
     if x_train.ndim == 0:
         raise DataError(f"x{'' if make_split else '_train'} is a single value (a 0-d array); it must hold "
                         "one row per example.")
@@ -157,7 +173,8 @@ def from_arrays(
         if len(y_train) == 0:
             raise DataError("the training split is empty (x and y have 0 rows); provide labeled examples.")
         tr, te = stratified_split(y_train, test_fraction, split_seed)
-        meta.setdefault("rows", {"train": tr, "test": te})  # each example's row in the arrays given
+        meta["rows"] = {"train": tr, "test": te}  # each example's row in the arrays given
+        meta.pop("rows_fingerprint", None)  # (stamped below, for these arrays)
         if len(te) == 0:
             raise DataError(f"the automatic split put no example in the test split: test_fraction={test_fraction:g} "
                             f"of each class rounds to 0 with {len(y_train)} examples; pass a larger test_fraction, "
@@ -165,15 +182,15 @@ def from_arrays(
         x_train, x_test, y_train, y_test = x_train[tr], x_train[te], y_train[tr], y_train[te]
     else:
         x_test = np.asarray(x_test)
-        y_test = prepare_labels(y_test, "y_test")
+        y_test = prepare_labels(y_test, "y_test", allow_negative=classes is None)
         if x_test.ndim == 0:
             raise DataError("x_test is a single value (a 0-d array); it must hold one row per example.")
     y_train, y_test, classes = encode_labels(y_train, y_test, classes)
     if allow_missing:
         meta["allow_missing"] = True
     x_train, x_test, image_shape = _arrange_images(x_train, x_test, image_shape, meta)
-    return Dataset(x_train, y_train, x_test, y_test, list(classes), name=name,
-                   image_shape=image_shape, meta=meta)
+    return stamp_rows(Dataset(x_train, y_train, x_test, y_test, list(classes), name=name,
+                              image_shape=image_shape, meta=meta))
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -453,6 +470,12 @@ def _finish(x_tr, y_tr, x_te, y_te, classes, name, channels, test_fraction, spli
     not an image tailscope reads ((N, H, W, C) with C outside 1, 3, 4), and with
     ``channels="auto"``, ``from_arrays`` infers the layout (it also reads (C, H, W)).
     """
+    for what, y in (("train", y_tr), ("test", y_te)):
+        codes = np.asarray(y) if y is not None else np.zeros(0)
+        if codes.dtype.kind in "iuf" and len(codes) and codes.min() < 0:
+            # torch datasets mark unlabeled examples -1 (STL10's unlabeled split): not a class
+            raise DataError(f"the {what} dataset has negative labels (e.g. {codes.min():g}), which torch datasets use "
+                            "for unlabeled examples; keep only labeled ones (torch.utils.data.Subset).")
     if x_te is None:
         meta["options"].update(test_fraction=test_fraction, split_seed=split_seed)
     image_shape = None

@@ -25,6 +25,9 @@ def make_learner(name: str, **options) -> Learner:
     elif name in TORCH_MODELS:
         from tailscope.learners.torch_population import TorchLearner
 
+        if "standardize" in options:
+            raise ValueError(f"{name} standardises its inputs itself (TorchLearner); drop the standardize option.")
+        _check_option_names(name, options, TorchLearner)
         learner = TorchLearner(model=name, **options)
     else:
         raise ValueError(f"unknown learner {name!r}; choose one of "
@@ -67,7 +70,7 @@ def _sklearn_estimator(name: str, options: dict):
     standardize = options.pop("standardize", False)
     if not isinstance(standardize, bool):
         raise ValueError(f"standardize must be true or false, got {standardize!r}.")
-    estimator = _named_estimator(name, options)
+    estimator = _named_estimator(name, options)  # (unknown options: checked there, against the class)
     if not standardize:
         return estimator
     from sklearn.pipeline import make_pipeline
@@ -92,15 +95,28 @@ def scale_warning(name: str, options: dict, data) -> str | None:
             f"(the widest features dominate); add --opt standardize=true to standardise them within each trial.")
 
 
+def _check_option_names(name: str, options: dict, make, extra: tuple[str, ...] = ()) -> None:
+    """A ValueError naming options ``make`` does not take, with the closest valid names."""
+    import difflib
+    import inspect
+
+    valid = [p for p in inspect.signature(make).parameters if p not in ("self", "model", "kwargs")] + list(extra)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        guesses = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        said = ", ".join(repr(k) + (f" (did you mean {guesses[k][0]!r}?)" if guesses[k] else "") for k in unknown)
+        raise ValueError(f"learner {name!r} has no option {said}; its options are: {', '.join(valid)}.")
+
+
 def _named_estimator(name: str, options: dict):
     if name == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(**{"max_iter": 300, **options})
-    if name == "forest":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(**{"n_estimators": 50, **options})
-    from sklearn.neighbors import KNeighborsClassifier
-
-    return KNeighborsClassifier(**{"n_neighbors": 3, **options})
+        from sklearn.linear_model import LogisticRegression as make
+        defaults = {"max_iter": 300}
+    elif name == "forest":
+        from sklearn.ensemble import RandomForestClassifier as make
+        defaults = {"n_estimators": 50}
+    else:
+        from sklearn.neighbors import KNeighborsClassifier as make
+        defaults = {"n_neighbors": 3}
+    _check_option_names(name, options, make, extra=("standardize",))
+    return make(**{**defaults, **options})

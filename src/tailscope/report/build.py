@@ -353,6 +353,14 @@ class _Builder:
         return (f'<th data-sort class="num" title="the example\'s row in the data file or arrays, counted from 0">'
                 f"{esc(title)}</th>")
 
+    def row_note(self) -> str:
+        """What the 'row in data' column holds (tables only, where recorded), for a section's lead."""
+        if not self.row_head("row"):
+            return ""
+        return (" <b>row in data</b> is the example's position in your file or arrays, counted from 0 (the first "
+                "row after a CSV's header; <code>df.iloc[row]</code>, not <code>df.loc</code>); # is its position "
+                "in the training or test split.")
+
     def row_cell(self, split: str, i: int) -> str:
         if self.images or self.s.train_row is None:
             return ""
@@ -563,12 +571,15 @@ class _Builder:
             i = int(copy_of[j])
             pics = (f"<td>{self.img('test', int(j), f'test example {j}')}</td>"
                     f"<td>{self.img('train', i, f'training example {i}')}</td>") if self.images else ""
-            rows.append(f'<tr>{pics}<td class="num">{int(j)}</td><td>{esc(self.cname(self.s.y_test[j]))}</td>'
-                        f'<td class="num">{i}</td><td>{esc(self.cname(self.s.y_train[i]))}</td></tr>')
+            rows.append(f'<tr>{pics}<td class="num">{int(j)}</td>{self.row_cell("test", int(j))}'
+                        f'<td>{esc(self.cname(self.s.y_test[j]))}</td>'
+                        f'<td class="num">{i}</td>{self.row_cell("train", i)}<td>{esc(self.cname(self.s.y_train[i]))}</td>'
+                        "</tr>")
         more = (f'<p class="note">and {fmt(self.dups.n_test_with_copy - len(tests))} more</p>'
                 if self.dups.n_test_with_copy > len(tests) else "")
         return (f'<table class="examples" data-gallery="test-copies"><thead><tr>{imgs}<th>test #</th>'
-                "<th>test label</th><th>train #</th><th>train label</th></tr></thead>"
+                + self.row_head("test row") + "<th>test label</th><th>train #</th>" + self.row_head("train row")
+                + "<th>train label</th></tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table>{more}")
 
     def sec_histogram(self) -> str:
@@ -612,6 +623,7 @@ class _Builder:
         else:
             lead = (f"No training example reaches mem &ge; 0.25; these are the {fmt(len(idx))} with the highest "
                     "estimates.")
+        lead += self.row_note()
         body = self.examples(idx, "memorized")
         return f'<section id="memorized"><h2>Most memorized training examples</h2><p class="lead">{lead}</p>{body}</section>'
 

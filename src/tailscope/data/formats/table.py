@@ -19,11 +19,15 @@ from tailscope.data.dataset import DataError
 
 LABEL_NAMES = ("label", "labels", "y", "target", "class")
 # names of columns that usually number the rows: used as a feature they let a model learn the row order
-_INDEX_LIKE = re.compile(r"^(unnamed: ?\d+|index|id|row_?id|sample_?id)$", re.IGNORECASE)
+_INDEX_LIKE = re.compile(r"^(unnamed: ?\d+|index|idx|id|uuid|key|(.*[_ ])?(id|idx|nr|no|number|index))$", re.IGNORECASE)
 
 
-def read_table(p: Path, decimal: str = "."):
-    """The file as a pandas DataFrame (parquet by its magic bytes, else delimited text)."""
+def read_table(p: Path, decimal: str = ".", encoding: str = "utf-8"):
+    """The file as a pandas DataFrame (parquet by its magic bytes, else delimited text).
+
+    UTF-8 text may start with a byte-order mark (Excel's "CSV UTF-8"): it is dropped, not
+    read into the first column's name.
+    """
     import pandas as pd
 
     if not p.is_file():
@@ -34,13 +38,40 @@ def read_table(p: Path, decimal: str = "."):
     try:
         if kind == "parquet":
             return pd.read_parquet(p)
-        # sep=None sniffs commas, semicolons and tabs (the python engine is needed for that)
-        sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz", ".tab")) else None
-        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal)
-    except (ValueError, OSError, ImportError, UnicodeDecodeError) as e:
+        enc = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
+        sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz", ".tab")) else _sniff_separator(p, enc)
+        # (pandas' fast reader when the separator is known; its python one sniffs, 10x slower)
+        df = pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal, encoding=enc)
+        df.columns = [str(c).lstrip("\ufeff") for c in df.columns]  # a mark the python reader keeps
+        return df
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p} is not {encoding} text ({e.reason} at byte {e.start}); save it as UTF-8, or pass its "
+                        "encoding (encoding=latin-1, --data-opt encoding=latin-1 for files from older Excel).") \
+            from None
+    except LookupError:
+        raise DataError(f"encoding={encoding!r} is not a text encoding Python knows; use e.g. utf-8, latin-1 "
+                        "or cp1252.") from None
+    except (ValueError, OSError, ImportError) as e:
         hint = ("save it with DataFrame.to_parquet" if kind == "parquet"
                 else "it must be text with a header row naming the columns")
         raise DataError(f"{p} could not be read as a {kind} file ({type(e).__name__}: {e}); {hint}.") from None
+
+
+def _sniff_separator(p: Path, encoding: str) -> str | None:
+    """The column separator of a text table (comma, semicolon, tab or bar), from its first
+    64 KB; None where it cannot be told (pandas then sniffs the whole file)."""
+    import csv
+    import gzip
+
+    name = p.name.lower()
+    if name.endswith((".bz2", ".zip", ".xz", ".zst", ".tar")):
+        return None
+    try:
+        with (gzip.open if name.endswith(".gz") else open)(p, "rt", encoding=encoding, errors="replace") as fh:
+            sample = fh.read(1 << 16)
+        return csv.Sniffer().sniff(sample[:sample.rfind("\n") + 1] or sample, delimiters=",;\t|").delimiter
+    except (csv.Error, OSError, EOFError):
+        return None
 
 
 def _column_list(value, what: str) -> list[str]:
@@ -80,6 +111,38 @@ def pick_label(df, label) -> str:
                     f"(--data-opt label=COLUMN). Columns: {_shown(cols)}.")
 
 
+def check_not_measurement(codes: np.ndarray, what: str) -> None:
+    """Refuse integer labels that look like a measurement (a regression target): many distinct
+    values, most of them held by a single row. Class codes repeat; measurements rarely do."""
+    uniq, counts = np.unique(codes, return_counts=True)
+    if len(uniq) > max(MANY_CLASSES, len(codes) // 4) and np.mean(counts == 1) > 0.25:
+        raise DataError(f"{what} holds {len(uniq)} different numbers over {len(codes)} rows ({np.mean(counts == 1):.0%} "
+                        f"of them in a single row, from {uniq.min()} to {uniq.max()}): it looks like a measurement, "
+                        "not class labels. Bin it into classes first (e.g. pd.cut(y, 5, labels=False)), or name the "
+                        "label column with label=COLUMN.")
+
+
+def _warn_near_names(values: np.ndarray, column) -> None:
+    """Warn about class names that differ only in case or inner spaces ('Setosa', 'setosa'),
+    and about classes of one row whose name is punctuation ('?', '-': a missing label)."""
+    uniq, counts = np.unique(values, return_counts=True)
+    folded: dict[str, list[str]] = {}
+    for u in uniq.tolist():
+        folded.setdefault(" ".join(u.lower().split()), []).append(u)
+    near = [v for v in folded.values() if len(v) > 1]
+    if near:
+        warnings.warn(f"the label column {column!r} has class names that differ only in case or spacing "
+                      f"({'; '.join(', '.join(repr(x) for x in v) for v in near[:3])}): each is a class of its own. "
+                      "Make them one name first if they are one class.", stacklevel=5)
+    marks = [u for u, c in zip(uniq.tolist(), counts.tolist(), strict=True) if not any(ch.isalnum() for ch in u)]
+    if marks:
+        warnings.warn(f"the label column {column!r} has classes named {marks[:5]}: if they mark a missing label, drop "
+                      "those rows (or fill in their labels) first.", stacklevel=5)
+
+
+MANY_CLASSES = 50  # integer labels with more distinct values than this (and a quarter of rows) may be measurements
+
+
 def label_values(column) -> tuple[np.ndarray, list[str]]:
     """Labels as 0..C-1 and the class names, in sorted order of the values.
 
@@ -103,8 +166,10 @@ def label_values(column) -> tuple[np.ndarray, list[str]]:
                             "class labels. If the column is a measurement, bin it into classes first "
                             "(e.g. pd.cut), or name the label column with label=COLUMN.")
         values = v.astype(np.int64)
+        check_not_measurement(values, f"the label column {name!r}")
     else:
         values = column.astype(str).str.strip().to_numpy().astype(str)
+        _warn_near_names(values, name)
     uniq, codes = np.unique(values, return_inverse=True)
     names = [str(bool(u)) if pd.api.types.is_bool_dtype(column) else str(u) for u in uniq]
     return codes.astype(np.int64), names
@@ -120,13 +185,23 @@ def _decimal_comma_hint(df, text: list[str], in_memory: bool) -> str:
     return ""
 
 
-def warn_index_like(columns: list[str], source: str, fix: str = "drop={}") -> None:
-    """Warn about feature columns named like row numbers or ids (a saved pandas index, ``id``)."""
-    index_like = [c for c in columns if _INDEX_LIKE.match(c)]
+def warn_index_like(columns: list[str], source: str, fix: str = "drop={}", df=None) -> None:
+    """Warn about feature columns that look like row numbers or ids: named so (a saved pandas
+    index, ``id``, ``patient_id``) or, given the frame, integers that rise by one down the rows."""
+    index_like = [c for c in columns if _INDEX_LIKE.match(c) or (df is not None and _counts_rows(df[c]))]
     if index_like:
         warnings.warn(f"{source}: column(s) {', '.join(index_like)} look like row numbers or ids but are used as "
                       "features; a model can learn the row order from them. Leave them out "
                       f"({fix.format(','.join(index_like))}) if they are not features.", stacklevel=5)
+
+
+def _counts_rows(column) -> bool:
+    """Whether a column numbers the rows: integers rising by exactly one from row to row."""
+    import pandas as pd
+
+    if len(column) < 3 or not pd.api.types.is_integer_dtype(column) or column.isna().any():
+        return False
+    return bool((np.diff(column.to_numpy(np.int64)) == 1).all())
 
 
 def frames_as_arrays(x_train, x_test):
@@ -155,7 +230,7 @@ def frames_as_arrays(x_train, x_test):
         frames["x_test"] = x_test.set_axis(test_names, axis=1)[names]  # by name: the same order as training
     plain = all(isinstance(t, np.dtype) and t.kind in "iuf" for f in frames.values() for t in f.dtypes)
     if plain:
-        warn_index_like(names, "x_train", fix="df.drop(columns=[...])")
+        warn_index_like(names, "x_train", fix="df.drop(columns=[...])", df=frames["x_train"])
     out = {k: f.to_numpy() if plain else feature_matrix(f, names, k, in_memory=True) for k, f in frames.items()}
     return out["x_train"], out.get("x_test", x_test), names
 
@@ -175,14 +250,27 @@ def feature_matrix(df, columns: list[str], source: str, in_memory: bool = False)
                "columns=[...]) for categories) and save the table again.")
         raise DataError(f"{source}: column(s) {_shown(text, 10)} hold text, not numbers; tailscope needs numeric "
                         f"features. {fix}{_decimal_comma_hint(df, text, in_memory)}")
-    warn_index_like(columns, source, fix="df.drop(columns=[...])" if in_memory else "drop={}")
+    warn_index_like(columns, source, fix="df.drop(columns=[...])" if in_memory else "drop={}", df=df)
     x = df[columns].to_numpy(dtype=np.float64, na_value=np.nan)
     # float32 holds every feature a model needs and halves the memory; keep float64 where it would round
     x32 = x.astype(np.float32)
     return x32 if np.array_equal(x32.astype(np.float64), x, equal_nan=True) else x
 
 
-def load_table(path: str, *, label: str | None = None, drop=None, decimal: str = ".",
+def _refuse_missing_cells(x: np.ndarray, features: list[str], source: str) -> None:
+    """Name the columns and rows of empty feature cells (before the split makes them x_train's)."""
+    empty = np.isnan(x) if x.dtype.kind == "f" else np.zeros(x.shape, bool)
+    if not empty.any():
+        return
+    cols = [f"{features[c]} ({int(empty[:, c].sum())})" for c in np.flatnonzero(empty.any(0))]
+    rows = np.flatnonzero(empty.any(1))
+    raise DataError(f"{source} has empty feature cells in {len(rows)} rows (first rows {rows[:5].tolist()}, counted "
+                    f"from 0 after the header), in column(s) {_shown(cols, 8)}. Fill or drop them first, leave those "
+                    "columns out (drop=...), or accept them as missing values (allow_missing=true) with a learner that "
+                    "handles them (-l forest on the command line).")
+
+
+def load_table(path: str, *, label: str | None = None, drop=None, decimal: str = ".", encoding: str = "utf-8",
                split_key: str | None = "split", test_fraction: float | None = None,
                split_seed: int | None = None, allow_missing: bool = False):
     """``csv:PATH`` or ``parquet:PATH``: a table with one row per example.
@@ -203,11 +291,15 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
     decimal : "." or ","
         The decimal mark of numbers in a text file (``","``: ``3,14``; then columns are
         separated by semicolons or tabs).
+    encoding : str
+        The text encoding of a text file (default UTF-8, with or without Excel's byte-order
+        mark; ``latin-1`` or ``cp1252`` for files from older Excel versions).
     split_key : str or None
         A column giving the train/test split, as in npz files (``0``/``"train"``/False
-        for training rows, ``1``/``"test"``/True for test rows); used when present.
-        ``None`` ignores it. Without it, a seeded stratified split is made
-        (``test_fraction``, default 0.2, and ``split_seed``, default 0).
+        for training rows, ``1``/``"test"``/True for test rows); used when present (the
+        default name ``split`` in any case). ``None`` ignores it: it is then a feature
+        like any other column unless dropped. Without it, a seeded stratified split is
+        made (``test_fraction``, default 0.2, and ``split_seed``, default 0).
     allow_missing : bool
         Accept empty feature cells as missing values (see :func:`tailscope.from_arrays`).
 
@@ -219,7 +311,9 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
     p = Path(path).expanduser()
     if decimal not in (".", ","):
         raise DataError(f"decimal must be '.' or ',' (the character before a number's fraction), got {decimal!r}.")
-    df = read_table(p, decimal)
+    if not isinstance(encoding, str):
+        raise DataError(f"encoding must be the name of a text encoding (e.g. 'latin-1'), got {encoding!r}.")
+    df = read_table(p, decimal, encoding)
     df.columns = [str(c).strip() for c in df.columns]
     if df.columns.duplicated().any():
         dup = sorted(set(df.columns[df.columns.duplicated()]))
@@ -229,13 +323,20 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
     if split_key is not None and not isinstance(split_key, str):
         raise DataError(f"split_key must be the name of a column or None, got {split_key!r}.")
     label_col = pick_label(df, label)
+    if split_key == "split" and "split" not in df.columns:  # the default name, in any case ("Split")
+        split_key = next((c for c in df.columns if c.lower() == "split"), "split")
     has_split = split_key is not None and split_key in df.columns and split_key != label_col
     if split_key not in (None, "split") and not has_split:
         _find(df, split_key, "split_key")
     dropped = [_find(df, c, "drop") for c in _column_list(drop, "drop")]
     skip = {label_col, *dropped, *([split_key] if has_split else [])}
     features = [c for c in df.columns if c not in skip]
+    if split_key is None and any(c.lower() == "split" for c in features):
+        _warn(f"{p.name}: split_key=None, so the column 'split' is a feature like any other; leave it out with "
+              "drop=split if it only marked the rows' split.")
     x = feature_matrix(df, features, p.name)
+    if not allow_missing:
+        _refuse_missing_cells(x, features, p.name)
     y, classes = label_values(df[label_col])
     meta: dict = {"source": str(p), "feature_names": features, "label_column": label_col}
     name = p.name
@@ -245,7 +346,11 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
                   "the split; pass split_key=None for a random stratified split.")
         codes = df[split_key].to_numpy()
         codes = codes.astype(str) if codes.dtype == object else codes  # (pandas keeps text as objects)
-        is_test = _split_codes(codes, split_key, len(df), p)
+        try:
+            is_test = _split_codes(codes, split_key, len(df), p)
+        except DataError as e:  # its fix, split_key=None, would leave the column among the features
+            raise DataError(f"{e} In a table, also leave the column out: split_key=None and drop={split_key}.") \
+                from None
         if is_test.all() or not is_test.any():
             raise DataError(f"{p.name}: column {split_key!r} puts every row in the "
                             f"{'test' if is_test.all() else 'training'} split; it must mark some rows as train "
