@@ -515,7 +515,7 @@ def test_folder_deep_images_keep_their_brightness_in_grey_and_colour(tmp_path):
     ds = load_dataset(f"folder:{tmp_path / 't'}", test_fraction=0.25)
     got = {f: int(x[2, 2]) for f, x in zip(ds.meta["files"]["train"] + ds.meta["files"]["test"],
                                             np.concatenate([ds.x_train, ds.x_test]), strict=True)}
-    assert {os.path.basename(f): v for f, v in got.items()} == {"i100.tif": 0, "i400.tif": 2, "f100.tif": 26,
+    assert {os.path.basename(f): v for f, v in got.items()} == {"i100.tif": 32, "i400.tif": 128, "f100.tif": 26,
                                                                  "f400.tif": 102}
 
 

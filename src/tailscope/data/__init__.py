@@ -14,7 +14,7 @@ __all__ = ["DataError", "Dataset", "ExactDuplicates", "exact_duplicates", "from_
            "from_torch", "load_dataset", "preprocess", "stratified_split"]
 
 
-TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet")
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 
 
 def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:

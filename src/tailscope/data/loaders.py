@@ -476,6 +476,8 @@ def _finish(x_tr, y_tr, x_te, y_te, classes, name, channels, test_fraction, spli
             # torch datasets mark unlabeled examples -1 (STL10's unlabeled split): not a class
             raise DataError(f"the {what} dataset has negative labels (e.g. {codes.min():g}), which torch datasets use "
                             "for unlabeled examples; keep only labeled ones (torch.utils.data.Subset).")
+    if x_tr.dtype == np.uint16:  # 16-bit images (PIL "I;16"): white is 65535, not 255
+        meta.setdefault("pixel_max", 65535.0)
     if x_te is None:
         meta["options"].update(test_fraction=test_fraction, split_seed=split_seed)
     image_shape = None

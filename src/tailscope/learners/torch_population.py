@@ -250,10 +250,11 @@ class TorchLearner(Learner):
         digest = None if isinstance(self.model, str) else _source_digest(self.model)
         source = {} if digest is None else {"model_source": digest}
         if not isinstance(self.model, str):
-            if "_structure" not in self.__dict__:  # (built once: the factory may be slow)
-                self._structure = _structure_digest(self.model)
-            if self._structure is not None:
-                source["model_structure"] = self._structure
+            cached = self.__dict__.get("_structure")
+            if cached is None or cached[0] is not self.model:  # (built once per factory: it may be slow)
+                self._structure = cached = (self.model, _structure_digest(self.model))
+            if cached[1] is not None:
+                source["model_structure"] = cached[1]
         return {
             "learner": "torch_population",
             "version": 1,
@@ -420,7 +421,7 @@ class TorchLearner(Learner):
             self.device = "cpu"
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_trainers"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_trainers", "_structure")}
 
     def _check_diverged(self, preds: Predictions, seeds: np.ndarray) -> None:
         """Name diverged training (NaN probabilities: NaN or infinite weights) instead of a bad-output error."""
@@ -635,7 +636,7 @@ def _structure_digest(factory) -> str | None:
     def shape(t) -> str:
         return "lazy" if isinstance(t, nn.parameter.UninitializedTensorMixin) else str(tuple(t.shape))
 
-    parts = [repr(module)]
+    parts = [re.sub(r" at 0x[0-9a-fA-F]+", "", repr(module))]  # (an address in a custom extra_repr varies)
     parts += [f"p {n} {shape(t)} {t.dtype} {t.requires_grad}" for n, t in module.named_parameters()]
     parts += [f"b {n} {shape(t)} {t.dtype}" for n, t in module.named_buffers()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]

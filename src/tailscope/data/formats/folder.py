@@ -51,14 +51,16 @@ def _open(path: Path):
 def _deep_tops(paths: list[Path]) -> dict[str, float]:
     """The white level of the folder's 16-bit, 32-bit and float images, one for each kind.
 
-    Integers: 65535 (16-bit), unless some image holds more; floats: 1.0, unless some image
-    holds more. One level for the whole folder keeps brightness comparable between images
-    (each image's own maximum would make every image's brightest pixel white).
+    16-bit: 65535, the format's white. 32-bit integers and floats: the folder's largest
+    value (at least 1), since they have no fixed white (12-bit camera data stored as 32-bit
+    would otherwise keep 16 grey levels). One level for the whole folder keeps brightness
+    comparable between images (each image's own maximum would make every image's
+    brightest pixel white).
     """
-    tops = {"int": 65535.0, "float": 1.0}
+    tops = {"i16": 65535.0, "int": 1.0, "float": 1.0}
     for p in paths:
         with _open(p) as im:
-            if im.mode in _DEEP_MODES:
+            if im.mode in ("I", "F"):
                 kind = "float" if im.mode == "F" else "int"
                 tops[kind] = max(tops[kind], float(np.nanmax(np.asarray(im, dtype=np.float64), initial=0.0)))
     return tops
@@ -72,7 +74,7 @@ def _read(path: Path, mode: str, size: tuple[int, int] | None, tops: dict[str, f
             if im.mode in _DEEP_MODES:
                 # to 8-bit grey first: Pillow's own conversion of these modes clips at 255
                 arr = np.asarray(im, dtype=np.float64)
-                top = tops["float" if im.mode == "F" else "int"]
+                top = tops["float" if im.mode == "F" else "i16" if im.mode.startswith("I;16") else "int"]
                 im = Image.fromarray(np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
                 im = im.convert(mode)
             elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -99,8 +101,8 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
         extension (``.png``, ``.jpg``, ...) and hidden files are skipped; their count is in
         ``meta["skipped_files"]``. Folders inside class folders are not read (a warning
         names them; their count is ``meta["skipped_folders"]``). Images of more than 8
-        bits (16-bit, 32-bit, float) become 8-bit with one white level for the whole folder:
-        65535 for integers and 1.0 for floats, or the largest value found if higher.
+        bits become 8-bit with one white level for the whole folder: 65535 for 16-bit, and
+        the largest value found (at least 1) for 32-bit integers and floats.
     size : (H, W), optional
         Resize every image to this size (bilinear). Default: all images must already have
         the same size, otherwise a DataError names two that differ.
