@@ -422,3 +422,27 @@ def test_largest_se_above_the_bound_is_explained(heavy, tmp_path):
     assert row.startswith(f"{1.3 * scores.se_bound:.4f} (")
     assert f"Above the theoretical bound {scores.se_bound:.4f}" in row
     assert "with few trials an example's plug-in SE" in row and "precision section" in row
+
+
+def test_examples_the_models_do_not_fit_are_shown_with_what_held_out_models_predict(tmp_path):
+    n, n_test = 90, 30
+    rng = np.random.default_rng(0)
+    y, yt = np.arange(n) % 3, np.arange(n_test) % 3
+    data = ts.Dataset(rng.normal(size=(n, 4)).astype(np.float32), y, np.zeros((n_test, 4), np.float32), yt,
+                      classes=["a", "b", "c"], name="fit")
+    p_in = np.full(n, 0.95)
+    p_in[[5, 17, 40]] = [0.05, 0.2, 0.4]  # trained on, still mostly wrong
+    learner = ts.SyntheticLearner(p_in, np.minimum(p_in, 0.9), np.full(n_test, 0.3), np.zeros((n, n_test)))
+    study = ts.Study(data, learner, trials=40, path=tmp_path / "s")
+    study.run(progress=False)
+    scores = study.estimate(save=False)
+    page = write_report(study, scores=scores).read_text()
+    section = _section(page, "not-fitted")
+    lead = _lead(page, "not-fitted")
+    shown = [int(v) for v in re.findall(r'<td class="num" data-v="(\d+)">\1</td><td data-v', section)]
+    low = set(np.flatnonzero(scores.acc_in < 0.5).tolist())
+    assert low and set(shown) == low and shown[0] == int(np.argmin(scores.acc_in))
+    assert f"{len(low)} training examples are misclassified by most of the models" in lead
+    assert "Memorization cannot flag them" in lead and 'href="#not-fitted"' in page
+    clean = write_report(_study(tmp_path / "c", mem=np.zeros(120)), out_dir=tmp_path / "r").read_text()
+    assert "Every training example is classified correctly by most of the models" in _section(clean, "not-fitted")

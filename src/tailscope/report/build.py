@@ -380,10 +380,10 @@ class _Builder:
     def render(self) -> str:
         analyses = collect_analyses(self.study.path, self.out)
         sections = [self.sec_summary(), self.sec_histogram(), self.sec_memorized(), self.sec_typical(),
-                    self.sec_influence(), self.sec_scatter(), self.sec_precision()]
+                    self.sec_not_fitted(), self.sec_influence(), self.sec_scatter(), self.sec_precision()]
         nav = [("summary", "Summary"), ("memorization", "Memorization"), ("memorized", "Most memorized"),
-               ("typical", "Typical"), ("influence", "Influence pairs"), ("mem-vs-influence", "Mem vs influence"),
-               ("precision", "Precision")]
+               ("typical", "Typical"), ("not-fitted", "Not fitted"), ("influence", "Influence pairs"),
+               ("mem-vs-influence", "Mem vs influence"), ("precision", "Precision")]
         if self.dups.n_groups or self.dups.n_test_with_copy:
             sections.append(self.sec_duplicates())
             nav.append(("duplicates", "Duplicates"))
@@ -635,6 +635,26 @@ class _Builder:
         lead = "For contrast: " + self.typical_text(sel, per_class) + self.typical_missing_text(classes, sel)
         return (f'<section id="typical"><h2>Typical examples of the same classes</h2><p class="lead">{lead}</p>'
                 f"{self.examples(sel, 'typical')}</section>")
+
+    def sec_not_fitted(self) -> str:
+        idx, total = gallery.not_fitted(self.s, MEMORIZED_CAP)
+        head = '<section id="not-fitted"><h2>Training examples the models do not fit</h2>'
+        if not total:
+            return (head + '<p class="lead">Every training example is classified correctly by most of the models '
+                    "that trained on it.</p></section>")
+        wrong_label = int(np.sum((self.s.out_pred[idx] != self.s.y_train[idx]) & (self.s.out_pred_share[idx] >= 0.9)))
+        lead = (f"{fmt(total)} training {'example is' if total == 1 else 'examples are'} misclassified by most of the "
+                f"models that trained on {'it' if total == 1 else 'them'} (accuracy with the example below 50%)"
+                + (f"; the {fmt(len(idx))} fitted least are shown" if total > len(idx) else "")
+                + ", fewest right first. Memorization cannot flag them: training on an example that the learner "
+                "cannot fit does not help it, so its mem is near 0. When the models that did not train on it agree "
+                "on another class, its label is often wrong"
+                + (f" ({fmt(wrong_label)} of those shown: held-out models predict another class at least 90% of the "
+                   "time)" if wrong_label else "")
+                + "; otherwise the learner may be too weak for it (a more flexible one memorizes such examples "
+                "instead, and they appear above). Each shows mem &plusmn; SE and what held-out models predict."
+                + self.row_note())
+        return head + f'<p class="lead">{lead}</p>{self.examples(idx, "not-fitted")}</section>'
 
     def typical_missing_text(self, classes: np.ndarray, sel: np.ndarray) -> str:
         """Which classes of the memorized examples have no typical example shown, and why ("" if none)."""

@@ -45,6 +45,21 @@ def most_memorized(scores: Scores, cap: int = 48) -> tuple[np.ndarray, bool]:
     return order[:cap], False
 
 
+def not_fitted(scores: Scores, cap: int = 48) -> tuple[np.ndarray, int]:
+    """Training examples most models get wrong even when they trained on them (acc_in < 1/2),
+    fewest right first, then those whose held-out models agree most on another class.
+
+    Returns (indices shown, how many there are). Memorization cannot flag them: training on
+    them does not help, so mem is near 0, though they are often mislabeled.
+    """
+    acc_in = np.asarray(scores.acc_in, float)
+    n_in = np.asarray(scores.n_in)
+    other = np.where(np.asarray(scores.out_pred) != np.asarray(scores.y_train), np.asarray(scores.out_pred_share), 0)
+    idx = np.flatnonzero((n_in > 0) & np.isfinite(acc_in) & (acc_in < 0.5))
+    order = idx[np.lexsort((idx, -other[idx], acc_in[idx]))]
+    return order[:cap], len(idx)
+
+
 def typical_candidates(scores: Scores) -> np.ndarray:
     """Which training examples may be shown as typical: an estimate, and not memorized (mem < 0.25)."""
     mem = np.asarray(scores.mem, float)
