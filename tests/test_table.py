@@ -300,3 +300,11 @@ def test_empty_feature_cells_are_named_by_column_and_row(tmp_path):
     df.to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"empty feature cells in 2 rows \(first rows \[4, 9\].*weight \(2\)"):
         ts.load_dataset(f"csv:{tmp_path / 't.csv'}", label="quality")
+
+
+def test_decimal_commas_with_thousands_points(tmp_path):
+    (tmp_path / "t.csv").write_text("area;label\n" + "".join(f"1.{i:03d},5;{i % 2}\n" for i in range(40)))
+    with pytest.raises(DataError, match=r"decimal commas \(e.g. '1.000,5'\)"):
+        ts.load_dataset(f"csv:{tmp_path / 't.csv'}")
+    data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", decimal=",")
+    assert sorted(np.concatenate([data.x_train, data.x_test])[:, 0])[:2] == [1000.5, 1001.5]

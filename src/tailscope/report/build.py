@@ -353,6 +353,22 @@ class _Builder:
         return (f'<th data-sort class="num" title="the example\'s row in the data file or arrays, counted from 0">'
                 f"{esc(title)}</th>")
 
+    def split_text(self) -> str:
+        """Where a table's labels and train/test split came from (HTML; empty for other data)."""
+        meta = self.data.meta
+        parts = []
+        if meta.get("label_column"):
+            parts.append(f"label column <code>{esc(meta['label_column'])}</code>")
+        dropped = (meta.get("spec_options") or {}).get("drop")
+        if dropped:
+            parts.append(f"left out: <code>{esc(dropped if isinstance(dropped, str) else ', '.join(dropped))}</code>")
+        if isinstance(meta.get("split"), dict) and meta["split"].get("key"):
+            parts.append(f"train/test split from the column <code>{esc(meta['split']['key'])}</code>")
+        elif "test_fraction" in meta and "split_seed" in meta:
+            parts.append(f"stratified split made by tailscope (test_fraction {fmt(meta['test_fraction'], 2)}, "
+                         f"split_seed {esc(meta['split_seed'])})")
+        return ("; " + "; ".join(parts)) if parts else ""
+
     def row_note(self) -> str:
         """What the 'row in data' column holds (tables only, where recorded), for a section's lead."""
         if not self.row_head("row"):
@@ -428,7 +444,8 @@ class _Builder:
         rows = [
             ("dataset", "Dataset", f"{esc(name)}: {fmt(int(dcfg.get('n_train', self.data.n_train)))} train, "
                                    f"{fmt(int(dcfg.get('n_test', self.data.n_test)))} test, "
-                                   f"{fmt(len(self.classes))} classes, {esc(kind)}" + self.missing_text()),
+                                   f"{fmt(len(self.classes))} classes, {esc(kind)}" + self.missing_text()
+                                   + self.split_text()),
             ("learner", "Learner", esc(learner_label(cfg))),
             ("trials", "Trials done", self.trials_text()),
             ("ratio", "Subset ratio q and design",

@@ -41,7 +41,10 @@ def read_table(p: Path, decimal: str = ".", encoding: str = "utf-8"):
         enc = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
         sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz", ".tab")) else _sniff_separator(p, enc)
         # (pandas' fast reader when the separator is known; its python one sniffs, 10x slower)
-        df = pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal, encoding=enc)
+        # a decimal comma comes with points between thousands (1.065,5), as in European spreadsheets
+        thousands = "." if decimal == "," else None
+        df = pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal, thousands=thousands,
+                         encoding=enc)
         df.columns = [str(c).lstrip("\ufeff") for c in df.columns]  # a mark the python reader keeps
         return df
     except UnicodeDecodeError as e:
@@ -178,7 +181,8 @@ def label_values(column) -> tuple[np.ndarray, list[str]]:
 def _decimal_comma_hint(df, text: list[str], in_memory: bool) -> str:
     """A hint when text columns hold numbers written with decimal commas (``3,14``)."""
     sample = df[text[0]].dropna().astype(str).head(50)
-    if len(sample) and sample.str.fullmatch(r"\s*[-+]?\d+(,\d+)?\s*").all() and sample.str.contains(",").any():
+    number = r"\s*[-+]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?\s*"  # 3,14 or 1.065,5
+    if len(sample) and sample.str.fullmatch(number).all() and sample.str.contains(",").any():
         return (" The values look like numbers with decimal commas (e.g. " + repr(sample[sample.str.contains(",")]
                 .iloc[0].strip()) + "): " + ("convert them (s.str.replace(',', '.').astype(float))." if in_memory
                                              else "pass decimal=',' (--data-opt decimal=,)."))
@@ -289,8 +293,8 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
         Columns that are not features (ids, dates, free text). Every other column except
         the label and split columns is a feature and must hold numbers or booleans.
     decimal : "." or ","
-        The decimal mark of numbers in a text file (``","``: ``3,14``; then columns are
-        separated by semicolons or tabs).
+        The decimal mark of numbers in a text file (``","``: ``3,14``, and points between
+        thousands, ``1.065,5``; columns are then separated by semicolons or tabs).
     encoding : str
         The text encoding of a text file (default UTF-8, with or without Excel's byte-order
         mark; ``latin-1`` or ``cp1252`` for files from older Excel versions).
