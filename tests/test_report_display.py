@@ -443,6 +443,19 @@ def test_examples_the_models_do_not_fit_are_shown_with_what_held_out_models_pred
     low = set(np.flatnonzero(scores.acc_in < 0.5).tolist())
     assert low and set(shown) == low and shown[0] == int(np.argmin(scores.acc_in))
     assert f"{len(low)} training examples are misclassified by most of the models" in lead
-    assert "Memorization cannot flag them" in lead and 'href="#not-fitted"' in page
+    assert "Memorization flags them poorly" in lead and 'href="#not-fitted"' in page
     clean = write_report(_study(tmp_path / "c", mem=np.zeros(120)), out_dir=tmp_path / "r").read_text()
     assert "Every training example is classified correctly by most of the models" in _section(clean, "not-fitted")
+
+
+def test_not_fitted_section_blames_a_learner_that_predicts_one_class(tmp_path):
+    from sklearn.dummy import DummyClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(60, int), np.ones(20, int), np.full(10, 2)]
+    data = ts.from_arrays(rng.normal(size=(90, 3)), y)
+    study = ts.Study(data, ts.SklearnLearner(DummyClassifier(strategy="most_frequent")), trials=8,
+                     path=tmp_path / "s")
+    study.run(progress=False)
+    lead = _lead(write_report(study).read_text(), "not-fitted")
+    assert "predict 0 for 100% of them" in lead and "points to the learner rather than to the labels" in lead

@@ -308,3 +308,33 @@ def test_decimal_commas_with_thousands_points(tmp_path):
         ts.load_dataset(f"csv:{tmp_path / 't.csv'}")
     data = ts.load_dataset(f"csv:{tmp_path / 't.csv'}", decimal=",")
     assert sorted(np.concatenate([data.x_train, data.x_test])[:, 0])[:2] == [1000.5, 1001.5]
+
+
+def test_review_corner_cases_of_tables_and_frames(tmp_path):
+    # dates and dotted codes stay text (refused as features), grouped thousands become numbers
+    (tmp_path / "d.csv").write_text("datum;area;label\n" + "".join(
+        f"0{1 + i % 9}.05.2020;1.{i:03d},5;{i % 2}\n" for i in range(40)))
+    with pytest.raises(DataError, match=r"column\(s\) datum hold text"):
+        ts.load_dataset(f"csv:{tmp_path / 'd.csv'}", decimal=",")
+    data = ts.load_dataset(f"csv:{tmp_path / 'd.csv'}", decimal=",", drop="datum")
+    assert np.concatenate([data.x_train, data.x_test])[:, 0].min() == 1000.5
+    # a list of labels with a DataFrame of features
+    frame = pd.DataFrame({"a": np.arange(40.0)})
+    assert ts.from_arrays(frame, [0, 1] * 20).n_train == 32
+    # a long tail of one-row classes is taken as classes when the label column is named
+    codes = np.concatenate([np.repeat(np.arange(20), 20), 100 + np.arange(200)])
+    pd.DataFrame({"a": np.arange(600.0), "label": codes}).to_csv(tmp_path / "tail.csv", index=False)
+    with pytest.raises(DataError, match="looks like a measurement.*label=COLUMN"):
+        ts.load_dataset(f"csv:{tmp_path / 'tail.csv'}")
+    assert ts.load_dataset(f"csv:{tmp_path / 'tail.csv'}", label="label").n_classes == 220
+
+
+def test_preprocessing_and_relabeling_keep_the_rows():
+    from tailscope.analyses.label_noise import relabel
+    from tailscope.data.dataset import recorded_rows
+
+    data = ts.from_arrays(np.random.default_rng(0).normal(size=(60, 3)), np.arange(60) % 3)
+    for derived in (ts.preprocess(data, normalize="per_feature"), relabel(data, np.arange(3), 0, "x")):
+        assert recorded_rows(derived) is not None and derived.fingerprint != data.fingerprint
+        np.testing.assert_array_equal(recorded_rows(derived)["train"], data.meta["rows"]["train"])
+    assert recorded_rows(data) is not None  # the original keeps its own stamp

@@ -129,7 +129,9 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 # what a digest's difference means (the digests themselves say nothing to a reader)
 DIFF_NOTES = {
     "dataset.fingerprint": " (the data differ: another or edited file, or other loader options such as split_seed "
-                           "or drop; `tailscope info` shows the stored dataset source and options)",
+                           "or drop; `tailscope info` shows the stored dataset source and options. Tables: a column "
+                           "named Split in any case is read as the split since 2026-11-29; split_key=None keeps it "
+                           "a feature)",
     "learner.model_source": " (the model factory's code changed)",
     "learner.model_structure": " (the model factory builds another network: its layers or parameter shapes "
                                "differ, e.g. a global width or default argument changed)",

@@ -28,7 +28,7 @@ from tailscope.analyses.base import (
     study_scores,
     with_learner,
 )
-from tailscope.data.dataset import Dataset
+from tailscope.data.dataset import Dataset, carry_rows
 from tailscope.scores import at_least
 
 
@@ -39,8 +39,8 @@ def relabel(data: Dataset, idx: np.ndarray, seed: int, tag: str) -> Dataset:
     c = data.n_classes
     y[idx] = (y[idx] + rng.integers(1, c, len(idx))) % c
     meta = {**data.meta, "spec": f"{data.meta.get('spec', data.name)}+{tag}", "relabeled_seed": seed}
-    return Dataset(data.x_train, y, data.x_test, data.y_test, list(data.classes), name=f"{data.name}+{tag}",
-                   image_shape=data.image_shape, meta=meta)
+    return carry_rows(data, Dataset(data.x_train, y, data.x_test, data.y_test, list(data.classes),
+                                    name=f"{data.name}+{tag}", image_shape=data.image_shape, meta=meta))
 
 
 def relabel_tag(data: Dataset, noisy: Dataset, idx: np.ndarray) -> str:

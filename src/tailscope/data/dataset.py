@@ -132,6 +132,16 @@ def stamp_rows(data: Dataset) -> Dataset:
     return data
 
 
+def carry_rows(old: Dataset, new: Dataset) -> Dataset:
+    """``new`` (the same examples as ``old``, in the same order: inputs transformed or labels
+    changed) keeps ``old``'s recorded rows, stamped for its own fingerprint."""
+    if recorded_rows(old) is not None and new.meta is not old.meta and (new.n_train, new.n_test) == (
+            old.n_train, old.n_test):
+        new.meta["rows"] = old.meta["rows"]
+        new.meta["rows_fingerprint"] = new.fingerprint
+    return new
+
+
 def recorded_rows(data: Dataset) -> dict | None:
     """The examples' rows in the user's data, when recorded for exactly this data (else None)."""
     rows = data.meta.get("rows")

@@ -105,8 +105,12 @@ def _arrange_images(x_train: np.ndarray, x_test: np.ndarray, image_shape, meta: 
 def _check_same_rows(x, y, what: str) -> None:
     """pandas inputs pair rows by position here, as numpy does: refuse x and y whose indexes
     say their rows are in different orders (a shuffled frame, a separately sorted Series)."""
-    xi, yi = getattr(x, "index", None), getattr(y, "index", None)
-    if xi is None or yi is None or not hasattr(xi, "equals") or xi.equals(yi):
+    import pandas as pd
+
+    if not (isinstance(x, pd.Series | pd.DataFrame) and isinstance(y, pd.Series | pd.DataFrame)):
+        return  # (lists and tuples have an index method, not rows)
+    xi, yi = x.index, y.index
+    if xi.equals(yi):
         return
     if len(xi) == len(yi) and set(xi) == set(yi):
         raise DataError(f"{what} are pandas objects with the same rows in different orders (their indexes differ); "
@@ -310,7 +314,7 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
                 _warn(f"{p.name}: test_fraction/split_seed are ignored because the file's "
                               f"{split_key!r} key gives the split; pass split_key=None for a random "
                               "stratified split.")
-            y = prepare_labels(y, "y")
+            y = prepare_labels(y, "y", allow_negative=classes is None)
             if np.ndim(x) == 0 or len(x) != len(y):
                 raise DataError(f"x has {len(x) if np.ndim(x) else 0} rows but y has {len(y)} labels; "
                                 "they must match.")
@@ -476,8 +480,8 @@ def _finish(x_tr, y_tr, x_te, y_te, classes, name, channels, test_fraction, spli
             # torch datasets mark unlabeled examples -1 (STL10's unlabeled split): not a class
             raise DataError(f"the {what} dataset has negative labels (e.g. {codes.min():g}), which torch datasets use "
                             "for unlabeled examples; keep only labeled ones (torch.utils.data.Subset).")
-    if x_tr.dtype == np.uint16:  # 16-bit images (PIL "I;16"): white is 65535, not 255
-        meta.setdefault("pixel_max", 65535.0)
+    if x_tr.dtype == np.uint16 and "pixel_max" not in meta:  # 16-bit images (PIL "I;16"): white is 65535, not 255
+        meta.update(pixel_max=65535.0, pixel_max_set=True)  # (it scales inputs: part of the study's identity)
     if x_te is None:
         meta["options"].update(test_fraction=test_fraction, split_seed=split_seed)
     image_shape = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tailscope.data.dataset import DataError, Dataset
+from tailscope.data.dataset import DataError, Dataset, carry_rows
 
 __all__ = ["preprocess"]
 
@@ -145,5 +145,5 @@ def preprocess(data: Dataset, scale: str | None = None, normalize: str | None = 
     if "pixel_max" in data.meta:
         record["input_pixel_max"] = data.meta["pixel_max"]
     meta["preprocess"] = [*data.meta.get("preprocess", []), record]
-    return Dataset(transform(data.x_train), data.y_train, transform(data.x_test), data.y_test,
-                   list(data.classes), name=data.name, image_shape=data.image_shape, meta=meta)
+    return carry_rows(data, Dataset(transform(data.x_train), data.y_train, transform(data.x_test), data.y_test,
+                                    list(data.classes), name=data.name, image_shape=data.image_shape, meta=meta))

@@ -363,7 +363,7 @@ class _Builder:
         if dropped:
             parts.append(f"left out: <code>{esc(dropped if isinstance(dropped, str) else ', '.join(dropped))}</code>")
         if isinstance(meta.get("split"), dict) and meta["split"].get("key"):
-            parts.append(f"train/test split from the column <code>{esc(meta['split']['key'])}</code>")
+            parts.append(f"train/test split given by <code>{esc(meta['split']['key'])}</code>")
         elif "test_fraction" in meta and "split_seed" in meta:
             parts.append(f"stratified split made by tailscope (test_fraction {fmt(meta['test_fraction'], 2)}, "
                          f"split_seed {esc(meta['split_seed'])})")
@@ -374,8 +374,8 @@ class _Builder:
         if not self.row_head("row"):
             return ""
         return (" <b>row in data</b> is the example's position in your file or arrays, counted from 0 (the first "
-                "row after a CSV's header; <code>df.iloc[row]</code>, not <code>df.loc</code>); # is its position "
-                "in the training or test split.")
+                "row after a CSV's header; <code>df.iloc[row]</code>, not <code>df.loc</code>); <b>index</b> is its "
+                "position in the training or test split.")
 
     def row_cell(self, split: str, i: int) -> str:
         if self.images or self.s.train_row is None:
@@ -659,19 +659,33 @@ class _Builder:
         if not total:
             return (head + '<p class="lead">Every training example is classified correctly by most of the models '
                     "that trained on it.</p></section>")
-        wrong_label = int(np.sum((self.s.out_pred[idx] != self.s.y_train[idx]) & (self.s.out_pred_share[idx] >= 0.9)))
+        s = self.s
+        wrong_label = int(np.sum((s.out_pred[idx] != s.y_train[idx]) & (s.out_pred_share[idx] >= 0.9)))
         lead = (f"{fmt(total)} training {'example is' if total == 1 else 'examples are'} misclassified by most of the "
                 f"models that trained on {'it' if total == 1 else 'them'} (accuracy with the example below 50%)"
                 + (f"; the {fmt(len(idx))} fitted least are shown" if total > len(idx) else "")
-                + ", fewest right first. Memorization cannot flag them: training on an example that the learner "
-                "cannot fit does not help it, so its mem is near 0. When the models that did not train on it agree "
-                "on another class, its label is often wrong"
+                + ", fewest right first. Memorization flags them poorly: training on an example the learner cannot "
+                "fit helps it little, so its mem stays low. When the models that did not train on it agree on "
+                "another class, its label may be wrong"
                 + (f" ({fmt(wrong_label)} of those shown: held-out models predict another class at least 90% of the "
                    "time)" if wrong_label else "")
                 + "; otherwise the learner may be too weak for it (a more flexible one memorizes such examples "
-                "instead, and they appear above). Each shows mem &plusmn; SE and what held-out models predict."
-                + self.row_note())
+                "instead, and they appear above)." + self.one_class_text(idx)
+                + " Each shows mem &plusmn; SE and what held-out models predict." + self.row_note())
         return head + f'<p class="lead">{lead}</p>{self.examples(idx, "not-fitted")}</section>'
+
+    def one_class_text(self, idx: np.ndarray) -> str:
+        """A warning when most examples shown are predicted as one class by held-out models: a learner
+        that predicts mostly one class puts every other class's examples here, whatever their labels."""
+        if len(idx) < 5:
+            return ""
+        values, counts = np.unique(self.s.out_pred[idx], return_counts=True)
+        if counts.max() < 0.8 * len(idx):
+            return ""
+        c = values[np.argmax(counts)]
+        return (f" But held-out models predict {esc(self.cname(c))} for {pct(counts.max() / len(idx), 0)} of them: a "
+                "learner that predicts mostly one class lists the other classes' examples here whatever their "
+                "labels, so this points to the learner rather than to the labels.")
 
     def typical_missing_text(self, classes: np.ndarray, sel: np.ndarray) -> str:
         """Which classes of the memorized examples have no typical example shown, and why ("" if none)."""

@@ -60,10 +60,18 @@ def _deep_tops(paths: list[Path]) -> dict[str, float]:
     tops = {"i16": 65535.0, "int": 1.0, "float": 1.0}
     for p in paths:
         with _open(p) as im:
-            if im.mode in ("I", "F"):
-                kind = "float" if im.mode == "F" else "int"
+            kind = _deep_kind(im)
+            if kind != "i16":
                 tops[kind] = max(tops[kind], float(np.nanmax(np.asarray(im, dtype=np.float64), initial=0.0)))
     return tops
+
+
+def _deep_kind(im) -> str:
+    """"i16", "int" (32-bit) or "float": Pillow before 10.3 opens 16-bit PNGs as mode "I",
+    and a PNG cannot hold 32-bit integers, so a PNG in mode "I" is 16-bit."""
+    if im.mode == "F":
+        return "float"
+    return "i16" if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG") else "int"
 
 
 def _read(path: Path, mode: str, size: tuple[int, int] | None, tops: dict[str, float]) -> np.ndarray:
@@ -74,7 +82,7 @@ def _read(path: Path, mode: str, size: tuple[int, int] | None, tops: dict[str, f
             if im.mode in _DEEP_MODES:
                 # to 8-bit grey first: Pillow's own conversion of these modes clips at 255
                 arr = np.asarray(im, dtype=np.float64)
-                top = tops["float" if im.mode == "F" else "i16" if im.mode.startswith("I;16") else "int"]
+                top = tops[_deep_kind(im)]
                 im = Image.fromarray(np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
                 im = im.convert(mode)
             elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

@@ -19,7 +19,7 @@ from tailscope.data.dataset import DataError
 
 LABEL_NAMES = ("label", "labels", "y", "target", "class")
 # names of columns that usually number the rows: used as a feature they let a model learn the row order
-_INDEX_LIKE = re.compile(r"^(unnamed: ?\d+|index|idx|id|uuid|key|(.*[_ ])?(id|idx|nr|no|number|index))$", re.IGNORECASE)
+_INDEX_LIKE = re.compile(r"^(unnamed: ?\d+|index|idx|id|uuid|no|nr|(.*[_ ])?(id|idx|nr))$", re.IGNORECASE)
 
 
 def read_table(p: Path, decimal: str = ".", encoding: str = "utf-8"):
@@ -41,14 +41,13 @@ def read_table(p: Path, decimal: str = ".", encoding: str = "utf-8"):
         enc = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
         sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz", ".tab")) else _sniff_separator(p, enc)
         # (pandas' fast reader when the separator is known; its python one sniffs, 10x slower)
-        # a decimal comma comes with points between thousands (1.065,5), as in European spreadsheets
-        thousands = "." if decimal == "," else None
-        df = pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal, thousands=thousands,
-                         encoding=enc)
+        df = pd.read_csv(p, sep=sep, engine="python" if sep is None else "c", decimal=decimal, encoding=enc)
+        if decimal == ",":
+            df = _thousands_points(df)
         df.columns = [str(c).lstrip("\ufeff") for c in df.columns]  # a mark the python reader keeps
         return df
     except UnicodeDecodeError as e:
-        raise DataError(f"{p} is not {encoding} text ({e.reason} at byte {e.start}); save it as UTF-8, or pass its "
+        raise DataError(f"{p} is not {encoding} text ({e.reason}); save it as UTF-8, or pass its "
                         "encoding (encoding=latin-1, --data-opt encoding=latin-1 for files from older Excel).") \
             from None
     except LookupError:
@@ -58,6 +57,30 @@ def read_table(p: Path, decimal: str = ".", encoding: str = "utf-8"):
         hint = ("save it with DataFrame.to_parquet" if kind == "parquet"
                 else "it must be text with a header row naming the columns")
         raise DataError(f"{p} could not be read as a {kind} file ({type(e).__name__}: {e}); {hint}.") from None
+
+
+_GROUPED = r"\s*[-+]?\d{1,3}(\.\d{3})+(,\d+)?\s*"  # 1.065,5: points between thousands, a decimal comma
+_PLAIN = r"\s*[-+]?\d+(,\d+)?\s*"
+
+
+def _thousands_points(df):
+    """Text columns of numbers written with points between thousands (1.065,5) as numbers.
+
+    Only columns whose every value is such a number (or a plain one, 999,5) and some are
+    grouped: pandas' own ``thousands="."`` drops any point, so dates (01.05.2020) and
+    codes (1.1) would become integers.
+    """
+    import pandas as pd
+
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            continue
+        text = df[c].dropna().astype(str)
+        grouped = text.str.fullmatch(_GROUPED)
+        if len(text) and grouped.any() and (grouped | text.str.fullmatch(_PLAIN)).all():
+            df[c] = pd.to_numeric(df[c].astype("string").str.strip().str.replace(".", "", regex=False)
+                                  .str.replace(",", ".", regex=False))
+    return df
 
 
 def _sniff_separator(p: Path, encoding: str) -> str | None:
@@ -116,13 +139,15 @@ def pick_label(df, label) -> str:
 
 def check_not_measurement(codes: np.ndarray, what: str) -> None:
     """Refuse integer labels that look like a measurement (a regression target): many distinct
-    values, most of them held by a single row. Class codes repeat; measurements rarely do."""
+    values, more than a quarter of them held by a single row. Class codes repeat;
+    measurements rarely do. Only for a label column found by its name: one the user names
+    (label=) is taken as classes."""
     uniq, counts = np.unique(codes, return_counts=True)
     if len(uniq) > max(MANY_CLASSES, len(codes) // 4) and np.mean(counts == 1) > 0.25:
         raise DataError(f"{what} holds {len(uniq)} different numbers over {len(codes)} rows ({np.mean(counts == 1):.0%} "
                         f"of them in a single row, from {uniq.min()} to {uniq.max()}): it looks like a measurement, "
-                        "not class labels. Bin it into classes first (e.g. pd.cut(y, 5, labels=False)), or name the "
-                        "label column with label=COLUMN.")
+                        "not class labels. Bin it into classes first (e.g. pd.cut(y, 5, labels=False)); if these are "
+                        "classes, name the column (label=COLUMN) to take it as one.")
 
 
 def _warn_near_names(values: np.ndarray, column) -> None:
@@ -137,7 +162,8 @@ def _warn_near_names(values: np.ndarray, column) -> None:
         warnings.warn(f"the label column {column!r} has class names that differ only in case or spacing "
                       f"({'; '.join(', '.join(repr(x) for x in v) for v in near[:3])}): each is a class of its own. "
                       "Make them one name first if they are one class.", stacklevel=5)
-    marks = [u for u, c in zip(uniq.tolist(), counts.tolist(), strict=True) if not any(ch.isalnum() for ch in u)]
+    marks = [u for u, c in zip(uniq.tolist(), counts.tolist(), strict=True)
+             if not any(ch.isalnum() for ch in u) and (c == 1 or u in ("?", "", "-", "--", "."))]
     if marks:
         warnings.warn(f"the label column {column!r} has classes named {marks[:5]}: if they mark a missing label, drop "
                       "those rows (or fill in their labels) first.", stacklevel=5)
@@ -146,7 +172,7 @@ def _warn_near_names(values: np.ndarray, column) -> None:
 MANY_CLASSES = 50  # integer labels with more distinct values than this (and a quarter of rows) may be measurements
 
 
-def label_values(column) -> tuple[np.ndarray, list[str]]:
+def label_values(column, named: bool = False) -> tuple[np.ndarray, list[str]]:
     """Labels as 0..C-1 and the class names, in sorted order of the values.
 
     Numbers keep numeric order (classes 1, 2, 10, not "1", "10", "2"), so a table's codes
@@ -169,7 +195,8 @@ def label_values(column) -> tuple[np.ndarray, list[str]]:
                             "class labels. If the column is a measurement, bin it into classes first "
                             "(e.g. pd.cut), or name the label column with label=COLUMN.")
         values = v.astype(np.int64)
-        check_not_measurement(values, f"the label column {name!r}")
+        if not named:  # (a column the user named as the label is taken at its word: long tails are real)
+            check_not_measurement(values, f"the label column {name!r}")
     else:
         values = column.astype(str).str.strip().to_numpy().astype(str)
         _warn_near_names(values, name)
@@ -181,7 +208,7 @@ def label_values(column) -> tuple[np.ndarray, list[str]]:
 def _decimal_comma_hint(df, text: list[str], in_memory: bool) -> str:
     """A hint when text columns hold numbers written with decimal commas (``3,14``)."""
     sample = df[text[0]].dropna().astype(str).head(50)
-    number = r"\s*[-+]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?\s*"  # 3,14 or 1.065,5
+    number = f"{_GROUPED}|{_PLAIN}"  # 3,14 or 1.065,5
     if len(sample) and sample.str.fullmatch(number).all() and sample.str.contains(",").any():
         return (" The values look like numbers with decimal commas (e.g. " + repr(sample[sample.str.contains(",")]
                 .iloc[0].strip()) + "): " + ("convert them (s.str.replace(',', '.').astype(float))." if in_memory
@@ -335,13 +362,14 @@ def load_table(path: str, *, label: str | None = None, drop=None, decimal: str =
     dropped = [_find(df, c, "drop") for c in _column_list(drop, "drop")]
     skip = {label_col, *dropped, *([split_key] if has_split else [])}
     features = [c for c in df.columns if c not in skip]
-    if split_key is None and any(c.lower() == "split" for c in features):
-        _warn(f"{p.name}: split_key=None, so the column 'split' is a feature like any other; leave it out with "
-              "drop=split if it only marked the rows' split.")
+    named_split = [c for c in features if c.lower() == "split"]
+    if split_key is None and named_split:
+        _warn(f"{p.name}: split_key=None, so the column {named_split[0]!r} is a feature like any other; leave it out "
+              f"with drop={named_split[0]} if it only marked the rows' split.")
     x = feature_matrix(df, features, p.name)
     if not allow_missing:
         _refuse_missing_cells(x, features, p.name)
-    y, classes = label_values(df[label_col])
+    y, classes = label_values(df[label_col], named=label is not None)
     meta: dict = {"source": str(p), "feature_names": features, "label_column": label_col}
     name = p.name
     if has_split:
