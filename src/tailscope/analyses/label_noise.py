@@ -68,7 +68,7 @@ def _drop_stale_relabel_studies(study, keep: str, prefix: str) -> None:
     for name in sorted(names):
         if name != keep and (name == prefix or name.startswith(prefix + "_")):
             moved = set_aside(child_location(study.path, ANALYSES_DIR, "label_noise", "studies", name))
-            warnings.warn(f"the relabel study {name} was made for another set of top-mem examples (the clean "
+            warnings.warn(f"the relabel study {name} was made for another set of top-mem examples (the original "
                           "study's scores have changed since, e.g. it grew); it is replaced by " + keep
                           + replaced_note(moved) + ".", stacklevel=3)
 
@@ -216,7 +216,7 @@ def _relabel_reading(s: dict, k: int, n_classes: int) -> str:
     if not own:
         fit = s.get("acc_in_flipped", float("nan"))
     how = "to the other class" if n_classes == 2 else "to a random other class"
-    head = (f"Relabeling the clean study's {k} highest-mem examples {how} moves their mean mem from {before:.3f} "
+    head = (f"Relabeling the original study's {k} highest-mem examples {how} moves their mean mem from {before:.3f} "
             f"(original labels) to {after:.3f} (new labels); models that did not train on them predict the new "
             f"label {_pct(out)} of the time")
     fit_note = f" and models trained on them predict it {_pct(fit)} of the time" if own else ""
