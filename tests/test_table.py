@@ -338,3 +338,27 @@ def test_preprocessing_and_relabeling_keep_the_rows():
         assert recorded_rows(derived) is not None and derived.fingerprint != data.fingerprint
         np.testing.assert_array_equal(recorded_rows(derived)["train"], data.meta["rows"]["train"])
     assert recorded_rows(data) is not None  # the original keeps its own stamp
+
+
+def test_cli_top_lists_examples_and_pairs_from_the_saved_scores(tmp_path):
+    df = _frame(90)
+    df.loc[:5, "quality"] = df.loc[:5, "quality"].map({3: 5, 5: 10, 10: 3})  # a few wrong labels
+    df.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "s"
+    runner = CliRunner()
+    r = runner.invoke(app, ["run", "-d", f"csv:{tmp_path / 't.csv'}", "--data-opt", "label=quality", "-l", "forest",
+                            "--trials", "12", "--block-size", "6", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    scores = ts.Scores.load(out / "scores")
+    r = runner.invoke(app, ["top", str(out), "-n", "3"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "most memorized training examples (12 trials)" in r.output, r.output
+    first = int(np.argsort(-np.nan_to_num(scores.mem, nan=-9), kind="stable")[0])
+    assert f"{scores.mem[first]:.3f} ± {scores.mem_se[first]:.3f}" in r.output and "row" in r.output
+    r = runner.invoke(app, ["top", str(out), "--what", "pairs", "-n", "2"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "highest-influence pairs" in r.output and "train row" in r.output
+    r = runner.invoke(app, ["top", str(out), "--what", "not-fitted"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "get wrong even when trained on them" in r.output
+    r = runner.invoke(app, ["top", str(out), "--what", "nonsense"])
+    assert r.exit_code != 0 and "--what must be one of" in r.output
+    r = runner.invoke(app, ["top", str(tmp_path / "none")])
+    assert r.exit_code != 0 and "no scores" in r.output

@@ -278,6 +278,75 @@ def info(study_dir: Annotated[Path, typer.Argument(help="study directory")]):
         raise typer.Exit(1)
 
 
+TOP_KINDS = ("memorized", "not-fitted", "pairs")
+
+
+@app.command(epilog="Examples: tailscope top runs/digits  ·  tailscope top runs/mine --what not-fitted -n 30  ·  "
+                    "tailscope top runs/mine --what pairs")
+@friendly
+def top(
+    study_dir: Annotated[Path, typer.Argument(help="study directory (its saved scores are read)")],
+    what: Annotated[str, typer.Option(help="memorized (highest mem), not-fitted (wrong even when trained on) "
+                                           "or pairs (highest influence)")] = "memorized",
+    n: Annotated[int, typer.Option("-n", help="rows to show")] = 20,
+):
+    """Print the most memorized training examples, those the models do not fit, or the top influence pairs."""
+    from tailscope.scores import Scores, scores_location
+
+    if what not in TOP_KINDS:
+        raise UserError(f"--what must be one of {', '.join(TOP_KINDS)}, got {what!r}.")
+    if n < 1:
+        raise UserError(f"-n must be a positive number of rows, got {n}.")
+    try:
+        scores = Scores.load(scores_location(study_dir))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    table = _pairs_table(scores, n) if what == "pairs" else _examples_table(scores, what, n)
+    console.print(table)
+
+
+def _examples_table(scores, what: str, n: int) -> Table:
+    from tailscope.report.gallery import most_memorized, not_fitted
+
+    idx = most_memorized(scores, n)[0] if what == "memorized" else not_fitted(scores, n)[0]
+    title = ("most memorized training examples" if what == "memorized"
+             else "training examples most models get wrong even when trained on them")
+    table = Table(title=f"{title} ({scores.trials} trials)")
+    rows = scores.train_row is not None
+    for name in ("index", *(["row"] if rows else []), "label", "mem ± SE", "95% CI", "right with / without",
+                 "held-out predict"):
+        table.add_column(name, justify="left" if name in ("label", "held-out predict") else "right")
+    for i in idx:
+        i = int(i)
+        held = ("n/a" if scores.n_out[i] == 0 else
+                f"{scores.class_names([scores.out_pred[i]])[0]} {100 * scores.out_pred_share[i]:.0f}%")
+        table.add_row(str(i), *([str(int(scores.train_row[i]))] if rows else []),
+                      str(scores.class_names([scores.y_train[i]])[0]), f"{scores.mem[i]:.3f} ± {scores.mem_se[i]:.3f}",
+                      f"{scores.mem_ci_low[i]:.2f}..{scores.mem_ci_high[i]:.2f}",
+                      f"{100 * scores.acc_in[i]:.0f}% / {100 * scores.acc_out[i]:.0f}%", held)
+    if not len(idx):
+        table.caption = "none"
+    return table
+
+
+def _pairs_table(scores, n: int) -> Table:
+    pairs = scores.pairs.head(n)
+    table = Table(title=f"highest-influence pairs ({scores.trials} trials)")
+    rows = "tr_row" in pairs
+    cols = ["train #", *(["train row"] if rows else []), "test #", *(["test row"] if rows else []), "label",
+            "infl ± SE", "95% CI", "mem of train"]
+    for name in cols:
+        table.add_column(name, justify="left" if name == "label" else "right")
+    for r in pairs.itertuples(index=False):
+        ci = f"{r.infl_ci_low:.2f}..{r.infl_ci_high:.2f}" if hasattr(r, "infl_ci_low") else "n/a"
+        table.add_row(str(r.tr_idx), *([str(r.tr_row)] if rows else []), str(r.tt_idx),
+                      *([str(r.tt_row)] if rows else []), str(r.tt_label_name), f"{r.infl:.3f} ± {r.infl_se:.3f}", ci,
+                      f"{scores.mem[int(r.tr_idx)]:.3f}")
+    noise = pairs_noise_text(scores)
+    table.caption = noise if noise else ("none kept" if not len(pairs) else None)
+    return table
+
+
 @app.command()
 @friendly
 def verify(
