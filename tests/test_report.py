@@ -127,7 +127,7 @@ def test_numbers_match_scores(digits_report):
 
     # the memorized gallery: highest mem first, capped, values as in the scores
     gal = _block(page, 'data-gallery="memorized"', "</section>")
-    idx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)</span>', gal)]
+    idx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)(?: &middot; row \d+)?</span>', gal)]
     assert len(idx) == min(MEMORIZED_CAP, s["n_mem_ge_0.25"])
     assert all(scores.mem[i] >= 0.25 for i in idx)
     assert np.all(np.diff(scores.mem[idx]) <= 0)
@@ -138,7 +138,7 @@ def test_numbers_match_scores(digits_report):
 
     # typical examples: same classes as the memorized ones, mem close to 0
     typ = _block(page, 'data-gallery="typical"', "</section>")
-    tidx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)</span>', typ)]
+    tidx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)(?: &middot; row \d+)?</span>', typ)]
     assert 0 < len(tidx) <= TYPICAL_CAP
     assert set(scores.y_train[tidx]) <= set(scores.y_train[idx])
     assert np.median(np.abs(scores.mem[tidx])) < 0.1
@@ -320,7 +320,7 @@ def test_memorization_intervals_shown_where_the_se_is_zero(digits_report, synthe
     assert "see the 95% intervals below" in _row(page, "max_mem_se")
     # every memorized card: mem, SE and its 95% interval, as in the scores
     gal = _block(page, 'data-gallery="memorized"', "</section>")
-    idx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)</span>', gal)]
+    idx = [int(i) for i in re.findall(r'<span class="muted">#(\d+)(?: &middot; row \d+)?</span>', gal)]
     cis = re.findall(r'<span class="ci">95% CI \[([-0-9.]+), ([-0-9.]+)\]</span>', gal)
     assert len(cis) == len(idx) > 0
     np.testing.assert_allclose(np.array(cis, float), np.c_[scores.mem_ci_low[idx], scores.mem_ci_high[idx]],

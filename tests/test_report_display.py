@@ -241,7 +241,7 @@ def test_heavy_memorization_is_not_described_as_near_zero(heavy):
     assert said in cap
     # typical: never a memorized example, and the lead says how far from 0 the shown ones are
     typ = _section(page, "typical")
-    shown = [int(i) for i in re.findall(r'<span class="muted">#(\d+)</span>', typ)]
+    shown = [int(i) for i in re.findall(r'<span class="muted">#(\d+)(?: &middot; row \d+)?</span>', typ)]
     assert shown and all(scores.mem[i] < 0.25 for i in shown)
     far = np.abs(scores.mem[shown]).max()
     assert far >= 0.1  # this study has no typical example near 0 ...

@@ -362,3 +362,36 @@ def test_cli_top_lists_examples_and_pairs_from_the_saved_scores(tmp_path):
     assert r.exit_code != 0 and "--what must be one of" in r.output
     r = runner.invoke(app, ["top", str(tmp_path / "none")])
     assert r.exit_code != 0 and "no scores" in r.output
+
+
+def test_sklearn_warnings_are_said_once_per_process():
+    import warnings as w
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from tailscope.store import _WARNED
+
+    _WARNED.difference_update({k for k in _WARNED if k.startswith("sklearn-")})
+    data = ts.from_arrays(np.random.default_rng(0).normal(size=(80, 5)) * 100, np.arange(80) % 2)
+    masks = np.stack([np.random.default_rng(k).random(data.n_train) < 0.7 for k in range(6)])
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        ts.SklearnLearner(LogisticRegression(max_iter=1)).fit_predict(data, masks, np.arange(6))
+    said = [c for c in caught if issubclass(c.category, ConvergenceWarning)]
+    assert len(said) == 1 and "said once" in str(said[0].message)
+
+
+def test_dim_integer_images_and_the_same_factory_from_another_module():
+    from tailscope.store import _as_stored_main, _same_but_newer
+
+    x = np.random.default_rng(0).integers(0, 17, (60, 8, 8)).astype(np.uint8)
+    with pytest.warns(UserWarning, match="go up to 16 only.*pixel_max=16"):
+        ts.from_arrays(x, np.arange(60) % 2)
+    stored = {"learner": {"model": "__main__.Net", "model_source": "abc", "model_structure": "s1"}, "trials": 4}
+    same = {"learner": {"model": "probe.Net", "model_source": "abc", "model_structure": "s1"}, "trials": 4}
+    assert _same_but_newer(stored, _as_stored_main(stored, same))
+    other = {"learner": {"model": "probe.Net", "model_source": "xyz", "model_structure": "s1"}, "trials": 4}
+    assert not _same_but_newer(stored, _as_stored_main(stored, other))
+    renamed = {"learner": {"model": "probe.Other", "model_source": "abc", "model_structure": "s1"}, "trials": 4}
+    assert not _same_but_newer(stored, _as_stored_main(stored, renamed))

@@ -209,7 +209,9 @@ def estimate_cmd(
     study_dir: Annotated[Path, typer.Argument(help="study directory or URL")],
     threshold: Annotated[float, typer.Option(help="keep pairs with influence >= this (paper: 0.15)")] = 0.15,
     any_class: Annotated[bool, typer.Option(help="keep pairs across classes too")] = False,
-    top_k: Annotated[int, typer.Option(help="most influential training examples kept per test example")] = 10,
+    top_k: Annotated[int, typer.Option(help="most influential training examples per test example, in "
+                                            "scores/influence_topk.npz (the pairs file keeps every pair at or above "
+                                            "--threshold)")] = 10,
     full_matrix: Annotated[bool, typer.Option(help="also write the full influence matrix (scores/influence.zarr)")] = False,
 ):
     """Estimate memorization and influence from the done trials of a study."""
@@ -253,9 +255,10 @@ def pairs_noise_text(scores) -> str | None:
         return head + (f"{neg:,} at <= -{t:g} (mirror): about {100 * share:.0f}% of them are expected to be noise "
                        f"(re-estimate for the null count, which does not miss noise when test examples are almost "
                        f"always right).{rough}")
+    sharpen = "; run more trials to sharpen" if share >= 0.1 else ""
     return head + (f"about {100 * share:.0f}% of them are expected to be noise at this number of trials ({null:,.1f} "
                    "pairs would reach it by chance if no training example influenced any test example; fewer among "
-                   f"the largest; run more trials to sharpen).{rough}")
+                   f"the largest{sharpen}).{rough}")
 
 
 FEW_PAIRS = 20  # below this many pairs, a noise share (a ratio of small counts) is rough

@@ -628,20 +628,37 @@ def stable_spec(spec: dict) -> dict:
 
 
 def _same_study(group: zarr.Group, config: dict) -> bool:
-    """Whether the store ``group`` holds ``config``'s study (also when made before a config key was recorded)."""
-    return group.attrs.get("config_hash") == config_hash(config) or _same_but_newer(dict(group.attrs["config"]),
-                                                                                   config)
+    """Whether the store ``group`` holds ``config``'s study (also when made before a config key was
+    recorded, or with the same model factory run from a script as ``__main__``)."""
+    if group.attrs.get("config_hash") == config_hash(config):
+        return True
+    stored = dict(group.attrs["config"])
+    return _same_but_newer(stored, config) or _same_but_newer(stored, _as_stored_main(stored, config))
+
+
+def _as_stored_main(stored: dict, config: dict) -> dict:
+    """``config`` with its model factory named as the stored one when the two differ only by the module
+    (``__main__.Net`` when the study's script ran, ``probe.Net`` when a notebook imports it) and their
+    code and structure digests agree: the same network."""
+    a, b = stored.get("learner") or {}, config.get("learner") or {}
+    ma, mb = str(a.get("model", "")), str(b.get("model", ""))
+    if ma == mb or "__main__" not in (ma.split(".", 1)[0], mb.split(".", 1)[0]):
+        return config
+    if ma.split(".", 1)[-1] != mb.split(".", 1)[-1] or not a.get("model_source") \
+            or a.get("model_source") != b.get("model_source"):
+        return config
+    if a.get("model_structure") and b.get("model_structure") and a["model_structure"] != b["model_structure"]:
+        return config
+    return {**config, "learner": {**b, "model": ma}}
 
 
 def _same_but_newer(stored: dict, config: dict) -> bool:
     """Whether ``config`` equals ``stored`` once keys it records but ``stored`` predates are dropped."""
     newer = json.loads(json.dumps(config, default=str))
-    dropped = False
     for section, key in LATER_KEYS:
         if key in newer.get(section, {}) and key not in stored.get(section, {}):
             del newer[section][key]
-            dropped = True
-    return dropped and config_hash(newer) == config_hash(stored)
+    return config_hash(newer) == config_hash(stored)
 
 
 def chunk_key(arr: zarr.Array, b: int) -> str:
@@ -794,11 +811,11 @@ def _creation_lock(url: str, timeout: float = 300.0):
 _WARNED: set[str] = set()
 
 
-def warn_once(key: str, message: str) -> None:
+def warn_once(key: str, message: str, category: type[Warning] = UserWarning) -> None:
     """A warning said once per process for ``key``."""
     if key not in _WARNED:
         _WARNED.add(key)
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, category, stacklevel=3)
 
 
 def _whoami() -> dict:

@@ -102,6 +102,18 @@ def _arrange_images(x_train: np.ndarray, x_test: np.ndarray, image_shape, meta: 
     return x_train, x_test, (shape if not channels_first else None)
 
 
+def _warn_dim_integer_images(x: np.ndarray, image_shape, meta: dict) -> None:
+    """Integer images are read as 0..255 unless told their white (pixel_max): say so when their
+    largest value is far below that (0..16 digits would be divided by 255)."""
+    if image_shape is None or "pixel_max" in meta or x.dtype.kind not in "iu" or not x.size:
+        return
+    top = int(x.max())
+    if 0 < top < 128:
+        _warn(f"these integer images go up to {top} only, and are read as 0..255 (white = 255); if {top} is white, "
+              f"pass pixel_max={top} (--data-opt pixel_max={top}, a pixel_max key in an npz file, or "
+              f"meta={{'pixel_max': {top}}} in from_arrays).")
+
+
 def _check_same_rows(x, y, what: str) -> None:
     """pandas inputs pair rows by position here, as numpy does: refuse x and y whose indexes
     say their rows are in different orders (a shuffled frame, a separately sorted Series)."""
@@ -193,6 +205,7 @@ def from_arrays(
     if allow_missing:
         meta["allow_missing"] = True
     x_train, x_test, image_shape = _arrange_images(x_train, x_test, image_shape, meta)
+    _warn_dim_integer_images(x_train, image_shape, meta)
     return stamp_rows(Dataset(x_train, y_train, x_test, y_test, list(classes), name=name,
                               image_shape=image_shape, meta=meta))
 
@@ -339,7 +352,8 @@ def load_npz(path: str, *, test_fraction: float | None = None, split_seed: int |
     else:
         raise DataError(f"{p} has keys {sorted(arrays)}; expected x_train, y_train, x_test, y_test "
                         "(or x and y for an automatic stratified split).")
-    unused = sorted(arrays.keys() - used)
+    ignored = {"split"} if split_key is None else set()  # (asked for: not worth a warning)
+    unused = sorted(arrays.keys() - used - ignored)
     if unused:
         _warn(f"{p.name}: npz keys {unused} were not used; tailscope read {sorted(used)}. "
                       "Inputs must be stored as x (or x_train/x_test); a train/test split as "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 import zlib
 
 import numpy as np
@@ -122,11 +123,14 @@ class SklearnLearner(Learner):
             est = clone(self.estimator)
             est.set_params(**seed_params(est, int(seed)), **class_keyed_params(est, data.classes))
             try:
-                est.fit(xtr[mask], data.y_train[mask])
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    est.fit(xtr[mask], data.y_train[mask])
             except MemoryError:
                 raise
             except Exception as e:
                 raise LearnerError(_fit_failure(est, data, mask, int(seed), k, len(masks), e)) from e
+            _say_once(caught, type(est).__name__)
             try:
                 part = self._predict(est, xtr, data.y_train) + self._predict(est, xte, data.y_test)
             except MemoryError:
@@ -340,3 +344,14 @@ def _check_clonable(estimator) -> None:
             f"{type(estimator).__name__} cannot be copied with sklearn.base.clone ({type(e).__name__}: {e}), and "
             "every trial trains a copy. scikit-learn's convention: __init__ stores each argument under its own "
             "name (self.c = c) and does nothing else; fitting happens in fit.") from None
+
+
+def _say_once(caught: list, name: str) -> None:
+    """scikit-learn's warnings of a fit, each said once per process: the same convergence warning from
+    every trial of a study would bury everything else."""
+    from tailscope.store import warn_once
+
+    for w in caught:
+        text = str(w.message).strip()
+        warn_once(f"sklearn-{name}-{w.category.__name__}-{text[:200]}",
+                  f"{name}: {text} (said once; the same warning may come from other trials)", w.category)

@@ -41,6 +41,7 @@ PAIRS_CAP = 60
 DUPLICATE_GROUPS_CAP = 12
 DUPLICATE_MEMBERS_CAP = 24
 N_FEATURES_SHOWN = 5
+UNDERFIT_SHARE = 0.2  # training examples not fitted, as a share, from which the learner is said to underfit
 MIN_CURVE_POINTS = 3  # fewer points on the precision curve show no trend
 
 
@@ -320,7 +321,7 @@ class _Builder:
         return (f"About {pct(share, 0)} of the {plural(found, 'pair')} found at infl &ge; {t} are expected to be "
                 f"noise at this number of trials, fewer among the largest: {fmt(null, 1)} pairs would reach it by "
                 "chance if no training example influenced any test example (the exact count under that null, given "
-                "how often each test example is right); run more trials to sharpen.")
+                "how often each test example is right)" + ("; run more trials to sharpen." if share >= 0.1 else "."))
 
     def infl_threshold_text(self) -> str:
         """The influence threshold these scores were estimated with, in words (HTML)."""
@@ -347,8 +348,8 @@ class _Builder:
         return vals + (", ..." if len(row) > N_FEATURES_SHOWN else "")
 
     def row_head(self, title: str) -> str:
-        """A column header for the examples' rows in the user's data (tables without images, where recorded)."""
-        if self.images or self.s.train_row is None:
+        """A column header for the examples' rows in the user's data (where recorded)."""
+        if self.s.train_row is None:
             return ""
         return (f'<th data-sort class="num" title="the example\'s row in the data file or arrays, counted from 0">'
                 f"{esc(title)}</th>")
@@ -369,16 +370,23 @@ class _Builder:
                          f"split_seed {esc(meta['split_seed'])})")
         return ("; " + "; ".join(parts)) if parts else ""
 
+    def row_tag(self, i: int) -> str:
+        """' · row r' after a card's split position, where rows are recorded."""
+        return "" if self.s.train_row is None else f" &middot; row {int(self.s.train_row[int(i)])}"
+
     def row_note(self) -> str:
         """What the 'row in data' column holds (tables only, where recorded), for a section's lead."""
         if not self.row_head("row"):
             return ""
+        if self.images:
+            return (" <b>row</b> is the example's position in your file or arrays, counted from 0 "
+                    "(<code>x[row]</code>); <b>#</b> is its position in the training or test split.")
         return (" <b>row in data</b> is the example's position in your file or arrays, counted from 0 (the first "
                 "row after a CSV's header; <code>df.iloc[row]</code>, not <code>df.loc</code>); <b>index</b> is its "
                 "position in the training or test split.")
 
     def row_cell(self, split: str, i: int) -> str:
-        if self.images or self.s.train_row is None:
+        if self.s.train_row is None:
             return ""
         r = int((self.s.train_row if split == "train" else self.s.test_row)[int(i)])
         return f'<td class="num" data-v="{r}">{r}</td>'
@@ -608,22 +616,29 @@ class _Builder:
         cap = (f"Distribution of the memorization estimates of the {fmt(n_est)} training examples that have one "
                + unestimated + f"(log scale; {self.near_zero_text()}). The dashed line is the paper's "
                f"threshold 0.25; {fmt(s['n_mem_ge_0.25'])} examples ({pct(s['frac_mem_ge_0.25'], 2)}) lie at or "
-               "above it. Negative values are estimation noise around 0.")
+               "above it." + (" Negative values are estimation noise around 0."
+                              if np.nanmin(np.asarray(self.s.mem, float), initial=0.0) < 0 else ""))
         return ('<section id="memorization"><h2>Memorization estimates</h2>'
                 + figure(f"figures/{path.name}", "histogram of memorization estimates", cap) + "</section>")
 
     def near_zero_text(self) -> str:
-        """How many estimates sit near 0 (learned from their class), from the numbers, not assumed."""
+        """How many estimates sit near 0 and what that means here, from the numbers, not assumed: near 0
+        is 'learned from its class' only where the models get the example right."""
         mem = np.asarray(self.s.mem, float)
-        mem = mem[np.isfinite(mem)]
-        near = int((np.abs(mem) < gallery.NEAR_ZERO).sum())
-        where = f"within {gallery.NEAR_ZERO:g} of 0, learned from their class"
+        ok = np.isfinite(mem)
+        near_mask = ok & (np.abs(np.where(ok, mem, 0)) < gallery.NEAR_ZERO)
+        near = int(near_mask.sum())
+        where = f"within {gallery.NEAR_ZERO:g} of 0"
         if not near:
             return f"no example sits {where}"
-        share = near / len(mem)
-        if share > 0.5:
-            return f"most examples ({pct(share)}) sit {where}"
-        return f"only {fmt(near)} ({pct(share)}) sit {where}"
+        share = near / int(ok.sum())
+        text = f"most examples ({pct(share)}) sit {where}" if share > 0.5 else f"only {fmt(near)} ({pct(share)}) sit {where}"
+        unlearned = int((near_mask & ~gallery.learned(self.s)).sum())
+        if not unlearned:
+            return text + ", learned from their class"
+        return (text + f"; {fmt(near - unlearned)} of them are learned from their class, while {fmt(unlearned)} are "
+                "misclassified by most models with or without them (not learned at all, so there is nothing to "
+                "memorize)")
 
     def sec_memorized(self) -> str:
         idx, above = gallery.most_memorized(self.s, MEMORIZED_CAP)
@@ -670,9 +685,19 @@ class _Builder:
                 + (f" ({fmt(wrong_label)} of those shown: held-out models predict another class at least 90% of the "
                    "time)" if wrong_label else "")
                 + "; otherwise the learner may be too weak for it (a more flexible one memorizes such examples "
-                "instead, and they appear above)." + self.one_class_text(idx)
+                "instead, and they appear above)." + self.one_class_text(idx) + self.underfit_text(total)
                 + " Each shows mem &plusmn; SE and what held-out models predict." + self.row_note())
         return head + f'<p class="lead">{lead}</p>{self.examples(idx, "not-fitted")}</section>'
+
+    def underfit_text(self, total: int) -> str:
+        """A note when the learner fits few of its training examples overall (then this list shows where it
+        fails more than which labels are wrong)."""
+        share = total / max(len(self.s.mem), 1)
+        if share < UNDERFIT_SHARE:
+            return ""
+        return (f" The learner underfits overall: {pct(share, 0)} of the training examples are not fitted, so this "
+                "list mostly shows where it fails, not which labels are wrong; a more flexible learner (or more "
+                "epochs) would tell them apart.")
 
     def one_class_text(self, idx: np.ndarray) -> str:
         """A warning when most examples shown are predicted as one class by held-out models: a learner
@@ -730,7 +755,7 @@ class _Builder:
                     f'<figure class="card" title="{esc(tip)}">'
                     + self.img("train", i, f"training example {i}, label {self.cname(s.y_train[i])}")
                     + f'<figcaption class="cap"><span class="lab">{esc(self.cname(s.y_train[i]))}</span> '
-                    f'<span class="muted">#{i}</span><br><span class="nw">mem <span class="mem">{fmt(s.mem[i])}</span>'
+                    f'<span class="muted">#{i}{self.row_tag(i)}</span><br><span class="nw">mem <span class="mem">{fmt(s.mem[i])}</span>'
                     f' &plusmn; {fmt(s.mem_se[i])}</span><br><span class="ci">95% CI {self.ci_text(i)}</span>'
                     f'<br><span class="muted">held out &rarr;</span> {self.out_pred_text(i)}'
                     "</figcaption></figure>")
@@ -767,7 +792,8 @@ class _Builder:
                 + (self.pairs_noise_text() + " " if self.pairs_noise_text() else "")
                 + f"The {fmt(len(top))} with the largest influence are shown. "
                 + "Click a column header to sort. Near-duplicates and "
-                "rare sub-populations show up here as a single training example carrying a test example.")
+                "rare sub-populations show up here as a single training example carrying a test example."
+                + self.row_note())
         img_cols = "<th>training example</th><th>test example</th>" if self.images else ""
         feat_cols = ("" if self.images else
                      f"<th>train: first {N_FEATURES_SHOWN} features</th><th>test: first {N_FEATURES_SHOWN} features</th>")

@@ -61,9 +61,18 @@ def not_fitted(scores: Scores, cap: int = 48) -> tuple[np.ndarray, int]:
 
 
 def typical_candidates(scores: Scores) -> np.ndarray:
-    """Which training examples may be shown as typical: an estimate, and not memorized (mem < 0.25)."""
+    """Which training examples may be shown as typical: an estimate, not memorized (mem < 0.25),
+    and learned: most models get them right, with or without them (mem near 0 also describes
+    examples that no model gets right, which are anything but typical)."""
     mem = np.asarray(scores.mem, float)
-    return np.isfinite(mem) & ~at_least(mem, MEM_THRESHOLD)
+    return np.isfinite(mem) & ~at_least(mem, MEM_THRESHOLD) & learned(scores)
+
+
+def learned(scores: Scores) -> np.ndarray:
+    """Which training examples most models classify correctly, both with and without them."""
+    acc_in, acc_out = np.asarray(scores.acc_in, float), np.asarray(scores.acc_out, float)
+    with np.errstate(invalid="ignore"):
+        return (acc_in >= 0.5) & (acc_out >= 0.5)
 
 
 def typical_examples(scores: Scores, classes: np.ndarray, per_class: int, cap: int = 48) -> np.ndarray:
