@@ -227,3 +227,18 @@ def test_analyses_below_the_paper_threshold_estimate_what_they_need(synth_study)
         warnings.simplefilter("error")
         assert correlation(study, infl_threshold=0.1).summary == low.summary
         assert correlation(study).summary["n_pairs"] == len(ts.Scores.load(study.scores_dir).influence_pairs(0.15))
+
+
+def test_label_noise_with_a_learner_that_cannot_fit_wrong_labels(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    data = blobs()
+    learner = ts.SklearnLearner(LogisticRegression(C=0.05, max_iter=200))
+    study = ts.Study(data, learner, trials=24, ratio=0.7, seed=0, path=tmp_path / "clean")
+    study.run(progress=False)
+    res = label_noise(study, fraction=0.05, seed=3)
+    s = res.summary
+    assert s["acc_in_flipped"] < 0.5  # the flipped labels are not fitted, so mem cannot see them
+    assert s["roc_auc_mem_or_not_fitted"] > max(0.9, s["roc_auc"] + 0.1)
+    assert s["roc_auc_mem_or_not_fitted_ci_low"] <= s["roc_auc_mem_or_not_fitted"]
+    assert "ranking by the larger of mem and 1 - that accuracy finds them with ROC AUC" in res.reading

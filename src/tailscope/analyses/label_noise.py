@@ -157,6 +157,13 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
     }
     lo, hi = auc_interval(summary["roc_auc"], int(k), int((~is_flip).sum()))
     summary.update(roc_auc_ci_low=lo, roc_auc_ci_high=hi, detects=bool(lo > 0.5))
+    # a weak learner does not fit a wrong label at all (mem stays low, accuracy with it low too): the report's
+    # "not fitted" list finds those; suspicion = max(mem, 1 - accuracy when trained on) uses both signals
+    suspicion = np.maximum(mem, 1 - np.nan_to_num(ns.acc_in, nan=1.0))
+    both = float(roc_auc_score(is_flip, suspicion))
+    lo2, hi2 = auc_interval(both, int(k), int((~is_flip).sum()))
+    summary.update(roc_auc_mem_or_not_fitted=both, roc_auc_mem_or_not_fitted_ci_low=lo2,
+                   roc_auc_mem_or_not_fitted_ci_high=hi2)
     data = {"flipped": flipped, "mem_noisy": ns.mem}
     before = after = None
     if relabel_top:
@@ -198,7 +205,7 @@ def label_noise(study, fraction: float = 0.05, seed: int = 0, trials: int | None
     ax2.set_ylabel("training examples")
     ax2.set_title("Memorization of noise, directly")
 
-    reading = _detection_reading(summary, k, fraction, ns.trials)
+    reading = _detection_reading(summary, k, fraction, ns.trials) + _not_fitted_reading(summary)
     if before is not None:
         reading += " " + _relabel_reading(summary, k, study.data.n_classes)
     return AnalysisResult("label_noise", "Planted label noise", summary, reading, data=data, figure=fig)
@@ -283,6 +290,17 @@ def _detection_reading(s: dict, k: int, fraction: float, trials: int) -> str:
              else "an interval that includes 0.5")
     return (head + f"memorization does not single out the flipped examples: {auc}, {where}. " + rest + ". "
             + _why_not(s))
+
+
+def _not_fitted_reading(s: dict) -> str:
+    """What adding the examples the models do not fit to the memorized ones changes (said when it helps)."""
+    both, mem = s["roc_auc_mem_or_not_fitted"], s["roc_auc"]
+    if not (np.isfinite(both) and both > mem + 0.02):
+        return ""
+    return (f" Flipped labels the models do not fit have low mem and low accuracy when trained on (the report's "
+            f"\"not fitted\" list): ranking by the larger of mem and 1 - that accuracy finds them with ROC AUC "
+            f"{both:.3f} (95% interval {fmt(s['roc_auc_mem_or_not_fitted_ci_low'])} to "
+            f"{fmt(s['roc_auc_mem_or_not_fitted_ci_high'])}), against {mem:.3f} for mem alone.")
 
 
 def _why_not(s: dict) -> str:
