@@ -96,9 +96,10 @@ def test_npz_split_key_bad_values_and_opt_out(tmp_path):
         d = ts.load_dataset(f"npz:{tmp_path / 's.npz'}")
     assert rec[0].filename == __file__  # attributed to the caller's line
     assert (d.n_train, d.n_test) == (70, 30)
-    # split_key=None: a random stratified split, and 'split' is reported as unused
-    with pytest.warns(UserWarning, match=r"npz keys \['split', 'x_float'\] were not used"):
+    # split_key=None: a random stratified split; 'split' is ignored as asked, not reported as unused
+    with pytest.warns(UserWarning, match=r"npz keys \['x_float'\] were not used") as rec:
         r = ts.load_dataset(f"npz:{tmp_path / 's.npz'}", split_key=None)
+    assert not any("['split'" in str(w.message) for w in rec)
     assert (r.n_train, r.n_test) == (80, 20)
     with pytest.warns(UserWarning) as rec:
         t = ts.load_dataset(f"npz:{tmp_path / 's.npz'}", test_fraction=0.5)
@@ -163,8 +164,9 @@ def test_npz_pixel_max_option_and_key(tmp_path):
         ts.load_dataset(f"npz:{tmp_path / 'o.npz'}", pixel_max=8)
     with pytest.raises(DataError, match="must be one positive number"):
         ts.load_dataset(f"npz:{tmp_path / 'o.npz'}", pixel_max=-1)
-    # without pixel_max nothing is recorded (learners keep their 255 default)
-    assert "pixel_max" not in load_quiet(tmp_path / "o.npz").meta
+    # without pixel_max nothing is recorded (learners keep their 255 default), and the low top is pointed out
+    with pytest.warns(UserWarning, match=r"go up to 16 only.*pixel_max=16"):
+        assert "pixel_max" not in ts.load_dataset(f"npz:{tmp_path / 'o.npz'}").meta
 
 
 # ------------------------------------------------------------ 4. npz layout errors
