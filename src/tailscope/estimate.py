@@ -21,7 +21,6 @@ below -threshold) is kept beside it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -214,10 +213,8 @@ def estimate(store: TrialStore | str | Path, options: EstimateOptions | None = N
                              "(estimates need trials both with and without each example).")
         infl.add_tile(tile, acc, mem.n_in[tile], mem.n_out[tile])
     infl.finish()
-    scores = mem.scores(y_tr, y_te, infl, store.config)
-    rows = store.rows()
-    if rows is not None:  # each example's row in the user's data, beside its index in its split
-        scores = dataclasses.replace(scores, train_row=rows[0], test_row=rows[1])
+    # (with each example's row in the user's data, where the store recorded it)
+    scores = mem.scores(y_tr, y_te, infl, store.config, store.rows())
     scores.options = {"infl_threshold": float(opt.infl_threshold), "same_class": bool(opt.same_class),
                       "top_k": int(opt.top_k), "max_pairs": int(opt.max_pairs), "pairs_found": int(infl.found)}
     scores.n_pairs_negative = infl.negative
@@ -390,7 +387,8 @@ class _MemAccumulator:
     def n_out(self) -> np.ndarray:
         return self.trials - self.n_in
 
-    def scores(self, y_tr, y_te, infl: _InfluenceCollector, config: dict) -> Scores:
+    def scores(self, y_tr, y_te, infl: _InfluenceCollector, config: dict,
+               rows: tuple[np.ndarray, np.ndarray] | None = None) -> Scores:
         mem, se, p_in, p_out = self.hard.contrast(self.n_in, self.n_out)
         smem, sse, sp_in, sp_out = self.soft.contrast(self.n_in, self.n_out)
         ci_low, ci_high = mem_interval(p_in, self.n_in, p_out, self.n_out)
@@ -413,6 +411,7 @@ class _MemAccumulator:
             trial_test_acc=np.array(self.test_acc), trial_in_acc=np.array(self.in_acc),
             trial_out_acc=np.array(self.out_acc), config=config,
             mem_ci_low=ci_low, mem_ci_high=ci_high, soft_mem_ci_low=sci_low, soft_mem_ci_high=sci_high,
+            train_row=None if rows is None else rows[0], test_row=None if rows is None else rows[1],
         )
 
 

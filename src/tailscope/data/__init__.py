@@ -9,6 +9,7 @@ from tailscope.data.dataset import DataError, Dataset, stratified_split
 from tailscope.data.duplicates import ExactDuplicates, exact_duplicates
 from tailscope.data.loaders import LOADERS, from_arrays, from_huggingface, from_torch
 from tailscope.data.preprocess import preprocess
+from tailscope.names import unknown_names
 
 __all__ = ["DataError", "Dataset", "ExactDuplicates", "exact_duplicates", "from_arrays", "from_huggingface",
            "from_torch", "load_dataset", "preprocess", "stratified_split"]
@@ -30,7 +31,7 @@ def load_dataset(name_or_path: str | Dataset, **options) -> Dataset:
     try:
         inspect.signature(fn).bind(*args, **options)
     except TypeError:
-        raise DataError(f"dataset {spec!r} does not take option(s) {_unknown_options(fn, options)}; "
+        raise DataError(f"dataset {spec!r} does not take option(s) {unknown_names(options, list(inspect.signature(fn).parameters))}; "
                         f"its loader takes: {_loader_options(fn)}.") from None
     data = fn(*args, **options)
     # Recorded so that a study can reload its data later (tailscope estimate/report),
@@ -53,16 +54,6 @@ def _loader(spec: str) -> tuple:
         return LOADERS["csv"], (spec,)
     known = sorted(BUILTIN) + [f"{p}:PATH" for p in sorted(LOADERS)]
     raise DataError(f"unknown dataset {spec!r}; use one of {', '.join(known)}.")
-
-
-def _unknown_options(fn, options: dict) -> str:
-    """The options ``fn`` does not take, each with the name it probably meant."""
-    import difflib
-
-    known = [p.name for p in inspect.signature(fn).parameters.values()]
-    unknown = sorted(set(options) - set(known)) or sorted(options)
-    guess = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
-    return ", ".join(repr(k) + (f" (did you mean {guess[k][0]!r}?)" if guess[k] else "") for k in unknown)
 
 
 def _loader_options(fn) -> str:

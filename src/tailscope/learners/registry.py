@@ -97,15 +97,14 @@ def scale_warning(name: str, options: dict, data) -> str | None:
 
 def _check_option_names(name: str, options: dict, make, extra: tuple[str, ...] = ()) -> None:
     """A ValueError naming options ``make`` does not take, with the closest valid names."""
-    import difflib
     import inspect
 
+    from tailscope.names import unknown_names
+
     valid = [p for p in inspect.signature(make).parameters if p not in ("self", "model", "kwargs")] + list(extra)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        guesses = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
-        said = ", ".join(repr(k) + (f" (did you mean {guesses[k][0]!r}?)" if guesses[k] else "") for k in unknown)
-        raise ValueError(f"learner {name!r} has no option {said}; its options are: {', '.join(valid)}.")
+    if set(options) - set(valid):
+        raise ValueError(f"learner {name!r} has no option {unknown_names(options, valid)}; its options are: "
+                         f"{', '.join(valid)}.")
 
 
 def _named_estimator(name: str, options: dict):

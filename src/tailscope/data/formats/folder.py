@@ -58,11 +58,10 @@ def _deep_tops(paths: list[Path]) -> dict[str, float]:
     brightest pixel white).
     """
     tops = {"i16": 65535.0, "int": 1.0, "float": 1.0}
-    for p in paths:
+    for p in paths:  # (32-bit and float images only)
         with _open(p) as im:
             kind = _deep_kind(im)
-            if kind != "i16":
-                tops[kind] = max(tops[kind], float(np.nanmax(np.asarray(im, dtype=np.float64), initial=0.0)))
+            tops[kind] = max(tops[kind], float(np.nanmax(np.asarray(im, dtype=np.float64), initial=0.0)))
     return tops
 
 
@@ -175,7 +174,7 @@ def load_folder(path: str, *, size: tuple[int, int] | None = None, mode: str | N
         with _open(p) as im:
             sizes.setdefault(im.size, p)
             grey = grey and im.mode in _GREY_MODES
-            if im.mode in _DEEP_MODES:
+            if im.mode in _DEEP_MODES and _deep_kind(im) != "i16":  # (16-bit white is fixed: nothing to measure)
                 deep.append(p)
     tops = _deep_tops(deep)
     if size is None and len(sizes) > 1:
